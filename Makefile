@@ -1,0 +1,30 @@
+# Set-up and entry points. Every target creates .venv on a fresh machine first.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+DATA ?= ../shared/data
+
+.PHONY: venv demo test test-all lint bench clean
+
+venv: .venv/.installed
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	PXPRUNE_DATA=$(DATA) $(PY) -m pxprune demo
+
+test: venv
+	$(PY) -m pytest
+
+test-all: venv
+	$(PY) -m pytest -m ''
+
+lint: venv
+	.venv/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf .venv build *.egg-info src/*.egg-info
