@@ -46,8 +46,9 @@ class SamePad2d(nn.Module):
         """Pad H and W so the conv output is ceil(size / stride); extra pixel goes bottom/right."""
         pads = []
         for size in (x.shape[-1], x.shape[-2]):  # F.pad order: W first, then H
-            total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size
-                        - size, 0)
+            total = max(
+                (math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size - size, 0
+            )
             pads += [total // 2, total - total // 2]
         if not any(pads):
             return x
@@ -60,7 +61,7 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class MBConvBlock(nn.Module):
-    """Inverted residual: 1x1 expand (if ratio > 1), depthwise kxk, 1x1 project; skip if shapes match."""
+    """Inverted residual: 1x1 expand (if ratio > 1), depthwise kxk, 1x1 project, identity skip."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
@@ -105,8 +106,11 @@ class EfficientNetLite(nn.Module):
         blocks = []
         for repeats, kernel, stride, expand, cin, cout in stages:
             for r in range(repeats):
-                blocks.append(MBConvBlock(cin if r == 0 else cout, cout, kernel,
-                                          stride if r == 0 else 1, expand))
+                blocks.append(
+                    MBConvBlock(
+                        cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand
+                    )
+                )
         self._blocks = nn.Sequential(*blocks)
         self._conv_head = nn.Conv2d(stages[-1][5], 1280, 1, bias=False)
         self._bn1 = _bn(1280)

@@ -73,7 +73,7 @@ def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential | N
 
 
 class ResNet(nn.Module):
-    """torchvision ResNet with a choice of ImageNet stem (7x7/2 + max-pool) or small stem (3x3/1)."""
+    """torchvision ResNet with the ImageNet stem (7x7/2 + max-pool) or a small one (3x3/1)."""
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# fmt: off
 PLANS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -19,6 +20,7 @@ PLANS: dict[int, list[int | str]] = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
          512, 512, 512, 512, "M", 512, 512, 512, 512],
 }
+# fmt: on
 
 
 class VGG(nn.Module):
