@@ -1,0 +1,110 @@
+"""The public entry points: ``score`` one round, ``prune`` over a schedule of rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .batches import as_batches, require_targets
+from .masks import Masks, PruningError, prunable_parameters
+from .methods import REGISTRY, Method
+from .schedule import parse_sparsity, round_densities, threshold
+
+
+def get_method(method: str) -> Method:
+    """The registered method called ``method``, or a PruningError listing the valid names."""
+    try:
+        return REGISTRY[method]
+    except KeyError:
+        raise PruningError(
+            f"unknown method {method!r}; choose one of {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def check_finite(model: nn.Module) -> None:
+    """Refuse a model whose parameters or buffers hold NaN or inf."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise PruningError(f"the model has NaN/inf values in {name!r}")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def score(
+    model: nn.Module,
+    method: str,
+    data: object = None,
+    *,
+    masks: Masks | Mapping[str, Tensor] | None = None,
+    **options,
+) -> dict[str, Tensor]:
+    """One round of ``method``'s scores for the prunable weights (non-negative, same shapes).
+
+    ``data`` is a tensor, or an iterable of tensors or (input, target) pairs. The model's weights
+    are left untouched; ``masks`` (default: keep all) says which weights are already pruned.
+    """
+    spec = get_method(method)
+    check_finite(model)
+    masks = Masks.ones(model) if masks is None else Masks(masks)
+    batches = as_batches(data, _device(model)) if spec.needs_data else (
+        as_batches(data, _device(model)) if data is not None else [])
+    if spec.needs_labels:
+        require_targets(batches, method)
+    scores = spec.score(model, batches, masks, **options)
+    for name, s in scores.items():
+        if not torch.isfinite(s).all():
+            raise PruningError(f"{method} produced NaN/inf scores for {name!r}")
+    return scores
+
+
+def prune(
+    model: nn.Module,
+    method: str,
+    sparsity: float | str,
+    data: object = None,
+    *,
+    rounds: int | None = None,
+    scope: str = "global",
+    seed: int = 0,
+    progress: bool = True,
+    masks: Masks | None = None,
+    **options,
+) -> Masks:
+    """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
+
+    Round r of ``rounds`` keeps density ``d**(r/rounds)`` (d = 1 - sparsity) by a global (or
+    per-layer, ``scope="layer"``) threshold on the scores of the masked network, keeping exactly
+    ``round(d*N)`` weights. ``rounds=None`` uses the method's default (100 for PX and SynFlow,
+    1 for the others).
+    """
+    spec = get_method(method)
+    density = 1.0 - parse_sparsity(sparsity)
+    check_finite(model)
+    prunable_parameters(model)  # raises when there is nothing to prune
+    rounds = spec.default_rounds if rounds is None else int(rounds)
+    schedule = round_densities(density, rounds)
+    batches: list = []
+    if spec.needs_data or data is not None:
+        batches = as_batches(data, _device(model))
+    if spec.needs_labels:
+        require_targets(batches, method)
+    current = Masks.ones(model) if masks is None else masks
+    original = {n: p.detach().clone() for n, p in model.named_parameters() if n in current}
+    try:
+        for r, d in enumerate(tqdm(schedule, desc=f"{method} rounds", disable=not progress,
+                                   leave=False)):
+            current.apply_(model)  # score the masked network
+            scores = spec.score(model, batches, current, seed=seed + r, **options)
+            current = threshold(scores, d, current, scope)
+    finally:
+        with torch.no_grad():  # the method saw masked weights; hand back the originals
+            for n, p in model.named_parameters():
+                if n in original:
+                    p.copy_(original[n])
+    current.apply_(model)
+    return current

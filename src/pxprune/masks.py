@@ -1,0 +1,215 @@
+"""Masks: parameter name -> bool tensor, on any unmodified ``nn.Module``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+)
+
+
+class PruningError(ValueError):
+    """A user-facing error about pruning inputs (bad sparsity, nothing prunable, ...)."""
+
+
+def prunable_parameters(
+    model: nn.Module,
+    types: Iterable[type[nn.Module]] = DEFAULT_PRUNABLE_TYPES,
+    extra: Iterable[str] = (),
+) -> dict[str, nn.Parameter]:
+    """The weights that can be pruned: ``weight`` of every module of ``types`` plus named ``extra``.
+
+    Names are ``model.named_parameters()`` names, in registration order.
+    """
+    types = tuple(types)
+    wanted: set[str] = set(extra)
+    for module_name, module in model.named_modules():
+        if isinstance(module, types) and isinstance(getattr(module, "weight", None), nn.Parameter):
+            wanted.add(f"{module_name}.weight" if module_name else "weight")
+    params = {name: p for name, p in model.named_parameters() if name in wanted}
+    missing = wanted - set(params)
+    if missing:
+        raise PruningError(f"not parameters of the model: {sorted(missing)}")
+    if not params:
+        raise PruningError(
+            f"{type(model).__name__} has nothing prunable: no Conv1d/2d/3d or Linear weights"
+        )
+    return params
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Kept and total counts of one masked tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    kept: int
+    total: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def collapsed(self) -> bool:
+        return self.kept == 0
+
+
+class Masks(Mapping[str, Tensor]):
+    """An immutable map from parameter name to a bool keep-mask of the same shape."""
+
+    def __init__(self, masks: Mapping[str, Tensor]):
+        self._masks = {name: m.detach().to(torch.bool).cpu() for name, m in masks.items()}
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def ones(cls, model: nn.Module, **prunable_kw) -> Masks:
+        """Keep everything prunable in ``model``."""
+        params = prunable_parameters(model, **prunable_kw)
+        return cls({n: torch.ones_like(p, dtype=torch.bool, device="cpu") for n, p in params.items()})
+
+    # -- Mapping protocol -----------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} tensors, density={self.density():.4f})"
+
+    # -- statistics -----------------------------------------------------------------------
+    @property
+    def kept(self) -> int:
+        return sum(int(m.sum()) for m in self._masks.values())
+
+    @property
+    def total(self) -> int:
+        return sum(m.numel() for m in self._masks.values())
+
+    def density(self) -> float:
+        """Fraction of prunable weights kept."""
+        return self.kept / self.total if self.total else 0.0
+
+    def sparsity(self) -> float:
+        return 1.0 - self.density()
+
+    def layer_stats(self) -> list[LayerStats]:
+        """Kept/total per masked tensor, in order."""
+        return [
+            LayerStats(n, tuple(m.shape), int(m.sum()), m.numel()) for n, m in self._masks.items()
+        ]
+
+    def layer_density(self) -> dict[str, float]:
+        return {s.name: s.density for s in self.layer_stats()}
+
+    def collapsed_layers(self) -> list[str]:
+        """Names of layers that kept no weight at all (layer collapse)."""
+        return [s.name for s in self.layer_stats() if s.collapsed]
+
+    # -- applying to a model ---------------------------------------------------------------
+    def _check(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        params = dict(model.named_parameters())
+        for name, m in self._masks.items():
+            if name not in params:
+                raise PruningError(f"mask for {name!r} but the model has no such parameter")
+            if tuple(params[name].shape) != tuple(m.shape):
+                raise PruningError(
+                    f"mask for {name!r} has shape {tuple(m.shape)}, parameter has "
+                    f"{tuple(params[name].shape)}"
+                )
+        return params
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Zero the pruned weights of ``model`` in place; returns the model."""
+        params = self._check(model)
+        for name, m in self._masks.items():
+            p = params[name]
+            p.mul_(m.to(device=p.device, dtype=p.dtype))
+        return model
+
+    def attach(self, model: nn.Module) -> MaskHandle:
+        """Zero pruned weights now and keep them at zero through any later training.
+
+        Gradients of pruned weights are zeroed by hooks (so momentum and Adam state stay zero),
+        and ``MaskHandle.reapply()`` re-zeroes after each optimiser step (weight decay on a zero
+        weight is zero, but the call makes the guarantee independent of the optimiser).
+        """
+        self.apply_(model)
+        params = self._check(model)
+        handles = []
+        for name, m in self._masks.items():
+            p = params[name]
+            keep = m.to(device=p.device, dtype=p.dtype)
+            handles.append(p.register_hook(lambda g, keep=keep: g * keep.to(g.device, g.dtype)))
+        return MaskHandle(self, model, handles)
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Install the masks as ``torch.nn.utils.prune`` reparametrisations (weight_orig, weight_mask)."""
+        from torch.nn.utils import prune
+
+        self._check(model)
+        modules = dict(model.named_modules())
+        for name, m in self._masks.items():
+            module_name, _, attr = name.rpartition(".")
+            module = modules[module_name]
+            prune.custom_from_mask(module, attr, m.to(getattr(module, attr).device))
+        return model
+
+    # -- combining ------------------------------------------------------------------------
+    def __and__(self, other: Masks) -> Masks:
+        return Masks({n: m & other[n] for n, m in self._masks.items()})
+
+    def overlap(self, other: Masks) -> float:
+        """Fraction of this mask's kept weights that ``other`` also keeps."""
+        both = sum(int((m & other[n]).sum()) for n, m in self._masks.items())
+        return both / self.kept if self.kept else 1.0
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> None:
+        """Write the masks to a safetensors file (bool tensors)."""
+        from safetensors.torch import save_file
+
+        meta = {"format": "pxprune.masks", "extra": json.dumps(dict(metadata or {}))}
+        save_file({n: m.contiguous() for n, m in self._masks.items()}, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Masks:
+        """Read masks written by :meth:`save`; a corrupt file raises PruningError naming it."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise PruningError(f"cannot read masks from {path}: {exc}") from exc
+        return cls(tensors)
+
+
+class MaskHandle:
+    """Keeps a model's pruned weights at zero; ``remove()`` detaches the gradient hooks."""
+
+    def __init__(self, masks: Masks, model: nn.Module, handles: list):
+        self.masks, self.model, self._handles = masks, model, handles
+
+    def reapply(self) -> None:
+        self.masks.apply_(self.model)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
