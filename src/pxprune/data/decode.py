@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -79,22 +80,39 @@ def _decode_chunk(items: Sequence[Item], geo: Geometry) -> np.ndarray:
     return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 0), np.uint8)
 
 
-def decode_many(items: Sequence[Item], geo: Geometry = Geometry(), workers: int | None = None
-                ) -> np.ndarray:
-    """Decode many images to one N x H x W x C uint8 array, with a process pool when it pays."""
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1)
-    if workers <= 1 or len(items) < POOL_THRESHOLD:
-        return _decode_chunk(items, geo)
-    n_chunks = workers * 8
-    size = -(-len(items) // n_chunks)
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(_decode_chunk, chunks, [geo] * len(chunks)))
-    shapes = {p.shape[1:] for p in parts}
+def _check_same_shape(parts: list[np.ndarray]) -> np.ndarray:
+    shapes = {p.shape[1:] for p in parts if len(p)}
     if len(shapes) > 1:
         raise DataError(f"images differ in size ({sorted(shapes)}): pass size= to resize them")
     return np.concatenate(parts)
+
+
+def decode_stream(items: Iterable[Item], geo: Geometry = Geometry(), workers: int | None = None,
+                  chunk: int = 1000) -> np.ndarray:
+    """Decode images while they are still being read (e.g. streamed from a tarball), in order.
+
+    Below POOL_THRESHOLD images, or with one worker, decoding is serial; above, chunks go to a
+    process pool as soon as they are complete, so reading overlaps decoding.
+    """
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    it = iter(items)
+    head = list(islice(it, POOL_THRESHOLD))
+    if workers <= 1 or len(head) < POOL_THRESHOLD:
+        return _decode_chunk(head + list(it), geo)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_decode_chunk, head[i : i + chunk], geo)
+                   for i in range(0, len(head), chunk)]
+        while block := list(islice(it, chunk)):
+            futures.append(pool.submit(_decode_chunk, block, geo))
+        parts = [f.result() for f in futures]
+    return _check_same_shape(parts)
+
+
+def decode_many(items: Sequence[Item], geo: Geometry = Geometry(), workers: int | None = None
+                ) -> np.ndarray:
+    """Decode many images to one N x H x W x C uint8 array, with a process pool when it pays."""
+    return decode_stream(items, geo, workers)
 
 
 def to_nchw(images_nhwc: np.ndarray) -> np.ndarray:
