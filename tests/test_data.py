@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pxprune.data import (
@@ -119,18 +121,22 @@ COLORS = {"cat": (200, 30, 40), "airplane": (20, 120, 220), "dog": (90, 200, 60)
 
 
 def write_jpeg_tar(path: Path, counts: dict[str, int] | None = None,
-                   bad_member: str | None = None) -> None:
+                   bad_member: str | None = None, reverse: bool = False) -> None:
     """A tarball laid out like cifar10-jpeg.tar.gz: test/<class>/NNNN.jpg then train/..."""
     counts = counts or {"train": 4, "test": 2}
+    entries = []
+    for split in ("test", "train"):
+        for cls, color in COLORS.items():
+            for i in range(counts[split]):
+                name = f"{split}/{cls}/{i:04d}.jpg"
+                shade = tuple(max(0, v - 12 * i) for v in color)  # image i is a bit darker
+                data = b"not a jpeg" if name == bad_member else _jpeg_bytes(_flat(shade))
+                entries.append((name, data))
     with tarfile.open(path, "w:gz") as tf:
-        for split in ("test", "train"):
-            for cls, color in COLORS.items():
-                for i in range(counts[split]):
-                    name = f"{split}/{cls}/{i:04d}.jpg"
-                    data = b"not a jpeg" if name == bad_member else _jpeg_bytes(_flat(color))
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
+        for name, data in reversed(entries) if reverse else entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
 
 
 def write_idx(path: Path, arr: np.ndarray, compress: bool) -> None:
@@ -195,10 +201,21 @@ def test_jpeg_tar_round_trip_and_cifar10_fallback(tmp_path: Path) -> None:
     assert tr.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     for i, cls in enumerate(tr.classes):
         img = tr.images[tr.labels == i].int()
-        ref = torch.tensor(COLORS[cls]).view(1, 3, 1, 1)
-        assert (img - ref).abs().max() <= 3  # flat colours survive JPEG within a few levels
+        ref = torch.tensor([[max(0, v - 12 * k) for v in COLORS[cls]] for k in range(4)])
+        assert (img - ref.view(4, 3, 1, 1)).abs().max() <= 3  # flat colours: JPEG within 3
     te = load_dataset("cifar10-jpeg", "test", root=tmp_path)
     assert len(te) == 6 and te.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_jpeg_tar_order_does_not_depend_on_member_order(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_jpeg_tar(tmp_path / "a" / "cifar10-jpeg.tar.gz")
+    write_jpeg_tar(tmp_path / "b" / "cifar10-jpeg.tar.gz", reverse=True)
+    a = load_dataset("cifar10-jpeg", "train", root=tmp_path / "a", cache=False)
+    b = load_dataset("cifar10-jpeg", "train", root=tmp_path / "b", cache=False)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.images[:4, 0, 0, 0].tolist() == sorted(a.images[:4, 0, 0, 0].tolist(), reverse=True)
 
 
 def test_jpeg_tar_cache_hit_and_invalidation(tmp_path: Path, _isolated_cache: Path,
@@ -559,6 +576,35 @@ def test_random_crop_flip_matches_reference_and_is_seeded() -> None:
     again = random_crop_flip(x, 4, torch.Generator().manual_seed(5))
     assert torch.equal(out, again)
     assert not torch.equal(out, random_crop_flip(x, 4, torch.Generator().manual_seed(6)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), h=st.integers(1, 7), w=st.integers(1, 7), pad=st.integers(0, 3),
+       seed=st.integers(0, 2**31))
+def test_crop_flip_property(n: int, h: int, w: int, pad: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, 256, (n, 2, h, w), generator=g, dtype=torch.uint8)
+    top = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    left = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = torch.randint(0, 2, (n,), generator=g).bool()
+    out = crop_flip(x, top, left, flip, pad)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for i in range(n):
+        win = padded[i, :, top[i] : top[i] + h, left[i] : left[i] + w]
+        assert torch.equal(out[i], win.flip(-1) if flip[i] else win)
+    # pixels kept are a subset of the input's, the rest are zero padding
+    assert int((out > 0).sum()) <= int((x > 0).sum())
+
+
+def test_dataset_subset_and_normalization() -> None:
+    ds = _toy([3, 3])
+    sub = ds.subset([4, 0])
+    assert sub.images[:, 0, 0, 0].tolist() == [4, 0]
+    assert sub.labels.tolist() == ds.labels[[4, 0]].tolist()
+    assert sub.classes == ds.classes and sub.name == "toy"
+    assert ds.with_normalization((0.1,) * 3, (0.2,) * 3).mean == (0.1, 0.1, 0.1)
+    with pytest.raises(DataError, match="labels outside"):
+        ImageDataset(ds.images, ds.labels + 5, ds.classes, ds.mean, ds.std, "bad")
 
 
 def test_normalize_values() -> None:
