@@ -36,6 +36,6 @@ def register(name: str, *, needs_data: bool, needs_labels: bool = False, default
 
 
 # One module per method; importing it registers the method.
-_MODULES = ("px",)
+_MODULES = ("px", "random_", "magnitude", "snip", "grasp", "synflow", "ntksap", "imp")
 for _module in _MODULES:
     importlib.import_module(f"{__name__}.{_module}")
