@@ -1,0 +1,444 @@
+"""Train a sparse model with its masks held fixed: recipes, AMP, checkpoint/resume, JSON-lines log.
+
+A run folder holds ``checkpoint.pt`` (written atomically after every epoch, removed at the end
+unless ``keep_checkpoint``), ``metrics.jsonl`` (one line per epoch), and, once finished,
+``model.pt`` (final state_dict) and ``summary.json``. Calling :func:`train` again on the same
+folder resumes after the last finished epoch, bitwise identically on CPU, or, when
+``summary.json`` exists, returns it without training.
+
+Randomness: the data order and the crop/flip draws come from (seed, epoch, batch) streams (see
+``pxprune.data.loader``); the global torch/numpy/python RNGs (dropout, say) are seeded from
+``seed`` at the start and saved in / restored from every checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed as D
+from .data.dataset import ImageDataset
+from .data.loader import iterate_batches, num_batches
+from .masks import Masks
+from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
+
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "evaluate",
+    "get_recipe",
+    "make_optimizer",
+    "make_scheduler",
+    "masks_fingerprint",
+    "scale_milestones",
+    "train",
+]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+FINAL_MODEL = "model.pt"
+
+
+# -- building blocks ---------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser over all of ``model``'s parameters (weight decay on all of them)."""
+    params = model.parameters()
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum,
+            nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
+        )
+    cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step learning-rate scheduler for the recipe (stepped once after every batch).
+
+    multistep: ``lr * gamma**(milestones passed)``, changing at epoch boundaries exactly like
+    MultiStepLR stepped per epoch; cosine: half-cosine from lr to 0 over all steps; onecycle:
+    torch's OneCycleLR with ``max_lr=lr`` (momentum cycled when the optimiser has one); constant.
+    A linear warmup over ``warmup_epochs`` multiplies the non-onecycle schedules.
+    """
+    spe = max(int(steps_per_epoch), 1)
+    total = recipe.epochs * spe
+    if recipe.schedule == "onecycle":
+        cycle = recipe.optimizer != "sgd" or recipe.momentum > 0
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=recipe.onecycle_pct_start,
+            cycle_momentum=cycle,
+        )
+    warm = recipe.warmup_epochs * spe
+
+    def factor(step: int) -> float:
+        if recipe.schedule == "multistep":
+            f = recipe.gamma ** sum(step // spe >= m for m in recipe.milestones)
+        elif recipe.schedule == "cosine":
+            f = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        else:
+            f = 1.0
+        if warm > 0 and step < warm:
+            f *= (step + 1) / warm
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def masks_fingerprint(masks: Masks | None) -> str:
+    """SHA-256 of mask names, shapes and bits (checks that a resume uses the same masks)."""
+    if masks is None:
+        return "dense"
+    h = hashlib.sha256()
+    for name, m in masks.items():
+        h.update(f"{name}:{tuple(m.shape)};".encode())
+        h.update(np.packbits(m.reshape(-1).numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _autocast(device: torch.device, recipe: Recipe):
+    """Autocast context: on for CUDA when recipe.amp, otherwise a disabled one."""
+    enabled = recipe.amp and device.type == "cuda"
+    dtype = torch.float16 if recipe.amp_dtype == "float16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    recipe: Recipe | None = None,
+) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` (eval mode) on ``dataset``.
+
+    When distributed, each rank scores a contiguous share and the sums are all-reduced, so every
+    rank returns the same numbers. ``recipe`` only decides autocast (AMP on CUDA).
+    """
+    device = torch.device(device)
+    model = D.unwrap(model)
+    was_training = model.training
+    model.eval()
+    lo, hi = D.shard_range(len(dataset), D.get_rank(), D.get_world_size())
+    part = dataset.subset(torch.arange(lo, hi)) if (lo, hi) != (0, len(dataset)) else dataset
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    amp = _autocast(device, recipe) if recipe is not None else torch.autocast(device.type,
+                                                                             enabled=False)
+    try:
+        for x, y in iterate_batches(part, batch_size, shuffle=False, device=device):
+            with amp:
+                out = model(x)
+            out = out.float()
+            loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
+    finally:
+        model.train(was_training)
+    loss, corr, n = D.all_reduce_sum([loss_sum.item(), correct.item(), hi - lo])
+    return {"loss": loss / max(n, 1), "acc": 100.0 * corr / max(n, 1), "count": int(n)}
+
+
+def _rng_state(device: torch.device) -> dict:
+    """The global RNG states a resume must restore (torch, numpy, python, CUDA)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    """Restore what :func:`_rng_state` saved."""
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
+    """Write a file via a temp file in the same folder, fsync, then os.replace (no torn files)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Atomically replace a text file."""
+    _atomic_write_bytes(path, lambda f: f.write(text.encode()))  # type: ignore[attr-defined]
+
+
+def _steps_per_epoch(n: int, batch_size: int, world: int) -> int:
+    """Optimiser steps in one epoch (global batches with at least one example per rank)."""
+    steps = num_batches(n, batch_size)
+    if world > 1 and n % batch_size and n % batch_size < world:
+        steps -= 1
+    return steps
+
+
+def _flops(model: nn.Module, shape: tuple[int, ...], masks: Masks | None) -> dict | None:
+    """Dense and kept MACs via pxprune.flops when that module exists, else None."""
+    try:
+        from .flops import count_flops
+    except ImportError:
+        return None
+    try:
+        f = count_flops(model, shape, masks)
+    except Exception as exc:  # a model the counter cannot trace must not fail a finished run
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {k: f[k] for k in ("dense_macs", "kept_macs", "density_macs") if k in f}
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def train(
+    model: nn.Module,
+    masks: Masks | None,
+    train_set: ImageDataset,
+    test_set: ImageDataset | None,
+    recipe: Recipe | str,
+    *,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], object] | None = print,
+    callback: Callable[[dict], object] | None = None,
+    keep_checkpoint: bool = False,
+    sync_bn: bool = False,
+) -> dict:
+    """Train ``model`` in place with ``masks`` held fixed; return the run summary.
+
+    - ``masks`` (None: dense) are attached: pruned weights are zeroed, their gradients are zeroed
+      by hooks and the weights re-zeroed after every optimiser step, so they stay exactly 0
+      through momentum, weight decay and Adam.
+    - ``recipe``: a :class:`Recipe` or a preset name (see ``RECIPES``).
+    - ``out_dir`` is the run folder: ``metrics.jsonl`` gets one line per epoch (epoch, lr at the
+      epoch's first step, train_loss, train_acc, test_loss, test_acc, seconds, images_per_s),
+      ``checkpoint.pt`` is rewritten atomically after every epoch, and at the end ``model.pt``
+      and ``summary.json`` are written. If ``checkpoint.pt`` exists training continues after its
+      epoch (same recipe, seed and masks required); if ``summary.json`` exists the run is
+      finished: the final weights are loaded into ``model`` and the summary returned untrained.
+    - ``device``: where to train; AMP (autocast + GradScaler) is used when it is CUDA and
+      ``recipe.amp``. Under torchrun (process group initialised, see ``pxprune.distributed``)
+      pass this rank's device: masks are broadcast from rank 0, the model wrapped in DDP
+      (``sync_bn`` converts BatchNorm to SyncBatchNorm), each rank takes its slice of every
+      global batch, metrics are all-reduced, and only rank 0 writes files.
+    - ``seed`` drives data order, augmentation and the global RNGs during training (not the
+      init, which the caller made).
+    - ``callback(record)`` runs after each epoch's files are written (a hook for early stopping
+      and tests: an exception it raises stops training; calling train() again resumes).
+    """
+    out = Path(out_dir)
+    device = torch.device(device)
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    rank, world = D.get_rank(), D.get_world_size()
+    main = rank == 0
+    say: Callable[[str], object] = (log or (lambda _m: None)) if main else (lambda _m: None)
+
+    summary_path = out / SUMMARY
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        final = out / FINAL_MODEL
+        if final.exists():
+            model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
+        say(f"{out}: already finished (summary.json exists), not training again; "
+            f"final test acc {summary.get('final_test_acc')}")
+        return summary
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+
+    model.to(device)
+    if world > 1:
+        has_masks = D.broadcast_object(masks is not None)
+        masks = D.broadcast_masks(masks) if has_masks else None
+    handle = masks.attach(model) if masks is not None else None
+    fingerprint = masks_fingerprint(masks)
+
+    spe = _steps_per_epoch(len(train_set), recipe.batch_size, world)
+    if spe < 1:
+        raise ValueError(f"training set of {len(train_set)} examples gives no batch")
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, spe)
+    use_amp = recipe.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=use_amp and recipe.amp_dtype == "float16"
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    history: list[dict] = []
+    start = 0
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        for key, mine in (("recipe", recipe.to_dict()), ("seed", seed),
+                          ("masks", fingerprint), ("world_size", world)):
+            if ckpt[key] != mine:
+                raise ValueError(
+                    f"{ckpt_path} was written with another {key} ({ckpt[key]!r}, now {mine!r}); "
+                    f"use a new out_dir or delete the checkpoint"
+                )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler.is_enabled() and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        start = int(ckpt["epoch"])
+        if handle is not None:
+            handle.reapply()
+        say(f"{out}: resuming after epoch {start}/{recipe.epochs}")
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+    net = D.wrap_ddp(model, device, sync_bn=sync_bn) if world > 1 else model
+    if main:  # metrics.jsonl always agrees with the checkpoint (a kill may have split them)
+        _atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+    epochs_bar = tqdm(range(start, recipe.epochs), desc="epochs", disable=not (progress and main),
+                      initial=start, total=recipe.epochs)
+    for epoch in epochs_bar:
+        t0 = time.perf_counter()
+        net.train()
+        lr = optimizer.param_groups[0]["lr"]
+        if world > 1:
+            batches = D.shard_batches(
+                train_set, recipe.batch_size, rank=rank, world_size=world, seed=seed,
+                epoch=epoch, augment=recipe.augment, device=device,
+            )
+        else:
+            batches = iterate_batches(train_set, recipe.batch_size, shuffle=True, seed=seed,
+                                      epoch=epoch, augment=recipe.augment, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        bar = tqdm(batches, total=spe, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
+                   disable=not (progress and main))
+        for x, y in bar:
+            with _autocast(device, recipe):
+                logits = net(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if handle is not None:
+                handle.reapply()
+            scheduler.step()
+            n = y.numel()
+            loss_sum += loss.detach().double() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += n
+        train_seconds = time.perf_counter() - t0
+        tl, tc, tn = D.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+        train_seconds = max(D.all_reduce_sum([train_seconds])[0] / world, 1e-9)
+        record: dict = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": tl / max(tn, 1),
+            "train_acc": 100.0 * tc / max(tn, 1),
+        }
+        if test_set is not None:
+            ev = evaluate(net, test_set, batch_size=recipe.eval_batch_size, device=device,
+                          recipe=recipe)
+            record.update(test_loss=ev["loss"], test_acc=ev["acc"])
+        else:
+            record.update(test_loss=None, test_acc=None)
+        record["seconds"] = time.perf_counter() - t0
+        record["images_per_s"] = tn / train_seconds
+        history.append(record)
+        if main:
+            state = {
+                "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_state(device), "history": history,
+                "recipe": recipe.to_dict(), "seed": seed, "masks": fingerprint,
+                "world_size": world,
+            }
+            _atomic_write_bytes(ckpt_path, lambda f, s=state: torch.save(s, f))
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        D.barrier()
+        test_msg = (f" test_loss {record['test_loss']:.4f} test_acc {record['test_acc']:.2f}"
+                    if test_set is not None else "")
+        say(f"epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} train_loss {record['train_loss']:.4f} "
+            f"train_acc {record['train_acc']:.2f}{test_msg} ({record['seconds']:.1f}s, "
+            f"{record['images_per_s']:.0f} img/s)")
+        if callback is not None:
+            callback(record)
+    epochs_bar.close()
+
+    if handle is not None:
+        handle.remove()
+    summary = _summary(model, masks, train_set, history, recipe, seed, world, device,
+                       fingerprint)
+    if main:
+        _atomic_write_bytes(out / FINAL_MODEL, lambda f: torch.save(model.state_dict(), f))
+        _atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        if not keep_checkpoint and ckpt_path.exists():
+            ckpt_path.unlink()
+    D.barrier()
+    say(f"{out}: finished, final test acc {summary['final_test_acc']}, "
+        f"best {summary['best_test_acc']} (epoch {summary['best_epoch']})")
+    return summary
+
+
+def _summary(
+    model: nn.Module, masks: Masks | None, train_set: ImageDataset, history: list[dict],
+    recipe: Recipe, seed: int, world: int, device: torch.device, fingerprint: str,
+) -> dict:
+    """The summary.json content of a finished run."""
+    accs = [(r["test_acc"], r["epoch"]) for r in history if r.get("test_acc") is not None]
+    best = max(accs, key=lambda a: a[0]) if accs else (None, None)
+    total_params = sum(p.numel() for p in model.parameters())
+    if masks is not None:
+        kept, prunable = masks.kept, masks.total
+    else:
+        kept = prunable = Masks.ones(model).total
+    last = history[-1] if history else {}
+    return {
+        "final_test_acc": last.get("test_acc"),
+        "final_test_loss": last.get("test_loss"),
+        "final_train_loss": last.get("train_loss"),
+        "best_test_acc": best[0],
+        "best_epoch": best[1],
+        "epochs": len(history),
+        "kept_params": kept,
+        "total_params": prunable,
+        "density": kept / prunable if prunable else 1.0,
+        "model_params": total_params,
+        "model_params_kept": total_params - (prunable - kept),
+        "collapsed_layers": masks.collapsed_layers() if masks is not None else [],
+        "flops": _flops(model, tuple(train_set.image_shape), masks),
+        "train_seconds": sum(r["seconds"] for r in history),
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "world_size": world,
+        "device": str(device),
+        "masks_sha256": fingerprint,
+    }
