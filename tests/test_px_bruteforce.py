@@ -267,7 +267,7 @@ def test_every_relu_style_gives_identical_scores(act):
         assert torch.equal(a[name], b[name])
 
 
-def test_scores_nonnegative_and_layer_sums_equal_R_on_a_chain():
+def test_layer_sums_equal_R_on_a_chain():
     """Every layer of a plain chain is a cut: its signed shares sum to R (Euler's theorem)."""
     torch.manual_seed(2)
     model = MLP("relu", bn=True).double().eval()
@@ -275,5 +275,3 @@ def test_scores_nonnegative_and_layer_sums_equal_R_on_a_chain():
     r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model))
     for name, s in shares.items():
         assert s.sum().item() == pytest.approx(r.item(), rel=1e-10), name
-        if name != "fc.weight":
-            assert (s >= 0).all()

@@ -1,0 +1,138 @@
+"""PX on ResNet-20 at init: the facts of DESIGN §3 and float32/float64 agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pxprune
+from pxprune import models
+from pxprune.intercept import PathKernelCopy
+from pxprune.methods.px import _copy_weights, find_classifier, path_activation_sum, px_terms
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(0)
+    return models.get("resnet20").eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(20, 3, 32, 32, generator=g)
+
+
+def test_classifier_is_found_by_call_order(resnet20, images):
+    assert find_classifier(resnet20, images) == "fc.weight"
+
+
+def test_all_ones_classifier_makes_every_class_weight_equal(resnet20, images):
+    """With an all-ones classifier Z1_k is the same for every k: PX would be data-free."""
+    masks = pxprune.Masks.ones(resnet20)
+    weights = pxprune.intercept.weighted_modules(resnet20)
+    ones_c1, _, _ = _copy_weights(weights, masks, "fc.weight", False, "cpu")
+    real_c1, _, _ = _copy_weights(weights, masks, "fc.weight", True, "cpu")
+    z_ones = path_activation_sum(resnet20, [(images, None)], ones_c1, "float64", False)
+    z_real = path_activation_sum(resnet20, [(images, None)], real_c1, "float64", False)
+    assert torch.allclose(z_ones, z_ones[0].expand_as(z_ones), rtol=1e-12)
+    assert z_ones[0] > 1e30  # the fan_in**depth growth that forces float64
+    spread = (z_real.max() - z_real.min()) / z_real.abs().max()
+    assert spread > 0.05  # the real classifier makes the class weights differ
+
+
+def test_cut_layers_sum_to_R(resnet20, images):
+    """The stem conv and the classifier are cuts of ResNet-20: their shares sum to R."""
+    r, shares = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20))
+    assert shares["conv1.weight"].sum().item() == pytest.approx(r.item(), rel=1e-9)
+    assert shares["fc.weight"].sum().item() == pytest.approx(r.item(), rel=1e-9)
+
+
+def test_signs_of_the_shares(resnet20, images):
+    """All-ones classifier: every share >= 0. Real classifier: sum_k Z1_k z2_k mixes signs of the
+    classifier rows, so layers next to it can have negative shares; ``score`` takes |.|."""
+    _, ones = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20), classifier="ones")
+    assert all((s >= 0).all() for s in ones.values())
+    _, real = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20))
+    assert (real["conv1.weight"] >= 0).all() and (real["layer1.0.conv1.weight"] >= 0).all()
+    assert (real["fc.weight"] < 0).any()
+    scores = pxprune.score(resnet20, "px", images)
+    assert torch.equal(scores["fc.weight"], real["fc.weight"].abs())
+
+
+class _TrainModeBN(PathKernelCopy):
+    """The official code's copy 2: BatchNorm with batch statistics (no running-stat update)."""
+
+    def on_batchnorm(self, name, func, args, kwargs):
+        x = args[0]
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        var = x.var(dims, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def test_train_mode_copy_two_has_zero_gradient(resnet20, images):
+    """With an all-ones input, batch-statistics BN zeroes every path: scores are rounding noise."""
+    masks = pxprune.Masks.ones(resnet20)
+    weights = pxprune.intercept.weighted_modules(resnet20)
+    c1, c2, leaves = _copy_weights(weights, masks, "fc.weight", True, "cpu")
+    z1 = path_activation_sum(resnet20, [(images, None)], c1, "float64", False)
+    ones = torch.ones(2, 3, 32, 32, dtype=torch.float64)
+    with _TrainModeBN(resnet20, c2):
+        z2 = resnet20(ones)
+    r = (z1 * z2[0]).sum()
+    grads = torch.autograd.grad(r, [leaves[n] for n in leaves if n != "fc.weight"],
+                                allow_unused=True)
+    official = max(float((g.abs() * z1.abs().max().reciprocal()).max()) for g in grads
+                   if g is not None)
+    ours = pxprune.score(resnet20, "px", images)
+    ours_max = max(float((s / z1.abs().max()).max()) for n, s in ours.items() if n != "fc.weight")
+    assert official < 1e-9 * ours_max
+
+
+def test_float32_and_float64_models_give_the_same_masks(resnet20, images):
+    m32 = resnet20
+    m64 = models.get("resnet20").eval()
+    m64.load_state_dict(m32.state_dict())
+    m64 = m64.double()
+    a = pxprune.prune(m32_copy := _clone(m32), "px", 0.982, images, rounds=5, progress=False)
+    b = pxprune.prune(m64, "px", 0.982, images.double(), rounds=5, progress=False)
+    differing = sum(int((a[n] ^ b[n]).sum()) for n in a)
+    assert a.kept == b.kept == round(0.018 * a.total)
+    assert differing <= 0.001 * a.total
+    del m32_copy
+
+
+def test_float32_copy_ranks_like_float64(resnet20, images):
+    s64 = pxprune.score(resnet20, "px", images)
+    s32 = pxprune.score(resnet20, "px", images, precision="float32")
+    for n in s64:
+        rel = ((s32[n] - s64[n]).abs() / s64[n].abs().max()).max()
+        assert rel < 1e-4, n
+    m64 = pxprune.schedule.threshold(s64, 0.018, pxprune.Masks.ones(resnet20))
+    m32 = pxprune.schedule.threshold(s32, 0.018, pxprune.Masks.ones(resnet20))
+    assert m64.overlap(m32) > 0.999
+
+
+def test_scoring_leaves_model_untouched(resnet20, images):
+    state = {k: v.clone() for k, v in resnet20.state_dict().items()}
+    resnet20.train()
+    pxprune.score(resnet20, "px", images)
+    assert resnet20.training
+    resnet20.eval()
+    for k, v in resnet20.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def _clone(model):
+    clone = models.get("resnet20")
+    clone.load_state_dict(model.state_dict())
+    return clone.eval()
+
+
+@pytest.mark.slow
+def test_float32_and_float64_models_agree_with_100_rounds(resnet20, images):
+    m64 = _clone(resnet20).double()
+    a = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False)
+    b = pxprune.prune(m64, "px", 0.982, images.double(), progress=False)
+    assert sum(int((a[n] ^ b[n]).sum()) for n in a) <= 0.001 * a.total
