@@ -123,11 +123,40 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Sum a few numbers over ranks (float64; returned unchanged when not distributed)."""
+    return _all_reduce(values, "sum")
+
+
+def all_reduce_max(values: Sequence[float]) -> list[float]:
+    """Maximum of a few numbers over ranks (e.g. the slowest rank's time)."""
+    return _all_reduce(values, "max")
+
+
+def _all_reduce(values: Sequence[float], op: str) -> list[float]:
+    """All-reduce a short list of floats with ``op`` (sum or max) in float64."""
     if not is_distributed():
         return [float(v) for v in values]
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.cpu().tolist()
+
+
+@torch.no_grad()
+def average_buffers(model: nn.Module) -> None:
+    """Average floating-point buffers (BN running statistics) over ranks, in place.
+
+    DDP broadcasts rank 0's buffers before each forward, but after the last step of an epoch
+    each rank holds statistics of its own batch; averaging (as timm's distribute_bn does) makes
+    evaluation, checkpoints and final weights identical on every rank and uses every rank's data.
+    """
+    if not is_distributed():
+        return
+    world = dist.get_world_size()
+    dev = _comm_device()
+    for buf in unwrap(model).buffers():
+        if buf.is_floating_point():
+            t = buf.detach().to(dev, torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            buf.copy_((t / world).to(buf.device, buf.dtype))
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

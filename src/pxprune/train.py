@@ -244,7 +244,8 @@ def train(
       ``recipe.amp``. Under torchrun (process group initialised, see ``pxprune.distributed``)
       pass this rank's device: masks are broadcast from rank 0, the model wrapped in DDP
       (``sync_bn`` converts BatchNorm to SyncBatchNorm), each rank takes its slice of every
-      global batch, metrics are all-reduced, and only rank 0 writes files.
+      global batch, BN running statistics are averaged over ranks after every epoch, metrics
+      are all-reduced, and only rank 0 writes files.
     - ``seed`` drives data order, augmentation and the global RNGs during training (not the
       init, which the caller made).
     - ``callback(record)`` runs after each epoch's files are written (a hook for early stopping
@@ -355,8 +356,10 @@ def train(
             correct += (logits.detach().argmax(1) == y).sum()
             seen += n
         train_seconds = time.perf_counter() - t0
+        if world > 1:
+            D.average_buffers(model)
         tl, tc, tn = D.all_reduce_sum([loss_sum.item(), correct.item(), seen])
-        train_seconds = max(D.all_reduce_sum([train_seconds])[0] / world, 1e-9)
+        train_seconds = max(D.all_reduce_max([train_seconds])[0], 1e-9)  # the slowest rank
         record: dict = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -369,7 +372,7 @@ def train(
             record.update(test_loss=ev["loss"], test_acc=ev["acc"])
         else:
             record.update(test_loss=None, test_acc=None)
-        record["seconds"] = time.perf_counter() - t0
+        record["seconds"] = D.all_reduce_max([time.perf_counter() - t0])[0]
         record["images_per_s"] = tn / train_seconds
         history.append(record)
         if main:
