@@ -28,8 +28,9 @@ def grasp_terms(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
     """Masked weights ``w``, the data gradient ``g`` and the Hessian-gradient product ``H g``.
 
-    ``L = sum over batches of CE(logits / temperature)``; ``g = dL/dw`` is computed without a
-    graph, then ``H g = d(g . dL/dw)/dw`` by double backward, batch by batch.
+    ``L = sum over batches of CE(logits / temperature)``; ``g = mask * dL/dw`` (the gradient of
+    the masked network, whose parameters are the live weights) is computed without a graph,
+    then ``H g = d(g . dL/dw)/dw`` by double backward, batch by batch.
     """
     weights = masked_weights(model, masks, requires_grad=True)
     names = list(weights)
@@ -44,6 +45,9 @@ def grasp_terms(
             for acc, g in zip(g0, grads, strict=True):
                 if g is not None:
                     acc += g
+        # g of the masked network: only live weights are parameters of it
+        g0 = [g * masks[n].to(device=g.device, dtype=g.dtype) for n, g in zip(names, g0,
+                                                                              strict=True)]
         for x, y in batches:
             grads = torch.autograd.grad(_loss(model, weights, x, y, temperature), leaves,
                                         create_graph=True, allow_unused=True)
