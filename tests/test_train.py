@@ -273,3 +273,22 @@ def test_evaluate_matches_manual_loop(data):
     assert ev["acc"] == pytest.approx(100.0 * (out.argmax(1) == y).float().mean().item())
     assert ev["loss"] == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
     assert ev["count"] == 40
+
+
+def test_stopped_run_leaves_no_gradient_hooks(tmp_path, data):
+    model = tiny_net()
+    masks = random_masks(model, 0.3, 3)
+    with pytest.raises(Stop):
+        train(model, masks, data[0], data[1], RECIPE, out_dir=tmp_path / "h", progress=False,
+              log=None, callback=stop_after(1))
+    assert all(not p._backward_hooks for p in model.parameters())
+
+
+def test_divergence_raises_and_keeps_last_good_checkpoint(tmp_path, data):
+    recipe = Recipe(lr=1e30, momentum=0.9, weight_decay=0, epochs=3, batch_size=16,
+                    milestones=(), schedule="constant")
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
+        train(tiny_net(), None, data[0], data[1], recipe, out_dir=tmp_path / "d",
+              progress=False, log=None)
+    assert not (tmp_path / "d" / "summary.json").exists()
+    assert not (tmp_path / "d" / "checkpoint.pt").exists()

@@ -109,6 +109,24 @@ def masks_fingerprint(masks: Masks | None) -> str:
     return h.hexdigest()
 
 
+class _Rezero:
+    """Re-zero pruned weights after each optimiser step, with the masks cached on the device.
+
+    ``MaskHandle.reapply()`` copies every CPU mask to the device on each call (an H2D copy of
+    all masks per step on GPU); this keeps one bool "pruned" tensor per weight on its device and
+    uses ``masked_fill_`` (which also clears a NaN, where multiplying by 0 would not).
+    """
+
+    def __init__(self, model: nn.Module, masks: Masks):
+        params = dict(model.named_parameters())
+        self.pairs = [(params[n], (~m).to(params[n].device)) for n, m in masks.items()]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for p, pruned in self.pairs:
+            p.masked_fill_(pruned, 0)
+
+
 def _autocast(device: torch.device, recipe: Recipe):
     """Autocast context: on for CUDA when recipe.amp, otherwise a disabled one."""
     enabled = recipe.amp and device.type == "cuda"
@@ -276,7 +294,8 @@ def train(
     if world > 1:
         has_masks = D.broadcast_object(masks is not None)
         masks = D.broadcast_masks(masks) if has_masks else None
-    handle = masks.attach(model) if masks is not None else None
+    handle = masks.attach(model) if masks is not None else None  # zero now + gradient hooks
+    rezero = _Rezero(model, masks) if masks is not None else None
     fingerprint = masks_fingerprint(masks)
 
     spe = _steps_per_epoch(len(train_set), recipe.batch_size, world)
@@ -310,8 +329,8 @@ def train(
         _set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
         start = int(ckpt["epoch"])
-        if handle is not None:
-            handle.reapply()
+        if rezero is not None:
+            rezero()
         say(f"{out}: resuming after epoch {start}/{recipe.epochs}")
     else:
         torch.manual_seed(seed)
@@ -323,81 +342,87 @@ def train(
 
     epochs_bar = tqdm(range(start, recipe.epochs), desc="epochs", disable=not (progress and main),
                       initial=start, total=recipe.epochs)
-    for epoch in epochs_bar:
-        t0 = time.perf_counter()
-        net.train()
-        lr = optimizer.param_groups[0]["lr"]
-        if world > 1:
-            batches = D.shard_batches(
-                train_set, recipe.batch_size, rank=rank, world_size=world, seed=seed,
-                epoch=epoch, augment=recipe.augment, device=device,
-            )
-        else:
-            batches = iterate_batches(train_set, recipe.batch_size, shuffle=True, seed=seed,
-                                      epoch=epoch, augment=recipe.augment, device=device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        bar = tqdm(batches, total=spe, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
-                   disable=not (progress and main))
-        for x, y in bar:
-            with _autocast(device, recipe):
-                logits = net(x)
-                loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if handle is not None:
-                handle.reapply()
-            scheduler.step()
-            n = y.numel()
-            loss_sum += loss.detach().double() * n
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += n
-        train_seconds = time.perf_counter() - t0
-        if world > 1:
-            D.average_buffers(model)
-        tl, tc, tn = D.all_reduce_sum([loss_sum.item(), correct.item(), seen])
-        train_seconds = max(D.all_reduce_max([train_seconds])[0], 1e-9)  # the slowest rank
-        record: dict = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": tl / max(tn, 1),
-            "train_acc": 100.0 * tc / max(tn, 1),
-        }
-        if test_set is not None:
-            ev = evaluate(net, test_set, batch_size=recipe.eval_batch_size, device=device,
-                          recipe=recipe)
-            record.update(test_loss=ev["loss"], test_acc=ev["acc"])
-        else:
-            record.update(test_loss=None, test_acc=None)
-        record["seconds"] = D.all_reduce_max([time.perf_counter() - t0])[0]
-        record["images_per_s"] = tn / train_seconds
-        history.append(record)
-        if main:
-            state = {
-                "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": _rng_state(device), "history": history,
-                "recipe": recipe.to_dict(), "seed": seed, "masks": fingerprint,
-                "world_size": world,
+    try:
+        for epoch in epochs_bar:
+            t0 = time.perf_counter()
+            net.train()
+            lr = optimizer.param_groups[0]["lr"]
+            if world > 1:
+                batches = D.shard_batches(
+                    train_set, recipe.batch_size, rank=rank, world_size=world, seed=seed,
+                    epoch=epoch, augment=recipe.augment, device=device,
+                )
+            else:
+                batches = iterate_batches(train_set, recipe.batch_size, shuffle=True, seed=seed,
+                                          epoch=epoch, augment=recipe.augment, device=device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = 0
+            bar = tqdm(batches, total=spe, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
+                       disable=not (progress and main))
+            for x, y in bar:
+                with _autocast(device, recipe):
+                    logits = net(x)
+                    loss = criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                if rezero is not None:
+                    rezero()
+                scheduler.step()
+                n = y.numel()
+                loss_sum += loss.detach().double() * n
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += n
+            train_seconds = time.perf_counter() - t0
+            if world > 1:
+                D.average_buffers(model)
+            tl, tc, tn = D.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+            train_seconds = max(D.all_reduce_max([train_seconds])[0], 1e-9)  # the slowest rank
+            record: dict = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": tl / max(tn, 1),
+                "train_acc": 100.0 * tc / max(tn, 1),
             }
-            _atomic_write_bytes(ckpt_path, lambda f, s=state: torch.save(s, f))
-            with open(out / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        D.barrier()
-        test_msg = (f" test_loss {record['test_loss']:.4f} test_acc {record['test_acc']:.2f}"
-                    if test_set is not None else "")
-        say(f"epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} train_loss {record['train_loss']:.4f} "
-            f"train_acc {record['train_acc']:.2f}{test_msg} ({record['seconds']:.1f}s, "
-            f"{record['images_per_s']:.0f} img/s)")
-        if callback is not None:
-            callback(record)
-    epochs_bar.close()
-
-    if handle is not None:
-        handle.remove()
+            if not math.isfinite(record["train_loss"]):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch + 1}: train loss {record['train_loss']} "
+                    f"(lr {lr:.4g}); the last good checkpoint is kept in {out}"
+                )
+            if test_set is not None:
+                ev = evaluate(net, test_set, batch_size=recipe.eval_batch_size, device=device,
+                              recipe=recipe)
+                record.update(test_loss=ev["loss"], test_acc=ev["acc"])
+            else:
+                record.update(test_loss=None, test_acc=None)
+            record["seconds"] = D.all_reduce_max([time.perf_counter() - t0])[0]
+            record["images_per_s"] = tn / train_seconds
+            history.append(record)
+            if main:
+                state = {
+                    "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": _rng_state(device), "history": history,
+                    "recipe": recipe.to_dict(), "seed": seed, "masks": fingerprint,
+                    "world_size": world,
+                }
+                _atomic_write_bytes(ckpt_path, lambda f, s=state: torch.save(s, f))
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            D.barrier()
+            test_msg = (f" test_loss {record['test_loss']:.4f} test_acc {record['test_acc']:.2f}"
+                        if test_set is not None else "")
+            say(f"epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} "
+                f"train_loss {record['train_loss']:.4f} train_acc {record['train_acc']:.2f}"
+                f"{test_msg} ({record['seconds']:.1f}s, {record['images_per_s']:.0f} img/s)")
+            if callback is not None:
+                callback(record)
+    finally:
+        epochs_bar.close()
+        if handle is not None:
+            handle.remove()
     summary = _summary(model, masks, train_set, history, recipe, seed, world, device,
                        fingerprint)
     if main:
