@@ -190,6 +190,7 @@ def load_backbone(
     key_map: KeyMap | None = None,
     *,
     head_seed: int | None = 0,
+    keep_head: bool = False,
 ) -> nn.Module:
     """A pre-trained ``pxprune.models`` backbone in eval mode with a fresh ``num_classes`` head.
 
@@ -200,7 +201,8 @@ def load_backbone(
     callable returning the new name or None to drop). Every non-classifier tensor must match:
     otherwise :class:`BackboneLoadError` lists the missing/unexpected keys. The checkpoint's
     classifier is dropped and replaced by a fresh Linear (seeded by ``head_seed``), because the
-    new task has other classes.
+    new task has other classes. ``keep_head=True`` loads the checkpoint's classifier instead
+    (same task, e.g. to check the weights' accuracy; its shape must match ``num_classes``).
     """
     from . import models
 
@@ -211,8 +213,9 @@ def load_backbone(
     if not isinstance(weights, Mapping):
         source = str(weights)
     state = remap_keys(_read_state(weights), key_map)
-    load_state(model, state, source=source)
-    replace_classifier(model, num_classes, seed=head_seed)
+    load_state(model, state, skip_classifier=not keep_head, source=source)
+    if not keep_head:
+        replace_classifier(model, num_classes, seed=head_seed)
     return model.eval()
 
 

@@ -1,0 +1,285 @@
+"""Transfer study (a): pre-trained CIFAR ResNet-56 pruned by each method, ridge probe, no training.
+
+Is the subnetwork a method keeps from a pre-trained model directly usable? For each method and
+each of the nine sparsities 1 - 0.8**k (k = 2, 4, ..., 18) the backbone is pruned with the
+downstream pruning split (10 images per class, seed 0) while a ridge probe fitted on the dense
+features sits in the classifier (``prune_for_transfer(head="probe")``), then a fresh ridge probe
+(respecting the classifier's mask, l2 chosen on a held-out 20 % of the probe's training images)
+is fitted on the pruned features and evaluated on test images. The dense model is the reference.
+
+Schedules: one-shot methods (magnitude, random, SNIP, GraSP) prune once per sparsity. Multi-round
+methods (PX, SynFlow, SynFlow-L2, NTK-SAP) follow one chain of rounds that each keep 80 % of the
+remaining weights (density 0.8**r after round r), so the mask at sparsity 1 - 0.8**k has had k
+rounds (2 ... 18 rounds instead of 100; a CPU budget choice, stated in the JSON).
+
+Resumable: every finished cell is written to the JSON at once and skipped on a re-run; chains
+save their masks after each round under ~/.cache/pxprune/transfer/ and continue from there.
+Run: ``python benchmarks/transfer_resnet56.py`` (``--plot-only`` redraws the PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import pxprune
+from pxprune import transfer as T
+from pxprune.api import get_method
+from pxprune.data import limit_per_class, load_dataset
+from pxprune.masks import Masks
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+KS = tuple(range(2, 19, 2))
+SPARSITIES = tuple(1 - 0.8**k for k in KS)
+STEP = 0.8  # density kept per round in the multi-round chains
+PLOT_ORDER = ("px", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntksap", "random")
+
+
+def cpu_name() -> str:
+    """CPU model name from /proc/cpuinfo (the device of every result here)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def git_commit() -> str:
+    """HEAD commit of the repository (plus '+dirty' when tracked files differ)."""
+    try:
+        rev = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=HERE, text=True).strip()
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=HERE)
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def default_methods() -> list[str]:
+    """Every registered method except IMP (which needs training), PX first."""
+    ms = [m for m in pxprune.METHODS if m != "imp"]
+    return sorted(ms, key=lambda m: (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m))
+
+
+def cell_key(method: str, k: int) -> str:
+    """JSON key of one (method, sparsity) cell."""
+    return f"{method}|{k}"
+
+
+class Study:
+    """One transfer study: data, dense reference, cells saved to JSON as they finish."""
+
+    def __init__(self, args: argparse.Namespace, meta: dict) -> None:
+        self.args = args
+        self.path = Path(args.out)
+        self.cache = Path.home() / ".cache" / "pxprune" / "transfer" / self.path.stem
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.result = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if self.result and self.result.get("protocol") != meta["protocol"]:
+            raise SystemExit(f"{self.path} holds another protocol; delete it or change --out")
+        self.result.update({k: v for k, v in meta.items() if k != "cells"})
+        self.result.setdefault("cells", {})
+        self.t0 = time.time()
+
+    def save(self) -> None:
+        """Write the JSON atomically."""
+        self.result["elapsed_s_this_run"] = round(time.time() - self.t0, 1)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.result, indent=1))
+        os.replace(tmp, self.path)
+
+    def log(self, msg: str) -> None:
+        """Progress line with elapsed minutes."""
+        print(f"[{(time.time() - self.t0) / 60:5.1f} min] {msg}", flush=True)
+
+
+def evaluate(model, masks, train, test, size, seed) -> dict:
+    """Refit a mask-respecting ridge probe on the pruned features; test accuracy and facts."""
+    t = time.time()
+    res = T.linear_probe(model, train, test, masks=masks, seed=seed, size=size, install=False)
+    out = {
+        "test_acc": round(100 * res.test_accuracy, 2),
+        "holdout_acc": round(100 * res.probe.holdout_accuracy, 2),
+        "train_acc": round(100 * res.train_accuracy, 2),
+        "l2": res.l2,
+        "eval_s": round(time.time() - t, 1),
+    }
+    if masks is not None:
+        cls = T.classifier_name(model) + ".weight"
+        out["sparsity_actual"] = round(100 * masks.sparsity(), 4)
+        out["classifier_density"] = round(masks.layer_density().get(cls, 1.0), 4)
+        out["collapsed_layers"] = masks.collapsed_layers()
+    return out
+
+
+def run(args: argparse.Namespace, meta: dict, build) -> None:
+    """Run (or resume) all cells; ``build()`` -> (dense model, probe train, test, prune batch)."""
+    st = Study(args, meta)
+    model, train, test, batch = build()
+    size = args.size
+    if "dense" not in st.result:
+        st.log("dense reference")
+        st.result["dense"] = evaluate(model, None, train, test, size, args.seed)
+        st.save()
+    st.log(f"dense test acc {st.result['dense']['test_acc']} %")
+    # The scoring head: a ridge probe fitted on the dense training features (head='probe').
+    feats = T.extract_features(model, train, size=size)
+    probe = T.fit_probe(*feats, num_classes=10, seed=args.seed)
+    T.install_probe(model, probe.weight, probe.bias)
+    for method in args.methods:
+        spec = get_method(method)
+        todo = [k for k in KS if cell_key(method, k) not in st.result["cells"]]
+        if not todo:
+            continue
+        chain = spec.default_rounds > 1
+        opts = {"approximate_unsupported": True} if (method == "px" and args.px_approx) else {}
+        if chain:
+            current, start = None, 0
+            for r in range(max(todo), 0, -1):  # resume from the last saved round
+                f = st.cache / f"{method}_r{r}.safetensors"
+                if f.exists():
+                    current, start = Masks.load(f), r
+                    break
+            for r in range(start + 1, max(todo) + 1):
+                m = copy.deepcopy(model)
+                if current is not None:
+                    current.apply_(m)
+                t = time.time()
+                current = pxprune.prune(m, method, 1 - STEP**r, batch, rounds=1, masks=current,
+                                        seed=args.seed + r, progress=False, **opts)
+                current.save(st.cache / f"{method}_r{r}.safetensors")
+                st.log(f"{method} round {r} ({100 * (1 - STEP**r):.2f} %) {time.time() - t:.1f} s")
+                if r in todo:
+                    cell = evaluate(m, current, train, test, size, args.seed)
+                    cell.update(method=method, k=r, sparsity=100 * (1 - STEP**r),
+                                rounds=r, prune_s=round(time.time() - t, 1))
+                    st.result["cells"][cell_key(method, r)] = cell
+                    st.save()
+                    st.log(f"{method} {cell['sparsity']:.2f} % -> {cell['test_acc']} %")
+        else:
+            for k in todo:
+                m = copy.deepcopy(model)
+                t = time.time()
+                masks = pxprune.prune(m, method, 1 - 0.8**k, batch, rounds=1, seed=args.seed,
+                                      progress=False, **opts)
+                prune_s = time.time() - t
+                cell = evaluate(m, masks, train, test, size, args.seed)
+                cell.update(method=method, k=k, sparsity=100 * (1 - 0.8**k), rounds=1,
+                            prune_s=round(prune_s, 1))
+                st.result["cells"][cell_key(method, k)] = cell
+                st.save()
+                st.log(f"{method} {cell['sparsity']:.2f} % -> {cell['test_acc']} % "
+                       f"(prune {prune_s:.1f} s)")
+    st.log("done")
+    plot(st.path, st.result)
+
+
+def plot(path: Path, result: dict | None = None) -> None:
+    """Accuracy vs sparsity, one line per method, dense dashed; PNG beside the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = json.loads(path.read_text()) if result is None else result
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = sorted({c["method"] for c in result["cells"].values()},
+                     key=lambda m: (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m))
+    xs = list(range(len(KS)))
+    for m in methods:
+        pts = [(i, result["cells"][cell_key(m, k)]["test_acc"]) for i, k in enumerate(KS)
+               if cell_key(m, k) in result["cells"]]
+        style = {"linewidth": 2.5, "color": "C3", "zorder": 5} if m == "px" else {}
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, **style)
+    if "dense" in result:
+        ax.axhline(result["dense"]["test_acc"], linestyle="--", color="k", label="dense")
+    ax.set_xticks(xs, [f"{100 * (1 - 0.8**k):.2f}" for k in KS], rotation=30)
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("test accuracy (%), ridge probe")
+    ax.set_title(result.get("title", path.stem), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+def base_parser(out: str, train_pc: int, test_pc: int) -> argparse.ArgumentParser:
+    """Command-line options shared by the transfer studies."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=default_methods())
+    p.add_argument("--train-per-class", type=int, default=train_pc)
+    p.add_argument("--test-per-class", type=int, default=test_pc)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(RESULTS / out))
+    p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--px-approx", action="store_true",
+                   help="PX approximate_unsupported=True (only if exact PX refuses the model)")
+    return p
+
+
+def metadata(args: argparse.Namespace, **extra: object) -> dict:
+    """Device, versions, command and protocol for the JSON."""
+    return {
+        "device": f"CPU: {cpu_name()} ({args.threads} torch threads, cores shared)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "command": "python " + " ".join(sys.argv),
+        "dataset": "CIFAR-10 (JPEG copy)",
+        "sparsities": [round(100 * s, 2) for s in SPARSITIES],
+        **extra,
+    }
+
+
+def main() -> None:
+    """Study (a): CIFAR ResNet-56 (option A, Idelbayev weights) -> CIFAR-10 (JPEG copy)."""
+    p = base_parser("transfer_resnet56.json", 50, 50)
+    p.add_argument("--size", type=int, default=None)
+    args = p.parse_args()
+    if args.plot_only:
+        plot(Path(args.out))
+        return
+    torch.set_num_threads(args.threads)
+    protocol = {
+        "backbone": "resnet56_a (Idelbayev, trained on original CIFAR-10, 93.62 %)",
+        "pruning_split": "10 train images per class, seed 0 (pruning_split)",
+        "probe_train": f"first {args.train_per_class} train images per class; l2 chosen on a "
+                       "seeded 20 % per-class hold-out of them, refit on all",
+        "test": f"first {args.test_per_class} test images per class",
+        "head_while_scoring": "probe (ridge fitted on dense features)",
+        "probe_after_pruning": "ridge refit on pruned features, respects classifier mask",
+        "schedule": "one-shot: magnitude/random/snip/grasp; multi-round methods: one chain of "
+                    "rounds keeping 0.8 of the remaining weights each (k rounds at 1-0.8**k)",
+        "image_size": 32,
+        "training": "none",
+    }
+    meta = metadata(args, protocol=protocol,
+                    title="pre-trained ResNet-56 -> CIFAR-10 (JPEG copy), ridge probe, no training")
+
+    def build():
+        mean, std = T.backbone_normalization("resnet56_a")
+        full = load_dataset("cifar10", "train").with_normalization(mean, std)
+        test = load_dataset("cifar10", "test").with_normalization(mean, std)
+        train = limit_per_class(full, args.train_per_class)
+        test = limit_per_class(test, args.test_per_class)
+        batch = T.pruning_batch(full, 10, args.seed)
+        return T.load_backbone("resnet56_a", num_classes=10), train, test, batch
+
+    run(args, meta, build)
+
+
+if __name__ == "__main__":
+    main()
