@@ -13,7 +13,6 @@ from torch import nn
 import pxprune
 from pxprune.methods.px import px_terms
 
-
 # -- a tiny path enumerator ---------------------------------------------------------------------
 # A layer is a list of edges (in_unit, out_unit, weight_key | None, c1, c2): the weight entry the
 # edge carries (None for fixed edges such as pooling), and constant factors of the edge in copy 1
@@ -164,7 +163,8 @@ def check_against_bruteforce(model, xs, r_bf, s_bf):
     assert r.item() == pytest.approx(r_bf, rel=1e-9)
     for name, t in shares.items():
         for idx in itertools.product(*map(range, t.shape)):
-            assert t[idx].item() == pytest.approx(float(s_bf[(name, idx)]), rel=1e-9, abs=1e-12 * r_bf)
+            expected = float(s_bf[(name, idx)])
+            assert t[idx].item() == pytest.approx(expected, rel=1e-9, abs=1e-12 * r_bf)
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky", "relu6"])

@@ -29,7 +29,9 @@ def as_batches(data: object, device: torch.device | str | None = None) -> list[B
     if data is None:
         raise PruningError("this method needs data: pass a tensor or (input, target) batches")
     if isinstance(data, Tensor) or (
-        isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, Tensor) for t in data)
         and data[0].dim() > data[1].dim()
     ):
         batches = [_one(data)]

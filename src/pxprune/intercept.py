@@ -65,7 +65,8 @@ def _gate_params(name: str, args: tuple, kwargs: dict) -> tuple[float, float]:
     """(lower, upper) bounds of the open interval where a hardtanh-style unit passes its input."""
     if name == "relu6":
         return 0.0, 6.0
-    return float(_arg(args, kwargs, 1, "min_val", -1.0)), float(_arg(args, kwargs, 2, "max_val", 1.0))
+    low = float(_arg(args, kwargs, 1, "min_val", -1.0))
+    return low, float(_arg(args, kwargs, 2, "max_val", 1.0))
 
 
 class Interceptor(TorchFunctionMode):
@@ -152,7 +153,7 @@ class Interceptor(TorchFunctionMode):
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Gate:
-    """One nonlinearity call: ``mask`` multiplies the input (or ``indices`` pick max-pool inputs)."""
+    """One nonlinearity call: ``mask`` multiplies the input (``indices`` pick max-pool inputs)."""
 
     kind: str
     mask: Tensor | None = None  # bool pass pattern
@@ -269,7 +270,8 @@ class PathActivationCopy(_WeightSubstitution):
     def _take(self, kind: str, x: Tensor) -> Gate:
         if self._next >= len(self.gates):
             raise RuntimeError(
-                f"the model called more nonlinearities than were recorded (at {self.current_module}); "
+                f"the model called more nonlinearities than were recorded "
+                f"(at {self.current_module}); "
                 "is its forward pass data-dependent?"
             )
         gate = self.gates[self._next]

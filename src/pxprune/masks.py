@@ -76,7 +76,9 @@ class Masks(Mapping[str, Tensor]):
     def ones(cls, model: nn.Module, **prunable_kw) -> Masks:
         """Keep everything prunable in ``model``."""
         params = prunable_parameters(model, **prunable_kw)
-        return cls({n: torch.ones_like(p, dtype=torch.bool, device="cpu") for n, p in params.items()})
+        return cls(
+            {n: torch.ones_like(p, dtype=torch.bool, device="cpu") for n, p in params.items()}
+        )
 
     # -- Mapping protocol -----------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -159,7 +161,7 @@ class Masks(Mapping[str, Tensor]):
         return MaskHandle(self, model, handles)
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
-        """Install the masks as ``torch.nn.utils.prune`` reparametrisations (weight_orig, weight_mask)."""
+        """Install the masks as ``torch.nn.utils.prune`` reparametrisations (``*_mask``)."""
         from torch.nn.utils import prune
 
         self._check(model)

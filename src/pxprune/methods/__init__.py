@@ -1,4 +1,4 @@
-"""Registry of pruning scores: each method module registers ``score(model, batches, masks, ...)``."""
+"""Registry of pruning scores: each method module registers ``score(model, batches, masks)``."""
 
 from __future__ import annotations
 

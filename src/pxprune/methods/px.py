@@ -82,7 +82,7 @@ def px_terms(
     precision: str = "float64",
     approximate_unsupported: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The bound ``R`` and the signed per-weight shares ``theta dR/dtheta`` (hidden: theta^2 dR/dtheta^2)."""
+    """The bound ``R`` and signed shares ``theta dR/dtheta`` (hidden: ``theta^2 dR/dtheta^2``)."""
     if classifier not in CLASSIFIER_MODES:
         raise PruningError(f"classifier must be one of {CLASSIFIER_MODES}, got {classifier!r}")
     if precision not in PRECISIONS:
@@ -199,7 +199,7 @@ def score(
     precision: str = "float64",
     approximate_unsupported: bool = False,
 ) -> dict[str, Tensor]:
-    """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier: ``|theta dR/dtheta|``) per prunable weight."""
+    """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier ``|theta dR/dtheta|``) per weight."""
     _, shares = px_terms(
         model, batches, masks, classifier=classifier, classifier_name=classifier_name,
         precision=precision, approximate_unsupported=approximate_unsupported,

@@ -1,0 +1,126 @@
+"""The ``pxprune`` command: prune, run, sweep, report, ntk, transfer, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import DataError
+from .masks import PruningError
+from .methods import REGISTRY
+from .resolve import UsageError
+
+# --------------------------------------------------------------------------------------------
+# prune
+# --------------------------------------------------------------------------------------------
+
+
+def _common_prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet20",
+                   help="built-in name (e.g. resnet20, vgg16_bn) or package.module:function")
+    p.add_argument("--weights", help="optional state_dict file to load before pruning")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the dataset's number of classes)")
+    p.add_argument("--method", default="px", help=f"one of: {', '.join(sorted(REGISTRY))}")
+    p.add_argument("--sparsity", default="0.982", help="fraction pruned: 0.982 or 98.2%%")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="pruning rounds (default: the method's, 100 for PX/SynFlow)")
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--seed", type=int, default=0, help="drives init, the pruning split, data order")
+    p.add_argument("--per-class", type=int, default=10, help="pruning split size per class")
+    p.add_argument("--norm", choices=("dataset", "imagenet"), default="dataset",
+                   help="input normalisation (imagenet for the shared pre-trained CIFAR ResNets)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
+    """Prune as the arguments say and write masks, config and the per-layer table into ``out``."""
+    from .api import prune
+    from .flops import count_flops
+    from .models import IMAGENET_MEAN, IMAGENET_STD
+    from .report import format_layer_table, write_layer_csv
+    from .resolve import build_model, load_any_dataset, load_weights, pruning_batch
+    from .schedule import parse_sparsity
+
+    sparsity = parse_sparsity(args.sparsity)
+    dataset = load_any_dataset(args.data, "train")
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.num_classes or dataset.num_classes)
+    if args.weights:
+        load_weights(model, args.weights)
+    model.to(args.device)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.norm == "imagenet" else (None, None)
+    x, y = pruning_batch(dataset, args.per_class, args.seed, mean, std)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
+                  seed=args.seed, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    flops = count_flops(model, tuple(x.shape[1:]), masks)
+    config = {
+        "command": "prune", "argv": sys.argv[1:], "pxprune": __version__,
+        "torch": torch.__version__, "python": platform.python_version(),
+        **{k: v for k, v in vars(args).items() if k != "func"},
+        "sparsity": sparsity, "dataset_name": dataset.name, "pruning_examples": int(len(y)),
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
+    write_layer_csv(masks, out / "layers.csv", flops)
+    log(format_layer_table(masks, flops))
+    log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
+        f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")
+    return {"masks": masks, "model": model, "dataset": dataset, "flops": flops,
+            "seconds": seconds}
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    prune_to_folder(args, Path(args.out))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pxprune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pxprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a model and write masks + per-layer table")
+    _common_prune_args(p)
+    p.add_argument("--data", default="cifar10", help="dataset name or a .pt/.npz file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_prune)
+
+    from . import commands  # the longer commands live in their own module
+
+    commands.add_commands(sub, _common_prune_args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (PruningError, DataError, UsageError, FileNotFoundError) as exc:
+        print(f"pxprune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pxprune {args.command}: interrupted; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

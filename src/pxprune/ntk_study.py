@@ -1,0 +1,342 @@
+"""NTK study: how much of the dense network's NTK (trace, top eigenvalues, PX bound) each pruning
+method keeps at initialisation, over a grid of sparsities; resumable JSON plus two PNG plots.
+
+Protocol: one model built once with ``seed`` (the same init for every method, deep-copied per
+cell), pruned with ``pxprune.prune`` on the seeded class-balanced pruning split of the training
+set; the NTK is measured (eval-mode BatchNorm, prunable weights, :mod:`pxprune.ntk`) on a fixed
+class-balanced batch of *test* images, disjoint from the pruning data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .api import get_method, prune
+from .masks import Masks, PruningError
+from .ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
+from .schedule import parse_sparsity
+
+PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
+SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
+EXCLUDED_METHODS = ("imp",)  # needs training: not a foresight method
+FORMAT = "pxprune.ntk_study/1"
+
+
+def study_methods() -> list[str]:
+    """Every registered foresight method (all but IMP, which needs training)."""
+    from . import METHODS
+
+    return [m for m in METHODS if m not in EXCLUDED_METHODS]
+
+
+def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
+    """``"paper"`` (1 - 0.8**k, k = 2, 4, ..., 18: 36.00 ... 98.20 %) or a list: [0.9, "98.2%"]."""
+    if isinstance(sparsities, str):
+        if sparsities == "paper":
+            return list(PAPER_SPARSITIES)
+        sparsities = [s for s in sparsities.split(",") if s.strip()]
+    return [parse_sparsity(s) for s in sparsities]
+
+
+def environment() -> dict[str, object]:
+    """Where and how the study ran: CPU/GPU name, torch and Python versions, git commit, command."""
+    device = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                device = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "device": f"CPU: {device} ({os.cpu_count()} logical cores visible, "
+                  f"{torch.get_num_threads()} torch threads)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": commit or None,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def _cell_key(method: str, sparsity: float) -> str:
+    return f"{method}@{sparsity * 100:.4f}"
+
+
+def _write_json(path: Path, data: Mapping[str, object]) -> None:
+    """Atomic write, so an interrupted run never leaves a truncated file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _kernel_stats(model: torch.nn.Module, x: torch.Tensor, masks: Masks, top_k: int,
+                  chunk: int) -> dict[str, object]:
+    """Trace and top eigenvalues of the sparse net's NTK (one explicit kernel when NK is small)."""
+    rows = x.shape[0] * _num_outputs(model, x)
+    if rows <= EXACT_MAX_ROWS:
+        kernel = ntk_matrix(model, x, masks, chunk=chunk).to(torch.float64)
+        trace = float(kernel.trace())
+        eig = torch.linalg.eigvalsh(kernel).flip(0)[:top_k]
+        how = "exact"
+    else:
+        trace = ntk_trace(model, x, masks, chunk=chunk)
+        eig = ntk_top_eigenvalues(model, x, top_k, masks, method="lanczos")
+        how = "lanczos"
+    return {"trace": trace, "top_eigenvalues": [float(v) for v in eig], "eigen_method": how,
+            "ntk_size": rows}
+
+
+def _num_outputs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(model(x[:1].to(next(model.parameters()).dtype)).numel())
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _measure(model: torch.nn.Module, x: torch.Tensor, masks: Masks, top_k: int,
+             chunk: int) -> dict[str, object]:
+    """NTK trace/eigenvalues and the PX bound of one (sparse) network, with timings."""
+    t0 = time.perf_counter()
+    stats = _kernel_stats(model, x, masks, top_k, chunk)
+    t1 = time.perf_counter()
+    bound = px_bound(model, x, masks)
+    t2 = time.perf_counter()
+    stats.update({
+        "bound": bound["bound"],
+        "path_activation": bound["path_activation"],
+        "path_kernel": bound["path_kernel"],
+        "frobenius_product": bound["frobenius_product"],
+        "bound_holds": bool(bound["bound"] >= stats["trace"] * (1 - 1e-6)),
+        "seconds_ntk": round(t1 - t0, 2),
+        "seconds_bound": round(t2 - t1, 2),
+    })
+    return stats
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else None
+
+
+def run_ntk_study(
+    model_name: str,
+    dataset: str,
+    methods: str | Sequence[str] | None,
+    sparsities: str | Sequence[float | str],
+    out_dir: str | os.PathLike[str],
+    *,
+    n_images: int = 20,
+    per_class: int = 10,
+    seed: int = 0,
+    top_k: int = 20,
+    rounds: int | Mapping[str, int] | None = None,
+    stem: str = "ntk",
+    chunk: int = 4,
+    meta: Mapping[str, object] | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Measure NTK trace ratio, top eigenvalues and PX bound, method x sparsity, at init.
+
+    ``methods``: names, ``"all"``/None (every method but IMP). ``sparsities``: ``"paper"`` or a
+    list. ``rounds``: None (each method's default: 100 for PX/SynFlow), an int for the iterative
+    methods (default > 1; one-shot methods keep 1), or ``{method: rounds}``. Writes
+    ``out_dir/{stem}.json`` after every cell (cells already there are skipped on a re-run, which
+    must use the same configuration) and ``{stem}.png`` / ``{stem}_spectrum.png``.
+    """
+    from . import models as zoo
+    from .data import load_dataset, normalize, pruning_split
+
+    if methods is None or methods == "all":
+        methods = study_methods()
+    elif isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)  # unknown names fail now, not after an hour
+    grid = parse_sparsities(sparsities)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.json"
+
+    train = load_dataset(dataset, "train")
+    test = load_dataset(dataset, "test")
+    classes = train.num_classes
+    eval_per_class = max(1, n_images // classes)
+    config = {"model": model_name, "dataset": dataset, "dataset_name": train.name,
+              "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
+              "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
+              "bn_mode": "eval", "params": "prunable"}
+    if path.exists():
+        results = json.loads(path.read_text())
+        if results.get("config") != config:
+            raise PruningError(f"{path} was written with another configuration "
+                               f"({results.get('config')}); delete it or choose another out_dir")
+    else:
+        results = {"format": FORMAT, "config": config, "environment": {}, "dense": None,
+                   "cells": {}}
+    results["environment"] = {**environment(), **dict(meta or {})}
+
+    xp_u8, yp = pruning_split(train, per_class=per_class, seed=seed)
+    xp = normalize(xp_u8, train.mean, train.std)
+    xe_u8, ye = pruning_split(test, per_class=eval_per_class, seed=seed)
+    xe = normalize(xe_u8, test.mean, test.std)
+    results["config_info"] = {"eval_labels": ye.tolist(), "pruning_examples": int(len(yp))}
+
+    torch.manual_seed(seed)
+    base = zoo.get(model_name, num_classes=classes)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, flush=True)
+
+    if results["dense"] is None:
+        t0 = time.perf_counter()
+        dense_masks = Masks.ones(base)
+        dense = _measure(copy.deepcopy(base), xe, dense_masks, top_k, chunk)
+        dense["seconds"] = round(time.perf_counter() - t0, 2)
+        results["dense"] = dense
+        _write_json(path, results)
+        log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}, "
+            f"bound {dense['bound']:.4g} ({dense['seconds']} s)")
+    dense = results["dense"]
+
+    todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
+    log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
+    for i, (method, sparsity) in enumerate(todo):
+        spec = get_method(method)
+        if isinstance(rounds, Mapping):
+            r = int(rounds.get(method, spec.default_rounds))
+        elif rounds is not None and spec.default_rounds > 1:
+            r = int(rounds)
+        else:
+            r = spec.default_rounds
+        model = copy.deepcopy(base)
+        t0 = time.perf_counter()
+        masks = prune(model, method, sparsity, data=(xp, yp), rounds=r, seed=seed,
+                      progress=False)
+        t_prune = time.perf_counter() - t0
+        cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
+                "rounds": r, "density": masks.density(), "kept": masks.kept, "total": masks.total}
+        cell.update(_measure(model, xe, masks, top_k, chunk))
+        cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
+        cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])
+        cell["bound_ratio"] = _ratio(cell["bound"], dense["bound"])
+        cell["layer_density"] = masks.layer_density()
+        cell["collapsed_layers"] = masks.collapsed_layers()
+        cell["seconds_prune"] = round(t_prune, 2)
+        cell["seconds"] = round(time.perf_counter() - t0, 2)
+        results["cells"][_cell_key(method, sparsity)] = cell
+        _write_json(path, results)
+        log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "
+            f"{cell['trace_ratio']:.3e}  lambda_max ratio {cell['lambda_max_ratio']:.3e}  "
+            f"bound ratio {cell['bound_ratio']:.3e}  collapsed {len(cell['collapsed_layers'])}"
+            f"  ({cell['seconds']} s, prune {cell['seconds_prune']} s)")
+    if plots:
+        plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
+    return results
+
+
+def trace_table(results: Mapping, key: str = "trace_ratio") -> str:
+    """A method x sparsity text table of ``key`` (trace_ratio, lambda_max_ratio, bound_ratio)."""
+    cells = list(results["cells"].values())
+    grid = sorted({c["sparsity"] for c in cells})
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    lines = [f"{'method':>10} | " + " | ".join(f"{s * 100:8.2f}%" for s in grid)]
+    for m in methods:
+        row = []
+        for s in grid:
+            c = results["cells"].get(_cell_key(m, s))
+            row.append(f"{c[key]:9.3g}" if c and c.get(key) is not None else f"{'-':>9}")
+        lines.append(f"{m:>10} | " + " | ".join(row))
+    return "\n".join(lines)
+
+
+_STYLE = {"px": ("tab:red", 2.6), "synflow": ("tab:blue", 1.4), "synflow_l2": ("tab:cyan", 1.4),
+          "snip": ("tab:green", 1.4), "grasp": ("tab:purple", 1.4), "ntksap": ("tab:orange", 1.4),
+          "magnitude": ("tab:brown", 1.4), "random": ("tab:gray", 1.4)}
+
+
+def plot_study(results: Mapping, trace_png: str | os.PathLike[str],
+               spectrum_png: str | os.PathLike[str]) -> None:
+    """Trace / lambda_max ratio against sparsity (log y) and the spectra at 98.2 % vs dense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(results["cells"].values())
+    if not cells:
+        return
+    cfg = results["config"]
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    grid = sorted({c["sparsity"] for c in cells})
+
+    def xpos(s: float) -> float:
+        return -math.log(1.0 - s)  # log density: the paper grid becomes evenly spaced
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, key, label in ((axes[0], "trace_ratio", "NTK trace ratio (sparse / dense)"),
+                           (axes[1], "lambda_max_ratio", "top eigenvalue ratio (sparse / dense)")):
+        for m in methods:
+            pts = sorted((c["sparsity"], c[key]) for c in cells
+                         if c["method"] == m and c.get(key) is not None and c[key] > 0)
+            if not pts:
+                continue
+            color, width = _STYLE.get(m, (None, 1.4))
+            ax.plot([xpos(s) for s, _ in pts], [v for _, v in pts], marker="o", ms=3.5,
+                    color=color, lw=width, label=m, zorder=3 if m == "px" else 2)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--", label="dense")
+        ax.set_yscale("log")
+        ax.set_xticks([xpos(s) for s in grid])
+        ax.set_xticklabels([f"{s * 100:.2f}" for s in grid], rotation=45)
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    name = cfg.get("dataset_name", cfg["dataset"])
+    fig.suptitle(f"{cfg['model']} at init, {name}: empirical NTK on {cfg['n_images']} test "
+                 "images (eval-mode BN, prunable weights)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(trace_png, dpi=130)
+    plt.close(fig)
+
+    target = min(grid, key=lambda s: abs(s - SPECTRUM_SPARSITY))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    dense = results["dense"]["top_eigenvalues"]
+    ax.plot(range(1, len(dense) + 1), dense, color="black", lw=2.2, label="dense")
+    for m in methods:
+        c = results["cells"].get(_cell_key(m, target))
+        if not c:
+            continue
+        color, width = _STYLE.get(m, (None, 1.4))
+        ev = [max(v, 1e-300) for v in c["top_eigenvalues"]]
+        ax.plot(range(1, len(ev) + 1), ev, color=color, lw=width, marker=".", label=m)
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index")
+    ax.set_ylabel("NTK eigenvalue")
+    ax.set_title(f"{cfg['model']}: top-{len(dense)} NTK eigenvalues at {target * 100:.2f} % "
+                 "sparsity vs dense", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(spectrum_png, dpi=130)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""One experiment cell: build, prune, train with the mask fixed, evaluate — in a resumable folder.
+
+Folder layout: ``config.json`` (what was asked), ``masks.safetensors`` + ``prune.json`` (written
+once pruning is done, so a resumed run never re-prunes), the trainer's ``checkpoint.pt`` and
+``metrics.jsonl``, and ``summary.json`` when finished. A finished folder is never re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from . import distributed as D
+from .data import ImageDataset, limit_per_class
+from .masks import Masks, PruningError
+
+DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result (device and progress are not part of it)."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    method: str = "px"
+    sparsity: float = 0.982
+    seed: int = 0
+    rounds: int | None = None
+    scope: str = "global"
+    per_class: int = 10
+    recipe: str = "cifar10_resnet20"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    schedule: str | None = None
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+    weights: str | None = None
+    norm: str = "dataset"
+
+    def recipe_overrides(self) -> dict:
+        names = ("epochs", "lr", "batch_size", "schedule")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Train and test sets, cut to the first n per class when the config asks (CPU protocols)."""
+    from .models import IMAGENET_MEAN, IMAGENET_STD
+    from .resolve import load_any_dataset
+
+    train_set = load_any_dataset(cfg.dataset, "train")
+    test_set = load_any_dataset(cfg.dataset, "test")
+    if cfg.train_per_class:
+        train_set = limit_per_class(train_set, cfg.train_per_class)
+    if cfg.test_per_class:
+        test_set = limit_per_class(test_set, cfg.test_per_class)
+    if cfg.norm == "imagenet":
+        train_set = train_set.with_normalization(IMAGENET_MEAN, IMAGENET_STD)
+        test_set = test_set.with_normalization(IMAGENET_MEAN, IMAGENET_STD)
+    return train_set, test_set
+
+
+def initial_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
+    """The seeded initialisation (identical for every method of a sweep with the same seed)."""
+    from .resolve import build_model, load_weights
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes)
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    return model
+
+
+def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
+               device: str, progress: bool) -> tuple[Masks, dict]:
+    """Score and prune on the seeded class-balanced split; dense runs keep every weight."""
+    from .api import prune
+    from .resolve import pruning_batch
+
+    start = time.perf_counter()
+    if cfg.method == DENSE or cfg.sparsity == 0:
+        masks = Masks.ones(model)
+    else:
+        x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
+        masks = prune(model, cfg.method, cfg.sparsity, (x.to(device), y.to(device)),
+                      rounds=cfg.rounds, scope=cfg.scope, seed=cfg.seed, progress=progress)
+    info = {
+        "method": cfg.method, "sparsity": cfg.sparsity, "density": masks.density(),
+        "kept": masks.kept, "total": masks.total, "prune_seconds": time.perf_counter() - start,
+        "layer_density": masks.layer_density(), "collapsed_layers": masks.collapsed_layers(),
+    }
+    return masks, info
+
+
+def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
+                      out: Path) -> None:
+    """``layers.csv`` and ``layers.txt``: kept, density and MACs per layer, collapse flagged."""
+    from .flops import count_flops
+    from .report import format_layer_table, write_layer_csv
+
+    flops = count_flops(model, tuple(data.image_shape), masks)
+    write_layer_csv(masks, out / "layers.csv", flops)
+    (out / "layers.txt").write_text(format_layer_table(masks, flops) + "\n")
+
+
+def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
+                   progress: bool = True, log: Callable[[str], object] = print) -> dict:
+    """Run (or resume, or just read back) one cell; returns its summary."""
+    from .train import train
+
+    out = Path(out)
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        log(f"{out}: already finished")
+        return json.loads(summary_path.read_text())
+    main = D.is_main_process()  # under torchrun only rank 0 writes; masks are broadcast
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    if config_path.exists():
+        previous = RunConfig.from_dict(json.loads(config_path.read_text()))
+        if previous != cfg:
+            raise PruningError(f"{out} holds a run with a different config; use another --out")
+    elif main:
+        config_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    train_set, test_set = load_splits(cfg)
+    model = initial_model(cfg, train_set.num_classes).to(device)
+    masks_path, prune_path = out / "masks.safetensors", out / "prune.json"
+    if masks_path.exists() and prune_path.exists():
+        masks, info = Masks.load(masks_path), json.loads(prune_path.read_text())
+        log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
+    else:
+        masks, info = prune_step(cfg, model, train_set, device, progress)
+        if main:
+            masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
+            prune_path.write_text(json.dumps(info, indent=2) + "\n")
+            write_layer_table(masks, model, train_set, out)
+    from .recipes import get_recipe
+
+    recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
+    summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,
+                    seed=cfg.seed, progress=progress, log=log)
+    summary = {**summary, "config": asdict(cfg), "prune": info, "dataset_name": train_set.name,
+               "train_examples": len(train_set), "test_examples": len(test_set)}
+    if main:
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,54 @@
+"""Human-readable tables: the per-layer density table of a mask (printed and CSV)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .masks import Masks
+
+
+def layer_rows(masks: Masks, flops: dict | None = None) -> list[dict]:
+    """One row per masked tensor: layer, shape, kept, total, density, MACs kept, collapse flag."""
+    layer_macs = (flops or {}).get("layers", {})
+    rows = []
+    for s in masks.layer_stats():
+        macs = layer_macs.get(s.name.rpartition(".")[0], {})
+        rows.append({
+            "layer": s.name,
+            "shape": "x".join(map(str, s.shape)),
+            "kept": s.kept,
+            "total": s.total,
+            "density": round(s.density, 6),
+            "kept_macs": macs.get("kept_macs", ""),
+            "warning": "COLLAPSED: no weight kept" if s.collapsed else "",
+        })
+    return rows
+
+
+def format_layer_table(masks: Masks, flops: dict | None = None) -> str:
+    """The per-layer table as aligned text, with totals and a collapse warning line."""
+    rows = layer_rows(masks, flops)
+    header = ["layer", "shape", "kept", "total", "density", "warning"]
+    cells = [header] + [[str(r[h]) if h != "density" else f"{r['density']:.4f}" for h in header]
+                        for r in rows]
+    cells.append(["TOTAL", "", str(masks.kept), str(masks.total), f"{masks.density():.4f}", ""])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    collapsed = masks.collapsed_layers()
+    if collapsed:
+        names = ", ".join(collapsed)
+        lines.append(f"WARNING: layer collapse in {len(collapsed)} layer(s): {names}")
+    if flops:
+        lines.append(f"MACs kept: {flops['kept_macs']:,} of {flops['dense_macs']:,} "
+                     f"({flops['kept_macs'] / max(flops['dense_macs'], 1):.2%})")
+    return "\n".join(lines)
+
+
+def write_layer_csv(masks: Masks, path: str | Path, flops: dict | None = None) -> None:
+    rows = layer_rows(masks, flops)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

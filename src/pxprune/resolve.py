@@ -1,0 +1,117 @@
+"""Turning command-line names into objects: models, weights files, pruning data."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import models
+from .data import DataError, ImageDataset, load_dataset, normalize, pruning_split
+from .masks import PruningError
+
+
+class UsageError(ValueError):
+    """A command-line argument that names nothing usable."""
+
+
+def build_model(spec: str, num_classes: int = 10) -> nn.Module:
+    """A built-in model name (see ``pxprune.models.NAMES``) or ``package.module:function``."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"cannot import model factory {spec!r}: {exc}") from exc
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+        return model
+    try:
+        return models.get(spec, num_classes=num_classes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state_dict file (``module.`` prefixes and ``{'state_dict': ...}`` wrappers)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's error
+        raise UsageError(f"cannot read weights from {path}: {exc}") from exc
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} does not hold a state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        raise UsageError(
+            f"{path} does not match the model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, wrong shape {wrong[:5]}"
+            + (" ..." if len(missing) + len(unexpected) + len(wrong) > 15 else "")
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def _from_arrays(images: np.ndarray | torch.Tensor, labels, source: str) -> ImageDataset:
+    images = torch.as_tensor(np.asarray(images))
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    if images.dim() != 4 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"{source}: expected images (N, C, H, W) and N labels, got "
+                        f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    classes = [str(i) for i in range(int(labels.max()) + 1)] if len(labels) else []
+    if images.dtype == torch.uint8:  # normalise with the file's own channel statistics
+        mean = tuple(float(m) for m in (images.float() / 255).mean((0, 2, 3)))
+        std = tuple(float(s) for s in (images.float() / 255).std((0, 2, 3)).clamp_min(1e-3))
+    else:
+        mean, std = (0.0,) * images.shape[1], (1.0,) * images.shape[1]
+    return ImageDataset(images, labels, classes, mean, std, Path(source).name)
+
+
+def load_data_file(path: str | Path) -> ImageDataset:
+    """A ``.pt`` ({'images', 'labels'} or a pair) or ``.npz`` (images/labels or x/y) file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                keys = set(z.files)
+                xi = "images" if "images" in keys else "x"
+                yi = "labels" if "labels" in keys else "y"
+                return _from_arrays(z[xi], z[yi], str(path))
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
+        raise DataError(f"cannot read data from {path}: {exc}") from exc
+    if isinstance(blob, dict) and "images" in blob and "labels" in blob:
+        return _from_arrays(blob["images"], blob["labels"], str(path))
+    if isinstance(blob, (tuple, list)) and len(blob) == 2:
+        return _from_arrays(blob[0], blob[1], str(path))
+    raise DataError(f"{path}: expected {{'images', 'labels'}} or an (images, labels) pair")
+
+
+def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
+    """A dataset name for ``pxprune.data.load_dataset`` or a ``.pt``/``.npz`` file."""
+    if spec.endswith((".pt", ".pth", ".npz")):
+        return load_data_file(spec)
+    return load_dataset(spec, split)
+
+
+def pruning_batch(dataset: ImageDataset, per_class: int, seed: int,
+                  mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised class-balanced pruning split as one (input, target) batch."""
+    images, labels = pruning_split(dataset, per_class=per_class, seed=seed)
+    x = normalize(images, mean or dataset.mean, std or dataset.std) \
+        if images.dtype == torch.uint8 else images.float()
+    return x, labels
+
+
+__all__ = ["PruningError", "UsageError", "build_model", "load_any_dataset", "load_data_file",
+           "load_weights", "pruning_batch"]

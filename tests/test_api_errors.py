@@ -1,0 +1,66 @@
+"""Bad input to the public API gives one clear PruningError, never a deep traceback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import pxprune
+from pxprune import PruningError
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def test_unknown_method():
+    with pytest.raises(PruningError, match="unknown method 'pxx'"):
+        pxprune.prune(net(), "pxx", 0.5, torch.randn(3, 4))
+
+
+def test_nothing_prunable():
+    with pytest.raises(PruningError, match="nothing prunable"):
+        pxprune.prune(nn.Sequential(nn.ReLU()), "px", 0.5, torch.randn(3, 4))
+
+
+def test_empty_data_and_missing_data():
+    with pytest.raises(PruningError, match="no examples"):
+        pxprune.prune(net(), "px", 0.5, torch.empty(0, 4))
+    with pytest.raises(PruningError, match="needs data"):
+        pxprune.prune(net(), "px", 0.5)
+
+
+def test_nan_in_model_and_data():
+    model = net()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(PruningError, match="NaN"):
+        pxprune.prune(model, "px", 0.5, torch.randn(3, 4))
+    bad = torch.randn(3, 4)
+    bad[1, 1] = float("inf")
+    with pytest.raises(PruningError, match="NaN or inf"):
+        pxprune.score(net(), "px", bad)
+
+
+def test_bad_sparsity_through_prune():
+    with pytest.raises(PruningError, match=r"\[0, 1\)"):
+        pxprune.prune(net(), "px", 1.2, torch.randn(3, 4))
+
+
+def test_unsupported_nonlinearity_names_the_module():
+    model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))
+    with pytest.raises(ValueError, match=r"gelu in module 1 \(GELU\)"):
+        pxprune.score(model, "px", torch.randn(3, 4))
+    scores = pxprune.score(model, "px", torch.randn(3, 4), approximate_unsupported=True)
+    assert set(scores) == {"0.weight", "2.weight"}
+
+
+def test_prune_returns_exact_density_and_applies_masks():
+    model = net()
+    masks = pxprune.prune(model, "px", "75%", torch.randn(16, 4), rounds=4, progress=False)
+    assert masks.kept == round(0.25 * masks.total)
+    for name, m in masks.items():
+        assert (dict(model.named_parameters())[name][~m] == 0).all()
+    assert "px" in pxprune.METHODS
