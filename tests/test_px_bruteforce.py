@@ -159,7 +159,7 @@ def mlp_bruteforce(model: MLP, xs):
 
 
 def check_against_bruteforce(model, xs, r_bf, s_bf):
-    r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model))
+    r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model), precision="float64")
     assert r.item() == pytest.approx(r_bf, rel=1e-9)
     for name, t in shares.items():
         for idx in itertools.product(*map(range, t.shape)):
@@ -261,8 +261,8 @@ def test_every_relu_style_gives_identical_scores(act):
     other = MLP(act).eval()
     other.load_state_dict(reference.state_dict())
     xs = torch.randn(8, 4)
-    a = pxprune.score(reference, "px", xs)
-    b = pxprune.score(other, "px", xs)
+    a = pxprune.score(reference, "px", xs, precision="float64")
+    b = pxprune.score(other, "px", xs, precision="float64")
     for name in a:
         assert torch.equal(a[name], b[name])
 
@@ -272,6 +272,6 @@ def test_layer_sums_equal_R_on_a_chain():
     torch.manual_seed(2)
     model = MLP("relu", bn=True).double().eval()
     xs = torch.randn(16, 4, dtype=torch.float64)
-    r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model))
+    r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model), precision="float64")
     for name, s in shares.items():
         assert s.sum().item() == pytest.approx(r.item(), rel=1e-10), name

@@ -43,7 +43,8 @@ def test_all_ones_classifier_makes_every_class_weight_equal(resnet20, images):
 
 def test_cut_layers_sum_to_R(resnet20, images):
     """The stem conv and the classifier are cuts of ResNet-20: their shares sum to R."""
-    r, shares = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20))
+    r, shares = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20),
+                         precision="float64")
     assert shares["conv1.weight"].sum().item() == pytest.approx(r.item(), rel=1e-9)
     assert shares["fc.weight"].sum().item() == pytest.approx(r.item(), rel=1e-9)
 
@@ -51,12 +52,14 @@ def test_cut_layers_sum_to_R(resnet20, images):
 def test_signs_of_the_shares(resnet20, images):
     """All-ones classifier: every share >= 0. Real classifier: sum_k Z1_k z2_k mixes signs of the
     classifier rows, so layers next to it can have negative shares; ``score`` takes |.|."""
-    _, ones = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20), classifier="ones")
+    _, ones = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20), classifier="ones",
+                        precision="float64")
     assert all((s >= 0).all() for s in ones.values())
-    _, real = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20))
+    _, real = px_terms(resnet20, [(images, None)], pxprune.Masks.ones(resnet20),
+                       precision="float64")
     assert (real["conv1.weight"] >= 0).all() and (real["layer1.0.conv1.weight"] >= 0).all()
     assert (real["fc.weight"] < 0).any()
-    scores = pxprune.score(resnet20, "px", images)
+    scores = pxprune.score(resnet20, "px", images, precision="float64")
     assert torch.equal(scores["fc.weight"], real["fc.weight"].abs())
 
 
@@ -104,11 +107,16 @@ def test_float32_and_float64_models_give_the_same_masks(resnet20, images):
 
 
 def test_float32_copy_ranks_like_float64(resnet20, images):
-    s64 = pxprune.score(resnet20, "px", images)
+    """The default (copy 1 in float32, rescaled by a power of two) against all-float64."""
+    s64 = pxprune.score(resnet20, "px", images, precision="float64")
     s32 = pxprune.score(resnet20, "px", images, precision="float32")
     for n in s64:
         rel = ((s32[n] - s64[n]).abs() / s64[n].abs().max()).max()
         assert rel < 1e-4, n
+    flat64 = torch.cat([s.flatten() for s in s64.values()])
+    flat32 = torch.cat([s.flatten() for s in s32.values()])
+    top = flat64 >= flat64.quantile(0.98)  # the weights a 98 % sparse mask keeps
+    assert ((flat32[top] - flat64[top]).abs() / flat64[top]).max() < 1e-5
     m64 = pxprune.schedule.threshold(s64, 0.018, pxprune.Masks.ones(resnet20))
     m32 = pxprune.schedule.threshold(s32, 0.018, pxprune.Masks.ones(resnet20))
     assert m64.overlap(m32) > 0.999

@@ -19,8 +19,16 @@ The NTK trace of a bias-free ReLU network is bounded by ``||J_v^f||_F^2 ||J_thet
 Differences from the official code, and why: both copies use eval-mode BatchNorm (in the official
 code copy 2 runs with batch statistics on an all-ones input, which zeroes every gradient, so its
 scores are rounding noise); BatchNorm layers are found by what they compute, not by a "bn" name
-substring; the copies run in float64 because all-ones weights make copy 1 grow like
-fan_in**depth (about 1e40 for ResNet-20), with a clear error on overflow.
+substring; all-ones weights make copy 1 grow like fan_in**depth (about 1e40 for ResNet-20,
+beyond float32), so copy 1 is rescaled or run in float64, with a clear error on overflow.
+
+Precision: ``precision="float32"`` (default) runs copy 1, the only pass over the data, in
+float32 with its input scaled by a power of two (exact) that puts its outputs near 2**64; copy 2,
+``R`` and the gradient stay float64. Copy 1 sums non-negative terms up to the classifier, so
+float32 loses no ranking: on ResNet-20 the scores of the top 2 % agree with all-float64 to 1e-7
+relative (test_px_resnet), and the round is about 4x faster on CPU, where float64 convolutions
+are slow. ``precision="float64"`` runs both copies in float64 (the reference, used by the
+brute-force tests).
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ def px_terms(
     *,
     classifier: str = "real",
     classifier_name: str | None = None,
-    precision: str = "float64",
+    precision: str = "float32",
     approximate_unsupported: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The bound ``R`` and signed shares ``theta dR/dtheta`` (hidden: ``theta^2 dR/dtheta^2``)."""
@@ -196,7 +204,7 @@ def score(
     seed: int = 0,
     classifier: str = "real",
     classifier_name: str | None = None,
-    precision: str = "float64",
+    precision: str = "float32",
     approximate_unsupported: bool = False,
 ) -> dict[str, Tensor]:
     """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier ``|theta dR/dtheta|``) per weight."""

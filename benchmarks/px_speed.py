@@ -1,0 +1,125 @@
+"""One PX scoring round against one plain forward pass, on ResNet-20 with 100 CIFAR-10 images.
+
+Both are timed in the same process, interleaved, median of ``--repeats`` after a warm-up:
+- ``forward``: the real network (float32, eval mode, no grad) over the 100 images;
+- ``px``: ``pxprune.score(model, "px", x)`` with the defaults: the gate-recording forward of the
+  real network, copy 1 over the 100 images in float32 (power-of-two rescaled), copy 2 forward +
+  backward on one all-ones input in float64;
+- ``px_float64``: the same with ``precision="float64"`` (copy 1 in float64 too: the reference).
+Target (issue 2): one PX round within 3x of one plain forward (the official code needs about 5x).
+
+    .venv/bin/python benchmarks/px_speed.py [--repeats 7] [--threads N] [--device cpu|cuda]
+
+Writes benchmarks/results/px_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import pxprune
+from pxprune.models import get
+from pxprune.resolve import load_any_dataset, pruning_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "px_speed.json"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds one call of ``fn`` takes, device work included."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def device_name(device: str) -> str:
+    """GPU name, or the CPU model with the number of torch threads."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"CPU: {cpu} ({torch.get_num_threads()} torch threads)"
+
+
+def git_commit() -> str:
+    """The checkout's commit, or 'unknown'."""
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    """Time the three cases and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=str(RESULT))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    dataset = load_any_dataset("cifar10", "train")
+    x, _ = pruning_batch(dataset, per_class=10, seed=0)
+    torch.manual_seed(0)
+    model = get("resnet20").to(args.device).eval()
+    x = x.to(args.device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    cases: dict[str, Callable[[], object]] = {
+        "forward": forward,
+        "px": lambda: pxprune.score(model, "px", x),
+        "px_float64": lambda: pxprune.score(model, "px", x, precision="float64"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            times[name].append(timed(fn, args.device))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "model": "resnet20 (1x1 shortcuts), Kaiming init, seed 0",
+        "images": f"{len(x)} CIFAR-10 training images (JPEG copy), 10 per class",
+        "repeats": args.repeats,
+        "median_s": median,
+        "all_s": times,
+        "ratio_px_to_forward": median["px"] / median["forward"],
+        "ratio_px_float64_to_forward": median["px_float64"] / median["forward"],
+        "target_ratio": 3.0,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    for name, t in median.items():
+        print(f"{name:<11} {1000 * t:8.1f} ms   ({t / median['forward']:.2f}x forward)")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
