@@ -139,6 +139,10 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     masks_path, prune_path = out / "masks.safetensors", out / "prune.json"
     if masks_path.exists() and prune_path.exists():
         masks, info = Masks.load(masks_path), json.loads(prune_path.read_text())
+        # safetensors sorts the names; restore the model's order, which the trainer's
+        # checkpoint fingerprint depends on (else every resume is refused as "another masks")
+        order = [n for n, _ in model.named_parameters() if n in masks]
+        masks = Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
         masks, info = prune_step(cfg, model, train_set, device, progress)

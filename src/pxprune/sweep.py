@@ -1,0 +1,366 @@
+"""``pxprune sweep``: a grid of resumable runs (method x sparsity x seed); also registers report.
+
+Layout of a sweep folder ``OUT``::
+
+    OUT/sweep.json                          grid, protocol, environment, every invocation, cells
+    OUT/<method>/s<sparsity %>/seed<k>/     one pipeline run folder per cell (e.g. px/s98.20/seed0)
+    OUT/dense/seed<k>/                      the dense baseline, once per seed
+
+Each cell is :func:`pxprune.pipeline.run_experiment`, so a finished cell (``summary.json``) is
+skipped, an interrupted one resumes from its saved masks and training checkpoint, and re-running
+the same command finishes a sweep. A cell that raises does not stop the sweep: its error goes to
+``<cell>/error.json`` and ``sweep.json``, the other cells still run, and the command exits 1.
+
+``--jobs K`` runs K cells at once, each in its own (spawned) process: on a CPU the cores are
+split between them (``--threads``, default ``cpu_count // K`` per cell); on a GPU the K small
+trainings share the one device, which helps when a single CIFAR ResNet-20 run cannot fill it.
+Running the K trainings as CUDA streams inside one process was not implemented or measured: this
+code was written without a GPU, so no GPU throughput numbers for either variant exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from .pipeline import DENSE, RunConfig, run_experiment
+from .resolve import UsageError
+
+FORMAT = "pxprune.sweep/1"
+SWEEP_FILE = "sweep.json"
+ERROR_FILE = "error.json"
+DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
+CELL_FIELDS = ("method", "sparsity", "seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid; ``sparsity`` is 0 for the dense baseline."""
+
+    method: str
+    sparsity: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        """The cell's folder relative to the sweep folder, e.g. ``px/s98.20/seed0``."""
+        if self.method == DENSE:
+            return f"{DENSE}/seed{self.seed}"
+        return f"{self.method}/{sparsity_label(self.sparsity)}/seed{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The cell's name in ``sweep.json`` (its folder)."""
+        return self.folder
+
+
+def sparsity_label(sparsity: float) -> str:
+    """The folder name of a sparsity: ``s98.20`` for 0.982 (two decimals of the percentage)."""
+    return f"s{sparsity * 100:.2f}"
+
+
+def plan_cells(methods: Sequence[str], sparsities: Sequence[float],
+               seeds: Sequence[int]) -> list[Cell]:
+    """Every cell of the grid, seed-major so that partial sweeps cover whole seeds first."""
+    labels = [sparsity_label(s) for s in sparsities]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"sparsities {list(sparsities)} collide at two decimals of a percent")
+    if any(not 0.0 < s < 1.0 for s in sparsities):
+        raise UsageError("sparsities must lie strictly between 0 and 1 (use method 'dense')")
+    cells: list[Cell] = []
+    for seed in seeds:
+        for method in methods:
+            if method == DENSE:
+                cells.append(Cell(DENSE, 0.0, seed))
+            else:
+                cells.extend(Cell(method, s, seed) for s in sparsities)
+    return cells
+
+
+def protocol_of(base: RunConfig) -> dict:
+    """The fields shared by every cell (the RunConfig without method, sparsity and seed)."""
+    return {k: v for k, v in asdict(base).items() if k not in CELL_FIELDS}
+
+
+def resolved_recipe(base: RunConfig) -> dict:
+    """The training recipe every cell uses, with the sweep's overrides applied."""
+    from .recipes import get_recipe
+
+    return get_recipe(base.recipe, **base.recipe_overrides()).to_dict()
+
+
+def environment(device: str) -> dict:
+    """Device name, torch/Python versions, git commit and the exact command line."""
+    import torch
+
+    from .ntk_study import environment as cpu_environment
+
+    env = cpu_environment()
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        env["device"] = f"GPU: {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
+    env["command"] = "pxprune " + shlex.join(sys.argv[1:])
+    return env
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic write, so an interrupted sweep never leaves a truncated file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def cell_status(out: Path, cell: Cell) -> str:
+    """``done`` (summary.json), ``failed`` (error.json), ``partial`` (started) or ``missing``."""
+    folder = out / cell.folder
+    if (folder / "summary.json").exists():
+        return "done"
+    if (folder / ERROR_FILE).exists():
+        return "failed"
+    if (folder / "config.json").exists():
+        return "partial"
+    return "missing"
+
+
+def _merge(old: Sequence, new: Sequence) -> list:
+    return list(old) + [x for x in new if x not in old]
+
+
+def _load_sweep_file(out: Path, protocol: dict) -> dict:
+    """The existing ``sweep.json`` (checked against this protocol) or an empty record."""
+    path = out / SWEEP_FILE
+    if not path.exists():
+        return {"format": FORMAT, "methods": [], "sparsities": [], "seeds": [], "invocations": [],
+                "cells": {}}
+    record = json.loads(path.read_text())
+    if record.get("protocol") != protocol:
+        changed = sorted(k for k in set(protocol) | set(record.get("protocol") or {})
+                         if protocol.get(k) != (record.get("protocol") or {}).get(k))
+        raise UsageError(f"{out} holds a sweep with another protocol (differs in: "
+                         f"{', '.join(changed)}); use another --out")
+    return record
+
+
+def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn) -> None:
+    """Child-process entry point: run one cell, log to its folder, send back the outcome."""
+    log_path = Path(folder) / "sweep.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as fh:
+        def log(msg: str) -> None:
+            fh.write(msg + "\n")
+            fh.flush()
+
+        result = _run_cell(RunConfig.from_dict(cfg), Path(folder), device, threads, False, log)
+    conn.send(result)
+    conn.close()
+
+
+def _run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, progress: bool,
+              log: Callable[[str], object]) -> dict:
+    """Run one cell, turning any exception into a recorded failure (KeyboardInterrupt passes)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        summary = run_experiment(cfg, folder, device=device, progress=progress, log=log)
+    except Exception as exc:  # noqa: BLE001 - one failed cell must not end the sweep
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(), "seconds": time.perf_counter() - start}
+    return {"ok": True, "final_test_acc": summary.get("final_test_acc"),
+            "seconds": time.perf_counter() - start}
+
+
+def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
+              seeds: Sequence[int], out: str | Path, *, device: str = "cpu", jobs: int = 1,
+              threads: int | None = None, progress: bool = True,
+              log: Callable[[str], object] = print, env: dict | None = None) -> dict:
+    """Run every unfinished cell of the grid (``jobs`` at a time); return the ``sweep.json``."""
+    from . import METHODS
+
+    unknown = [m for m in methods if m != DENSE and m not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}, dense")
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    out = Path(out)
+    cells = plan_cells(methods, sparsities, seeds)
+    protocol = protocol_of(base)
+    out.mkdir(parents=True, exist_ok=True)
+    record = _load_sweep_file(out, protocol)
+    env = env if env is not None else environment(device)
+    if threads is None and jobs > 1 and not str(device).startswith("cuda"):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    record.update({
+        "format": FORMAT, "protocol": protocol, "recipe": resolved_recipe(base),
+        "methods": _merge(record["methods"], methods),
+        "sparsities": _merge(record["sparsities"], [float(s) for s in sparsities]),
+        "seeds": _merge(record["seeds"], [int(s) for s in seeds]),
+        "device": str(device), "environment": env,
+    })
+    record["invocations"].append({
+        "command": env.get("command"), "started": datetime.now(timezone.utc).isoformat(),
+        "jobs": jobs, "threads": threads, "device": str(device),
+        "git_commit": env.get("git_commit"), "torch": env.get("torch"),
+    })
+    todo = []
+    for cell in cells:
+        status = cell_status(out, cell)
+        entry = record["cells"].setdefault(cell.key, {**asdict(cell), "folder": cell.folder})
+        if status == "done":
+            entry["status"] = "done"
+            continue
+        todo.append(cell)
+    log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo)} already finished, "
+        f"{len(todo)} to run ({jobs} at a time)")
+    _write_json(out / SWEEP_FILE, record)
+
+    def finish(cell: Cell, result: dict) -> None:
+        entry = record["cells"][cell.key]
+        entry["seconds"] = round(result["seconds"], 2)
+        error_path = out / cell.folder / ERROR_FILE
+        if result["ok"]:
+            entry.update(status="done", final_test_acc=result["final_test_acc"])
+            entry.pop("error", None)
+            error_path.unlink(missing_ok=True)
+            log(f"  done   {cell.folder}: test acc {result['final_test_acc']} % "
+                f"({result['seconds']:.0f} s)")
+        else:
+            entry.update(status="failed", error=result["error"])
+            error_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(error_path, {**asdict(cell), "error": result["error"],
+                                     "traceback": result.get("traceback", ""),
+                                     "time": datetime.now(timezone.utc).isoformat()})
+            log(f"  FAILED {cell.folder}: {result['error']}")
+        _write_json(out / SWEEP_FILE, record)
+
+    if jobs == 1:
+        for cell in todo:
+            log(f"  run    {cell.folder}")
+            cfg = replace(base, method=cell.method, sparsity=cell.sparsity, seed=cell.seed)
+            finish(cell, _run_cell(cfg, out / cell.folder, device, threads, progress, log))
+    else:
+        _run_parallel(base, todo, out, device, jobs, threads, log, finish)
+    failed = [k for k, e in record["cells"].items() if e.get("status") == "failed"
+              and k in {c.key for c in cells}]
+    record["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat()
+    record["invocations"][-1]["failed_cells"] = failed
+    _write_json(out / SWEEP_FILE, record)
+    return record
+
+
+def _run_parallel(base: RunConfig, todo: list[Cell], out: Path, device: str, jobs: int,
+                  threads: int | None, log: Callable[[str], object],
+                  finish: Callable[[Cell, dict], None]) -> None:
+    """Up to ``jobs`` spawned processes, one per cell; a dying process only fails its cell."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no forked CUDA / OpenMP state
+    pending = list(todo)
+    running: dict = {}  # sentinel -> (process, connection, cell, start)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cell = pending.pop(0)
+                cfg = replace(base, method=cell.method, sparsity=cell.sparsity, seed=cell.seed)
+                receiver, sender = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_cell_worker, daemon=False,
+                                   args=(asdict(cfg), str(out / cell.folder), device, threads,
+                                         sender))
+                proc.start()
+                sender.close()
+                running[proc.sentinel] = (proc, receiver, cell, time.perf_counter())
+                log(f"  start  {cell.folder} (log: {out / cell.folder / 'sweep.log'})")
+            for sentinel in wait(list(running) + [r[1] for r in running.values()]):
+                key = sentinel if sentinel in running else next(
+                    k for k, r in running.items() if r[1] is sentinel)
+                proc, receiver, cell, start = running.pop(key)
+                result = None
+                try:
+                    if receiver.poll(None if proc.is_alive() else 0):
+                        result = receiver.recv()
+                except (EOFError, OSError):
+                    result = None
+                proc.join()
+                receiver.close()
+                if result is None:
+                    result = {"ok": False, "seconds": time.perf_counter() - start,
+                              "error": f"worker process exited with code {proc.exitcode} "
+                                       "without a result"}
+                finish(cell, result)
+                break  # the wait list changed; start the next cell first
+    finally:
+        for proc, receiver, _, _ in running.values():
+            proc.terminate()
+            proc.join()
+            receiver.close()
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers: {text!r}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the grid; exit 1 when any cell failed (after every other cell ran)."""
+    from .commands import config_from_args
+    from .ntk_study import parse_sparsities
+    from .sweep_report import collect, format_text_table
+
+    if args.method is not None or args.sparsity is not None or args.seed is not None:
+        raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sparsities = parse_sparsities(args.sparsities)
+    base = config_from_args(argparse.Namespace(**{**vars(args), "method": DENSE,
+                                                  "sparsity": "0", "seed": 0}))
+    record = run_sweep(base, methods, sparsities, args.seeds, args.out, device=args.device,
+                       jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
+    print(format_text_table(collect(args.out)))
+    failed = record["invocations"][-1]["failed_cells"]
+    if failed:
+        print(f"pxprune sweep: {len(failed)} cell(s) failed (see error.json in each): "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_command(sub, common) -> None:
+    """Register ``sweep`` and ``report`` on the top-level sub-parser."""
+    from .commands import _run_args
+    from .sweep_report import add_report_command
+
+    p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _run_args(p, common)
+    for action in p._actions:  # the single-run options: the sweep has plural forms instead
+        if action.dest in CELL_FIELDS:
+            action.help = argparse.SUPPRESS
+    p.set_defaults(method=None, sparsity=None, seed=None)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods; add 'dense' for the unpruned baseline")
+    p.add_argument("--sparsities", default="paper",
+                   help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at once, one process each")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per cell (default: cpu_count // jobs on CPU with jobs > 1)")
+    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/resnet20_cifar10")
+    p.set_defaults(func=cmd_sweep)
+    add_report_command(sub)

@@ -1,0 +1,383 @@
+"""``pxprune report SWEEP_DIR``: mean ± std per method and sparsity from a (partial) sweep.
+
+Reads every finished cell (``summary.json``) under the sweep folder, lists the cells of the grid
+in ``sweep.json`` that are not finished (missing, interrupted or failed), and writes
+``report.md`` (best mean per sparsity in bold), ``report.csv``, ``report.png`` (accuracy vs
+sparsity in the style of the paper's figure 2: one line per method with a ±1 std band, the
+dense accuracy as a dashed horizontal line) and ``report.json``. The std is the sample standard
+deviation over seeds (n - 1); with a single seed no std is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .pipeline import DENSE
+from .sweep import ERROR_FILE, SWEEP_FILE, Cell, plan_cells, sparsity_label
+
+RESULTS_FORMAT = "pxprune.sweep_results/1"
+DISPLAY = {"px": "PX", "ntksap": "NTK-SAP", "grasp": "GraSP", "synflow": "SynFlow",
+           "snip": "SNIP", "random": "Random", "magnitude": "Magnitude", "imp": "IMP",
+           DENSE: "Dense"}
+COLORS = {"px": "#d62728", "ntksap": "#1f77b4", "grasp": "#2ca02c", "synflow": "#9467bd",
+          "snip": "#ff7f0e", "random": "#7f7f7f", "magnitude": "#8c564b", "imp": "#e377c2"}
+METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
+
+
+def display_name(method: str) -> str:
+    """The paper's spelling of a method name (PX, NTK-SAP, GraSP, ...)."""
+    return DISPLAY.get(method, method)
+
+
+def _read_cell(summary_path: Path) -> dict:
+    """One finished cell's identity and numbers, from its summary.json (config.json fallback)."""
+    summary = json.loads(summary_path.read_text())
+    cfg = summary.get("config")
+    if cfg is None and (summary_path.parent / "config.json").exists():
+        cfg = json.loads((summary_path.parent / "config.json").read_text())
+    cfg = cfg or {}
+    method = cfg.get("method", DENSE)
+    sparsity = 0.0 if method == DENSE else float(cfg.get("sparsity", 0.0))
+    return {
+        "method": method, "sparsity": sparsity, "seed": int(cfg.get("seed", 0)),
+        "final_test_acc": summary.get("final_test_acc"),
+        "best_test_acc": summary.get("best_test_acc"),
+        "density": summary.get("density"), "epochs": summary.get("epochs"),
+        "train_seconds": summary.get("train_seconds"),
+        "prune_seconds": (summary.get("prune") or {}).get("prune_seconds"),
+        "collapsed_layers": len(summary.get("collapsed_layers") or []),
+        "dataset_name": summary.get("dataset_name"),
+        "train_examples": summary.get("train_examples"),
+        "test_examples": summary.get("test_examples"),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std (n - 1; None for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(cells: list[dict], metric: str = "final_test_acc") -> list[dict]:
+    """One row per (method, sparsity): n, mean, std, min, max and the per-seed values."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        if c.get(metric) is None:
+            continue
+        label = "dense" if c["method"] == DENSE else sparsity_label(c["sparsity"])
+        groups.setdefault((c["method"], label), []).append(c)
+    rows = []
+    for (method, _), members in groups.items():
+        members.sort(key=lambda c: c["seed"])
+        values = [float(c[metric]) for c in members]
+        mean, std = mean_std(values)
+        rows.append({"method": method, "sparsity": members[0]["sparsity"], "n": len(values),
+                     "mean": mean, "std": std, "min": min(values), "max": max(values),
+                     "seeds": [c["seed"] for c in members], "values": values})
+    return rows
+
+
+def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
+    """Every finished cell, the aggregate rows, and the unfinished cells of the planned grid."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"no sweep folder {sweep_dir}")
+    record_path = sweep_dir / SWEEP_FILE
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    cells = []
+    for path in sorted(sweep_dir.rglob("summary.json")):
+        cell = _read_cell(path)
+        cell["folder"] = path.parent.relative_to(sweep_dir).as_posix()
+        cells.append(cell)
+    done = {c["folder"] for c in cells}
+    planned: list[Cell] = []
+    if record.get("methods"):
+        planned = plan_cells(record["methods"], record.get("sparsities") or [],
+                             record.get("seeds") or [0])
+    missing = []
+    for cell in planned:
+        if cell.folder in done:
+            continue
+        folder = sweep_dir / cell.folder
+        entry = {"method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
+                 "folder": cell.folder, "status": "missing"}
+        if (folder / ERROR_FILE).exists():
+            entry.update(status="failed",
+                         error=json.loads((folder / ERROR_FILE).read_text()).get("error"))
+        elif (folder / "config.json").exists():
+            entry["status"] = "partial"
+        missing.append(entry)
+    methods = list(record.get("methods") or [])
+    methods += [m for m in dict.fromkeys(c["method"] for c in cells) if m not in methods]
+    sparsities = sorted({*(float(s) for s in record.get("sparsities") or []),
+                         *(c["sparsity"] for c in cells if c["method"] != DENSE)})
+    key = METRICS[metric]
+    return {"sweep_dir": str(sweep_dir), "record": record, "metric": key, "cells": cells,
+            "rows": aggregate(cells, key), "missing": missing, "methods": methods,
+            "sparsities": _unique_sparsities(sparsities)}
+
+
+def _unique_sparsities(values: list[float]) -> list[float]:
+    seen: dict[str, float] = {}
+    for s in values:
+        seen.setdefault(sparsity_label(s), s)
+    return list(seen.values())
+
+
+def _row(result: dict, method: str, sparsity: float | None) -> dict | None:
+    for r in result["rows"]:
+        if r["method"] == method and (method == DENSE or
+                                      sparsity_label(r["sparsity"]) == sparsity_label(sparsity)):
+            return r
+    return None
+
+
+def _fmt(row: dict | None, with_n: bool = False) -> str:
+    if row is None:
+        return "–"
+    text = f"{row['mean']:.2f}" if row["std"] is None else f"{row['mean']:.2f} ± {row['std']:.2f}"
+    return f"{text} (n={row['n']})" if with_n else text
+
+
+def best_per_sparsity(result: dict) -> dict[str, float]:
+    """The best mean (over pruning methods) at each sparsity, keyed by sparsity label."""
+    best: dict[str, float] = {}
+    for r in result["rows"]:
+        if r["method"] == DENSE:
+            continue
+        label = sparsity_label(r["sparsity"])
+        best[label] = max(best.get(label, -math.inf), r["mean"])
+    return best
+
+
+def _pruning_methods(result: dict) -> list[str]:
+    return [m for m in result["methods"] if m != DENSE]
+
+
+def _n_text(result: dict) -> str:
+    ns = sorted({r["n"] for r in result["rows"]})
+    return "n = " + "/".join(str(n) for n in ns) + " seeds per entry" if ns else "no results"
+
+
+def format_text_table(result: dict) -> str:
+    """A plain-text table: methods x sparsities, mean ± std test accuracy (%)."""
+    sparsities = result["sparsities"]
+    header = ["method", *(f"{s * 100:.2f}%" for s in sparsities)]
+    lines = [header]
+    for m in _pruning_methods(result):
+        lines.append([display_name(m), *(_fmt(_row(result, m, s)) for s in sparsities)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [f"{result['metric']} (%) — {_n_text(result)}"]
+    out += ["  ".join(cell.rjust(w) if i else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+            for line in lines]
+    dense = _row(result, DENSE, None)
+    if dense is not None or DENSE in result["methods"]:
+        out.append(f"dense: {_fmt(dense, with_n=True)}")
+    if result["missing"]:
+        out.append(f"{len(result['missing'])} cell(s) not finished: " + ", ".join(
+            f"{c['folder']} ({c['status']})" for c in result["missing"]))
+    return "\n".join(out)
+
+
+def _protocol_text(result: dict) -> str:
+    record = result["record"]
+    proto, recipe = record.get("protocol") or {}, record.get("recipe") or {}
+    if not proto:
+        return "protocol: unknown (no sweep.json)"
+    names = {c.get("dataset_name") for c in result["cells"] if c.get("dataset_name")}
+    parts = [f"model {proto.get('model')}",
+             f"dataset {', '.join(sorted(names)) or proto.get('dataset')}",
+             f"recipe {proto.get('recipe')}: {recipe.get('epochs')} epochs, "
+             f"{recipe.get('schedule')} schedule, lr {recipe.get('lr')}, "
+             f"batch {recipe.get('batch_size')}"]
+    if proto.get("train_per_class"):
+        parts.append(f"{proto['train_per_class']} train images/class")
+    if proto.get("test_per_class"):
+        parts.append(f"{proto['test_per_class']} test images/class")
+    parts.append(f"pruning split {proto.get('per_class')}/class, {proto.get('scope')} scope")
+    return "; ".join(parts)
+
+
+def format_markdown(result: dict, title: str | None = None) -> str:
+    """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps."""
+    sparsities = result["sparsities"]
+    best = best_per_sparsity(result)
+    lines = [f"# {title or 'Sweep report: ' + Path(result['sweep_dir']).name}", "",
+             f"Test accuracy (%), `{result['metric']}`, mean ± sample std over seeds "
+             f"({_n_text(result)}). Best mean per sparsity in bold.", "",
+             "| Method | " + " | ".join(f"{s * 100:.2f} %" for s in sparsities) + " |",
+             "|---|" + "---:|" * len(sparsities)]
+    for m in _pruning_methods(result):
+        cells = []
+        for s in sparsities:
+            row = _row(result, m, s)
+            text = _fmt(row)
+            if row is not None and math.isclose(row["mean"], best[sparsity_label(s)]):
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {display_name(m)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    dense = _row(result, DENSE, None)
+    if dense is not None:
+        lines += [f"Dense (unpruned): {_fmt(dense, with_n=True)}.", ""]
+    lines += [f"Protocol: {_protocol_text(result)}.", ""]
+    env = (result["record"].get("environment") or {})
+    if env:
+        lines += [f"Device: {env.get('device')}; torch {env.get('torch')}; "
+                  f"commit {env.get('git_commit')}.", ""]
+    for inv in result["record"].get("invocations") or []:
+        lines.append(f"- `{inv.get('command')}` ({inv.get('started')})")
+    if result["record"].get("invocations"):
+        lines.append("")
+    if result["missing"]:
+        lines += [f"Not finished ({len(result['missing'])}):", ""]
+        for c in result["missing"]:
+            err = f": {c['error']}" if c.get("error") else ""
+            lines.append(f"- `{c['folder']}` — {c['status']}{err}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(result: dict, path: str | Path) -> None:
+    """``report.csv``: one row per method and sparsity (dense: sparsity 0)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "sparsity", "sparsity_pct", "n", "mean", "std", "min", "max",
+                    "seeds", "values"])
+        for r in sorted(result["rows"], key=lambda r: (r["method"] != DENSE, r["method"],
+                                                        r["sparsity"])):
+            w.writerow([r["method"], f"{r['sparsity']:.6f}", f"{r['sparsity'] * 100:.2f}",
+                        r["n"], f"{r['mean']:.4f}",
+                        "" if r["std"] is None else f"{r['std']:.4f}", f"{r['min']:.4f}",
+                        f"{r['max']:.4f}", " ".join(map(str, r["seeds"])),
+                        " ".join(f"{v:.4f}" for v in r["values"])])
+
+
+def plot(result: dict, path: str | Path, title: str | None = None) -> None:
+    """Accuracy vs sparsity (x spaced by log density, labelled in %), std bands, dense dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def xpos(s: float) -> float:
+        return -math.log(1.0 - s)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    for m in _pruning_methods(result):
+        rows = sorted((r for r in result["rows"] if r["method"] == m),
+                      key=lambda r: r["sparsity"])
+        if not rows:
+            continue
+        xs = [xpos(r["sparsity"]) for r in rows]
+        ys = [r["mean"] for r in rows]
+        color = COLORS.get(m)
+        ax.plot(xs, ys, marker="o", ms=4, lw=2.2 if m == "px" else 1.5, color=color,
+                label=display_name(m), zorder=3 if m == "px" else 2)
+        if any(r["std"] is not None for r in rows):
+            sd = [r["std"] or 0.0 for r in rows]
+            ax.fill_between(xs, [y - d for y, d in zip(ys, sd, strict=True)],
+                            [y + d for y, d in zip(ys, sd, strict=True)], color=color,
+                            alpha=0.18, lw=0)
+    dense = _row(result, DENSE, None)
+    if dense is not None:
+        ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label="Dense")
+    ticks = result["sparsities"]
+    ax.set_xticks([xpos(s) for s in ticks], [f"{s * 100:.2f}" for s in ticks],
+                  rotation=45 if len(ticks) > 5 else 0)
+    ax.set_xlabel("Sparsity (%)")
+    ax.set_ylabel("Test accuracy (%)")
+    ax.grid(alpha=0.3)
+    proto = result["record"].get("protocol") or {}
+    names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
+    ax.set_title(title or f"{proto.get('model', '')} / {', '.join(names)}", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def results_json(result: dict, report_command: str | None = None) -> dict:
+    """The benchmark record: environment, dataset, protocol, seeds, every cell, the aggregates."""
+    record = result["record"]
+    env = record.get("environment") or {}
+    proto = record.get("protocol") or {}
+    recipe = record.get("recipe") or {}
+    names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
+    train_n = sorted({c["train_examples"] for c in result["cells"] if c.get("train_examples")})
+    test_n = sorted({c["test_examples"] for c in result["cells"] if c.get("test_examples")})
+    return {
+        "format": RESULTS_FORMAT,
+        "device": env.get("device"), "torch": env.get("torch"), "python": env.get("python"),
+        "git_commit": env.get("git_commit"),
+        "command": [inv.get("command") for inv in record.get("invocations") or []],
+        "report_command": report_command,
+        "model": proto.get("model"), "dataset": proto.get("dataset"),
+        "dataset_name": ", ".join(names) or proto.get("dataset"),
+        "train_examples": train_n, "test_examples": test_n,
+        "protocol": {**proto, "epochs": recipe.get("epochs"),
+                     "schedule": recipe.get("schedule"), "recipe_resolved": recipe},
+        "metric": result["metric"], "seeds": record.get("seeds"),
+        "methods": result["methods"], "sparsities": result["sparsities"],
+        "cells": result["cells"], "summary": result["rows"], "missing": result["missing"],
+        "invocations": record.get("invocations") or [],
+    }
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
+                 metric: str = "final", title: str | None = None,
+                 results_path: str | Path | None = None,
+                 report_command: str | None = None) -> dict:
+    """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder)."""
+    result = collect(sweep_dir, metric)
+    out = Path(out_dir or sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(format_markdown(result, title))
+    write_csv(result, out / "report.csv")
+    plot(result, out / "report.png", title)
+    data = results_json(result, report_command)
+    paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+    return result
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the table and write the report files; exit 0 even for partial sweeps."""
+    command = "pxprune " + shlex.join(sys.argv[1:])
+    result = write_report(args.sweep_dir, args.out, metric=args.metric, title=args.title,
+                          results_path=args.results, report_command=command)
+    print(format_text_table(result))
+    out = Path(args.out or args.sweep_dir)
+    print(f"wrote {out / 'report.md'}, report.csv, report.png, report.json"
+          + (f" and {args.results}" if args.results else ""))
+    return 0
+
+
+def add_report_command(sub) -> None:
+    """Register ``pxprune report``."""
+    p = sub.add_parser("report", help="tables and figure of a (partial) sweep",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", help="a folder written by pxprune sweep")
+    p.add_argument("--out", default=None, help="where to write the report (default: sweep_dir)")
+    p.add_argument("--results", default=None,
+                   help="also write the results JSON here (e.g. benchmarks/results/NAME.json)")
+    p.add_argument("--metric", choices=tuple(METRICS), default="final",
+                   help="final-epoch (default) or best-epoch test accuracy")
+    p.add_argument("--title", default=None, help="figure and report title")
+    p.set_defaults(func=cmd_report)

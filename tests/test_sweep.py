@@ -1,0 +1,262 @@
+"""Tests of pxprune sweep / report: skip finished cells, resume, failures, partial reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import pytest
+import torch
+
+import pxprune.api
+import pxprune.sweep
+import pxprune.train
+from pxprune.cli import main
+from pxprune.sweep import plan_cells, sparsity_label
+from pxprune.sweep_report import collect, format_markdown
+
+METHODS = "random,magnitude,dense"
+SPARSITIES = "50%,0.9"
+
+
+def write_data(path, n: int = 48, num_classes: int = 4, size: int = 8, seed: int = 0) -> None:
+    """Tiny learnable uint8 images (the class sets the bright channel) saved as a .pt file."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    images = torch.randint(0, 120, (n, 3, size, size), generator=g)
+    for c in range(num_classes):
+        images[labels == c, c % 3] += 100 + 30 * (c // 3)
+    torch.save({"images": images.to(torch.uint8), "labels": labels}, path)
+
+
+def sweep_args(data, out, *extra: str, methods: str = METHODS, seeds: str = "0,1") -> list[str]:
+    return ["sweep", "--model", "resnet20", "--dataset", str(data), "--methods", methods,
+            "--sparsities", SPARSITIES, "--seeds", seeds, "--recipe", "cpu_small",
+            "--epochs", "2", "--batch-size", "16", "--per-class", "2", "--device", "cpu",
+            "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.pt"
+    write_data(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data):
+    """A complete 2 methods x 2 sparsities x 2 seeds + dense sweep, run once for the module."""
+    out = tmp_path_factory.mktemp("sweep") / "full"
+    assert main(sweep_args(data, out)) == 0
+    return out
+
+
+def all_cells(seeds=(0, 1)):
+    return plan_cells(["random", "magnitude", "dense"], [0.5, 0.9], list(seeds))
+
+
+def test_cell_layout():
+    cells = all_cells(seeds=(0,))
+    assert [c.folder for c in cells] == ["random/s50.00/seed0", "random/s90.00/seed0",
+                                         "magnitude/s50.00/seed0", "magnitude/s90.00/seed0",
+                                         "dense/seed0"]
+    assert sparsity_label(1 - 0.8**18) == "s98.20"
+    with pytest.raises(Exception, match="collide"):
+        plan_cells(["px"], [0.98201, 0.98199], [0])
+
+
+def test_sweep_writes_every_cell_and_sweep_json(finished):
+    for cell in all_cells():
+        summary = json.loads((finished / cell.folder / "summary.json").read_text())
+        assert summary["config"]["method"] == cell.method
+        assert summary["config"]["seed"] == cell.seed
+        assert summary["epochs"] == 2
+        if cell.method == "dense":
+            assert summary["density"] == 1.0
+        else:
+            assert math.isclose(summary["density"], 1 - cell.sparsity, abs_tol=1e-3)
+    record = json.loads((finished / "sweep.json").read_text())
+    assert record["methods"] == ["random", "magnitude", "dense"]
+    assert record["seeds"] == [0, 1]
+    assert record["protocol"]["model"] == "resnet20" and record["protocol"]["epochs"] == 2
+    assert record["recipe"]["schedule"] == "onecycle" and record["recipe"]["epochs"] == 2
+    assert record["environment"]["torch"] == torch.__version__
+    assert "git_commit" in record["environment"] and record["environment"]["device"]
+    assert record["invocations"][0]["command"].startswith("pxprune ")
+    assert all(e["status"] == "done" for e in record["cells"].values())
+    assert len(record["cells"]) == 10
+
+
+def test_finished_cells_are_skipped(finished, data, monkeypatch):
+    mtimes = {p: p.stat().st_mtime_ns for p in finished.rglob("summary.json")}
+
+    def must_not_run(*a, **k):
+        raise AssertionError("run_experiment called for a finished cell")
+
+    monkeypatch.setattr(pxprune.sweep, "run_experiment", must_not_run)
+    assert main(sweep_args(data, finished)) == 0
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("summary.json")} == mtimes
+    assert len(json.loads((finished / "sweep.json").read_text())["invocations"]) == 2
+
+
+def test_other_protocol_in_same_folder_is_refused(finished, data, capsys):
+    args = sweep_args(data, finished)
+    args[args.index("--epochs") + 1] = "3"
+    assert main(args) == 2
+    assert "another protocol" in capsys.readouterr().err
+
+
+def test_report_mean_std_markdown_csv_png(finished, tmp_path):
+    results = tmp_path / "results" / "r.json"
+    assert main(["report", str(finished), "--results", str(results)]) == 0
+    result = collect(finished)
+    assert result["missing"] == []
+    for row in result["rows"]:  # recompute from the cells' own summary.json files
+        folders = ([f"dense/seed{s}" for s in (0, 1)] if row["method"] == "dense" else
+                   [f"{row['method']}/{sparsity_label(row['sparsity'])}/seed{s}" for s in (0, 1)])
+        accs = [json.loads((finished / f / "summary.json").read_text())["final_test_acc"]
+                for f in folders]
+        assert row["n"] == 2 and row["values"] == accs
+        assert row["mean"] == pytest.approx(sum(accs) / 2)
+        assert row["std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+    md = (finished / "report.md").read_text()
+    for label, col in (("s50.00", 1), ("s90.00", 2)):
+        means = {r["method"]: r["mean"] for r in result["rows"]
+                 if r["method"] != "dense" and sparsity_label(r["sparsity"]) == label}
+        best = max(means.values())
+        for name, method in (("Random", "random"), ("Magnitude", "magnitude")):
+            line = next(x for x in md.splitlines() if x.startswith(f"| {name} |"))
+            cell = line.split("|")[col + 1].strip()
+            assert cell.startswith(f"**{means[method]:.2f}") == math.isclose(means[method], best)
+    assert "Dense (unpruned):" in md
+    with open(finished / "report.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and {r["method"] for r in rows} == {"random", "magnitude", "dense"}
+    png = (finished / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    data = json.loads(results.read_text())
+    assert data["torch"] == torch.__version__ and data["seeds"] == [0, 1]
+    assert data["protocol"]["epochs"] == 2 and data["protocol"]["schedule"] == "onecycle"
+    assert len(data["cells"]) == 10 and all(c["final_test_acc"] is not None
+                                            for c in data["cells"])
+    assert data["command"][0].startswith("pxprune ") and "git_commit" in data
+
+
+def test_markdown_bolds_best_and_marks_ties():
+    rows = [{"method": m, "sparsity": 0.9, "n": 1, "mean": v, "std": None, "min": v, "max": v,
+             "seeds": [0], "values": [v]} for m, v in (("px", 80.0), ("snip", 70.0),
+                                                       ("random", 80.0))]
+    result = {"sweep_dir": "x", "record": {}, "metric": "final_test_acc", "cells": [],
+              "rows": rows, "missing": [], "methods": ["px", "snip", "random"],
+              "sparsities": [0.9]}
+    md = format_markdown(result)
+    assert "| PX | **80.00** |" in md and "| Random | **80.00** |" in md
+    assert "| SNIP | 70.00 |" in md
+
+
+class Stop(KeyboardInterrupt):
+    pass
+
+
+def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch):
+    out = tmp_path / "cut"
+    real_train = pxprune.train.train
+
+    def train_stopping_after_epoch_1(*a, **k):
+        def cb(record):
+            if record["epoch"] == 1:
+                raise Stop
+
+        return real_train(*a, **k, callback=cb)
+
+    monkeypatch.setattr(pxprune.train, "train", train_stopping_after_epoch_1)
+    with pytest.raises(Stop):
+        pxprune.sweep.run_sweep(
+            _base(data), ["random", "dense"], [0.9], [0], out, progress=False, log=lambda m: None,
+            env={"command": "test"})
+    cell = out / "random/s90.00/seed0"
+    assert (cell / "checkpoint.pt").exists() and not (cell / "summary.json").exists()
+    epoch1 = (cell / "metrics.jsonl").read_text().splitlines()
+    assert len(epoch1) == 1
+
+    partial = collect(out)
+    assert partial["cells"] == []
+    assert [(c["folder"], c["status"]) for c in partial["missing"]] == [
+        ("random/s90.00/seed0", "partial"), ("dense/seed0", "missing")]
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "`random/s90.00/seed0` — partial" in md and "`dense/seed0` — missing" in md
+    assert (out / "report.png").exists()
+
+    monkeypatch.setattr(pxprune.train, "train", real_train)
+
+    def no_pruning(*a, **k):
+        raise AssertionError("a resumed cell must reuse its saved masks")
+
+    monkeypatch.setattr(pxprune.api, "prune", no_pruning)
+    record = pxprune.sweep.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
+                                     progress=False, log=lambda m: None, env={"command": "t"})
+    assert record["cells"]["random/s90.00/seed0"]["status"] == "done", record["cells"]
+    lines = (cell / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == epoch1[0]  # continued after epoch 1, not restarted
+    assert collect(out)["missing"] == []
+
+
+def _base(data):
+    from pxprune.pipeline import RunConfig
+
+    return RunConfig(model="resnet20", dataset=str(data), method="dense", sparsity=0.0,
+                     per_class=2, recipe="cpu_small", epochs=2, batch_size=16)
+
+
+def test_failed_cell_is_recorded_and_others_run(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "fail"
+    real = pxprune.sweep.run_experiment
+
+    def flaky(cfg, folder, **kw):
+        if cfg.method == "magnitude" and cfg.sparsity == 0.5:
+            raise RuntimeError("boom")
+        return real(cfg, folder, **kw)
+
+    monkeypatch.setattr(pxprune.sweep, "run_experiment", flaky)
+    assert main(sweep_args(data, out, seeds="0")) == 1
+    assert "magnitude/s50.00/seed0" in capsys.readouterr().err
+    error = json.loads((out / "magnitude/s50.00/seed0/error.json").read_text())
+    assert error["error"] == "RuntimeError: boom" and "Traceback" in error["traceback"]
+    others = [c for c in all_cells(seeds=(0,)) if c.folder != "magnitude/s50.00/seed0"]
+    assert all((out / c.folder / "summary.json").exists() for c in others)
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["cells"]["magnitude/s50.00/seed0"]["status"] == "failed"
+    assert record["invocations"][-1]["failed_cells"] == ["magnitude/s50.00/seed0"]
+
+    result = collect(out)
+    assert [(c["folder"], c["status"], c["error"]) for c in result["missing"]] == [
+        ("magnitude/s50.00/seed0", "failed", "RuntimeError: boom")]
+    magnitude_50 = [r for r in result["rows"] if r["method"] == "magnitude"
+                    and r["sparsity"] == 0.5]
+    assert magnitude_50 == []
+    assert re.search(r"\| Magnitude \| – \|", format_markdown(result))
+
+    monkeypatch.setattr(pxprune.sweep, "run_experiment", real)  # the re-run finishes it
+    assert main(sweep_args(data, out, seeds="0")) == 0
+    assert not (out / "magnitude/s50.00/seed0/error.json").exists()
+    assert collect(out)["missing"] == []
+
+
+def test_parallel_jobs_isolate_a_failing_cell(data, tmp_path):
+    """--jobs 2: cells run in spawned processes; a cell whose folder is unusable fails alone."""
+    out = tmp_path / "par"
+    bad = out / "random/s90.00/seed0"
+    bad.mkdir(parents=True)
+    (bad / "config.json").write_text(json.dumps({"method": "random", "sparsity": 0.9,
+                                                 "seed": 0, "epochs": 99}))
+    assert main(sweep_args(data, out, "--jobs", "2", methods="random", seeds="0")) == 1
+    assert (out / "random/s50.00/seed0/summary.json").exists()
+    assert (out / "random/s50.00/seed0/sweep.log").exists()
+    error = json.loads((bad / "error.json").read_text())
+    assert "different config" in error["error"]
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["invocations"][-1]["jobs"] == 2
+    assert record["cells"]["random/s50.00/seed0"]["status"] == "done"
