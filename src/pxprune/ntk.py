@@ -42,7 +42,7 @@ from .intercept import (
     _arg,
     weighted_modules,
 )
-from .masks import Masks, PruningError, prunable_parameters
+from .masks import Masks, PruningError
 
 PARAM_SETS = ("prunable", "all")
 EIGEN_METHODS = ("auto", "exact", "lanczos")
@@ -88,8 +88,8 @@ class _Sparse:
             if tuple(m.shape) != tuple(named[name].shape):
                 raise PruningError(f"mask for {name!r} has shape {tuple(m.shape)}, parameter "
                                    f"has {tuple(named[name].shape)}")
-        if params == "prunable":
-            wanted = set(masks) | set(prunable_parameters(model))
+        if params == "prunable":  # the masked weights: exactly the ones PX's bound is about
+            wanted = set(masks)
         else:
             wanted = set(named)
         self.model = model
@@ -113,7 +113,11 @@ class _Sparse:
         return out.reshape(out.shape[0], -1)
 
     def input(self, x: Tensor) -> Tensor:
-        """``x`` on the model's device and in its dtype."""
+        """``x`` on the model's device and in its dtype (a non-empty batch)."""
+        if not isinstance(x, Tensor):
+            raise PruningError(f"x must be a tensor batch, got {type(x).__name__}")
+        if x.dim() < 2 or x.shape[0] < 1:
+            raise PruningError(f"x must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
         return x.to(device=self.device, dtype=self.dtype)
 
     def jacobian_chunks(self, x: Tensor, chunk: int) -> Iterator[dict[str, Tensor]]:
@@ -162,6 +166,15 @@ def _jacobian(f: _Sparse, x: Tensor, chunk: int) -> Tensor:
     return torch.cat(rows, dim=0)
 
 
+def _gram(jac: Tensor, block: int = 1 << 14) -> Tensor:
+    """``J J^T`` accumulated in float64 over column blocks (never a float64 copy of all of J)."""
+    out = torch.zeros(jac.shape[0], jac.shape[0], dtype=torch.float64, device=jac.device)
+    for i in range(0, jac.shape[1], block):
+        part = jac[:, i:i + block].to(torch.float64)
+        out += part @ part.T
+    return out
+
+
 def ntk_matrix(
     model: nn.Module,
     x: Tensor,
@@ -170,15 +183,14 @@ def ntk_matrix(
     params: str = "prunable",
     chunk: int = 4,
 ) -> Tensor:
-    """The NK x NK empirical NTK ``J J^T`` (row/column ``n*K + k``) from the explicit Jacobian.
+    """The NK x NK empirical NTK ``J J^T`` (row/column ``n*K + k``), float64, from the Jacobian.
 
-    Materialises the NK x P Jacobian: meant for small NK (ResNet-20, 20 images, 10 classes:
-    200 x 270k, 216 MB in float32).
+    Materialises the NK x P Jacobian in the model's dtype (ResNet-20, 20 images, 10 classes:
+    200 x 270k, 216 MB in float32); the products are accumulated in float64.
     """
     with _eval_mode(model), torch.no_grad():
         f = _Sparse(model, masks, params)
-        jac = _jacobian(f, x, chunk)
-        return jac @ jac.T
+        return _gram(_jacobian(f, x, chunk)).cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,15 +288,16 @@ def ntk_top_eigenvalues(
         raise PruningError(f"k must be >= 1, got {k}")
     with _eval_mode(model):
         f = _Sparse(model, masks, params)
+        with torch.no_grad():
+            rows = f(f.diff, f.input(x)[:1]).numel() * x.shape[0]
+        if k > rows:
+            raise PruningError(f"k={k} eigenvalues asked of an NTK of size {rows} (N*K)")
         if method == "auto":
-            with torch.no_grad():
-                rows = f(f.diff, f.input(x[:1])).numel() * x.shape[0]
             nbytes = rows * f.num_params * torch.finfo(f.dtype).bits // 8
             method = "exact" if rows <= EXACT_MAX_ROWS and nbytes <= EXACT_MAX_BYTES else "lanczos"
         if method == "exact":
             with torch.no_grad():
-                jac = _jacobian(f, x, chunk).to(torch.float64)
-                values = torch.linalg.eigvalsh(jac @ jac.T).flip(0)
+                values = torch.linalg.eigvalsh(_gram(_jacobian(f, x, chunk))).flip(0)
             return values[:k].cpu()
         matvec, n = _kernel_operator(f, x)
         iters = min(n, max(20 * k, 100)) if iters is None else min(n, int(iters))

@@ -9,6 +9,7 @@ class-balanced batch of *test* images, disjoint from the pruning data.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -90,7 +91,7 @@ def _kernel_stats(model: torch.nn.Module, x: torch.Tensor, masks: Masks, top_k: 
     """Trace and top eigenvalues of the sparse net's NTK (one explicit kernel when NK is small)."""
     rows = x.shape[0] * _num_outputs(model, x)
     if rows <= EXACT_MAX_ROWS:
-        kernel = ntk_matrix(model, x, masks, chunk=chunk).to(torch.float64)
+        kernel = ntk_matrix(model, x, masks, chunk=chunk)
         trace = float(kernel.trace())
         eig = torch.linalg.eigvalsh(kernel).flip(0)[:top_k]
         how = "exact"
@@ -157,14 +158,16 @@ def run_ntk_study(
 ) -> dict:
     """Measure NTK trace ratio, top eigenvalues and PX bound, method x sparsity, at init.
 
+    ``model_name``: a built-in model (``pxprune.models.NAMES``) or ``package.module:function``.
+
     ``methods``: names, ``"all"``/None (every method but IMP). ``sparsities``: ``"paper"`` or a
     list. ``rounds``: None (each method's default: 100 for PX/SynFlow), an int for the iterative
     methods (default > 1; one-shot methods keep 1), or ``{method: rounds}``. Writes
     ``out_dir/{stem}.json`` after every cell (cells already there are skipped on a re-run, which
     must use the same configuration) and ``{stem}.png`` / ``{stem}_spectrum.png``.
     """
-    from . import models as zoo
     from .data import load_dataset, normalize, pruning_split
+    from .resolve import build_model
 
     if methods is None or methods == "all":
         methods = study_methods()
@@ -184,7 +187,8 @@ def run_ntk_study(
     config = {"model": model_name, "dataset": dataset, "dataset_name": train.name,
               "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
               "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
-              "bn_mode": "eval", "params": "prunable"}
+              "bn_mode": "eval", "params": "prunable",
+              "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds}
     if path.exists():
         results = json.loads(path.read_text())
         if results.get("config") != config:
@@ -202,7 +206,7 @@ def run_ntk_study(
     results["config_info"] = {"eval_labels": ye.tolist(), "pruning_examples": int(len(yp))}
 
     torch.manual_seed(seed)
-    base = zoo.get(model_name, num_classes=classes)
+    base = build_model(model_name, classes)
 
     def log(msg: str) -> None:
         if progress:
@@ -340,3 +344,52 @@ def plot_study(results: Mapping, trace_png: str | os.PathLike[str],
     fig.tight_layout()
     fig.savefig(spectrum_png, dpi=130)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# pxprune ntk
+# ---------------------------------------------------------------------------------------------
+def cmd_ntk(args: argparse.Namespace) -> int:
+    """Run (or resume) the study from parsed ``pxprune ntk`` arguments; print the tables."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_ntk_study(
+        args.model, args.dataset, args.methods, args.sparsities, args.out,
+        n_images=args.n_images, per_class=args.per_class, seed=args.seed, top_k=args.top_k,
+        rounds=args.rounds, stem=args.stem, chunk=args.chunk, plots=not args.no_plots,
+        progress=not args.no_progress,
+    )
+    for key, title in (("trace_ratio", "NTK trace ratio (sparse / dense)"),
+                       ("lambda_max_ratio", "top eigenvalue ratio (sparse / dense)")):
+        print(f"\n{title}\n{trace_table(results, key)}")
+    out = Path(args.out)
+    print(f"\nwrote {out / (args.stem + '.json')}"
+          + ("" if args.no_plots else f", {args.stem}.png, {args.stem}_spectrum.png"))
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction, common: object = None) -> None:
+    """Register ``pxprune ntk`` (its own arguments; ``common`` is not used: no --method there)."""
+    p = sub.add_parser("ntk", help="NTK trace, top eigenvalues and PX bound kept by each "
+                                   "method at init, over a sparsity grid (resumable)")
+    p.add_argument("--model", default="resnet20",
+                   help="built-in name (e.g. resnet20) or package.module:function")
+    p.add_argument("--dataset", default="cifar10", help="dataset name (train and test splits)")
+    p.add_argument("--methods", default="all",
+                   help="comma-separated methods, or 'all' (every method but IMP)")
+    p.add_argument("--sparsities", default="paper",
+                   help="'paper' (36.00 ... 98.20 %%, nine points) or a list: 0.9,98.2%%")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds of the iterative methods (default: each method's own)")
+    p.add_argument("--n-images", type=int, default=20,
+                   help="test images the NTK is measured on (class-balanced)")
+    p.add_argument("--per-class", type=int, default=10, help="pruning split size per class")
+    p.add_argument("--top-k", type=int, default=20, help="top eigenvalues to record")
+    p.add_argument("--seed", type=int, default=0, help="drives init and both data splits")
+    p.add_argument("--chunk", type=int, default=4, help="samples per Jacobian chunk (memory)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--stem", default="ntk", help="file names: STEM.json, STEM.png, ...")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    p.set_defaults(func=cmd_ntk)
