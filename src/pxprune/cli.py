@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (PruningError, DataError, UsageError, FileNotFoundError) as exc:
-        print(f"pxprune {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # always one line
+        print(f"pxprune {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pxprune {args.command}: interrupted; re-run the same command to resume",

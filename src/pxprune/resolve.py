@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's error
-        raise UsageError(f"cannot read weights from {path}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"cannot read weights from {path}: not a torch.save'd state_dict "
+                         f"({first[:120]})") from exc
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise UsageError(f"{path} does not hold a state_dict")
@@ -66,6 +70,8 @@ def _from_arrays(images: np.ndarray | torch.Tensor, labels, source: str) -> Imag
     if images.dim() != 4 or images.shape[0] != labels.shape[0]:
         raise DataError(f"{source}: expected images (N, C, H, W) and N labels, got "
                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    if len(labels) == 0:
+        raise DataError(f"{source}: the file holds no examples")
     if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
     classes = [str(i) for i in range(int(labels.max()) + 1)] if len(labels) else []
@@ -88,8 +94,12 @@ def load_data_file(path: str | Path) -> ImageDataset:
                 yi = "labels" if "labels" in keys else "y"
                 return _from_arrays(z[xi], z[yi], str(path))
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
-        raise DataError(f"cannot read data from {path}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise DataError(f"data file {path} does not exist") from exc
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
+            pickle.UnpicklingError) as exc:
+        raise DataError(f"cannot read data from {path} (corrupt or not an images/labels "
+                        f"file): {exc}") from exc
     if isinstance(blob, dict) and "images" in blob and "labels" in blob:
         return _from_arrays(blob["images"], blob["labels"], str(path))
     if isinstance(blob, (tuple, list)) and len(blob) == 2:

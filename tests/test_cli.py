@@ -1,0 +1,185 @@
+"""The ``pxprune prune`` command: its outputs, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from pxprune import Masks
+from pxprune.cli import main
+
+PER_CLASS = 4
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    """A tiny .npz dataset: 10 classes x 4 random 32x32 RGB uint8 images."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    images = rng.integers(0, 256, size=(10 * PER_CLASS, 32, 32, 3), dtype=np.uint8)
+    np.savez(path, images=images, labels=np.repeat(np.arange(10), PER_CLASS))
+    return str(path)
+
+
+@pytest.fixture()
+def factory_module(tmp_path, monkeypatch) -> str:
+    """An importable module with model factories, as a user's ``module:function`` would be."""
+    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def small():
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(4, 10))
+
+        def nothing_prunable():
+            return nn.Sequential(nn.Flatten(), nn.ReLU())
+
+        def not_a_model():
+            return 42
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_models", None)
+    return "user_models"
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def prune_args(data_file: str, out, *extra: str) -> list[str]:
+    return ["prune", "--data", data_file, "--per-class", "2", "--out", str(out),
+            "--no-progress", "--device", "cpu", *extra]
+
+
+def test_prune_writes_masks_config_and_table(data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(prune_args(data_file, out, "--model", "resnet20", "--method", "px",
+                                     "--sparsity", "98.2%", "--rounds", "3"), capsys)
+    assert code == 0
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.kept == round(0.018 * masks.total)
+    config = json.loads((out / "config.json").read_text())
+    assert config["sparsity"] == pytest.approx(0.982)
+    assert config["method"] == "px" and config["rounds"] == 3
+    assert config["pruning_examples"] == 20
+    rows = list(csv.DictReader((out / "layers.csv").open()))
+    by_layer = {r["layer"]: r for r in rows}
+    assert int(by_layer["fc.weight"]["kept"]) == int(masks["fc.weight"].sum())
+    assert sum(int(by_layer[n]["kept"]) for n in masks) == masks.kept
+    assert "layer1.0.conv1.weight" in stdout and "TOTAL" in stdout
+    collapsed = [n for n in masks if int(masks[n].sum()) == 0]
+    for name in collapsed:  # every collapsed layer is flagged in the printed table
+        assert any(name in line and "COLLAPSED" in line for line in stdout.splitlines())
+
+
+def test_prune_with_user_factory_and_weights(data_file, factory_module, tmp_path, capsys):
+    torch.manual_seed(3)
+    from user_models import small  # noqa: PLC0415 - created by the fixture
+
+    weights = tmp_path / "w.pt"
+    torch.save(small().state_dict(), weights)
+    out = tmp_path / "run"
+    code, _, _ = run(prune_args(data_file, out, "--model", f"{factory_module}:small",
+                                "--weights", str(weights), "--method", "magnitude",
+                                "--sparsity", "0.5"), capsys)
+    assert code == 0
+    masks = Masks.load(out / "masks.safetensors")
+    state = torch.load(weights)
+    kept_magnitudes = torch.cat([state[n][masks[n]].abs() for n in masks])
+    dropped = torch.cat([state[n][~masks[n]].abs() for n in masks])
+    assert kept_magnitudes.min() >= dropped.max()  # the loaded weights were the ones scored
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow",
+                                    "synflow_l2", "ntksap"])
+def test_every_foresight_method_runs_from_the_command(method, data_file, factory_module,
+                                                       tmp_path, capsys):
+    out = tmp_path / method
+    code, _, err = run(prune_args(data_file, out, "--model", f"{factory_module}:small",
+                                  "--method", method, "--sparsity", "0.8", "--rounds", "2"),
+                       capsys)
+    assert code == 0, err
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.kept == round(0.2 * masks.total)
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("sparsity, needle", [
+    ("1.5", "sparsity"), ("1", "sparsity"), ("-0.1", "sparsity"), ("100%", "sparsity"),
+    ("abc", "sparsity"), ("98.2%%", "sparsity"), ("nan", "sparsity"),
+])
+def test_bad_sparsity(sparsity, needle, data_file, tmp_path, capsys):
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--sparsity", sparsity), capsys)
+    _one_line_error(code, err, needle)
+
+
+def test_unknown_method_and_model(data_file, tmp_path, capsys):
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--method", "pxx"), capsys)
+    _one_line_error(code, err, "pxx")
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model", "resnet21"), capsys)
+    _one_line_error(code, err, "resnet21")
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model", "no_such_pkg:f"), capsys)
+    _one_line_error(code, err, "no_such_pkg")
+
+
+def test_factory_problems(data_file, factory_module, tmp_path, capsys):
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model",
+                                  f"{factory_module}:not_a_model"), capsys)
+    _one_line_error(code, err, "not an nn.Module")
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model",
+                                  f"{factory_module}:nothing_prunable"), capsys)
+    _one_line_error(code, err, "nothing prunable")
+
+
+def test_weights_that_do_not_match(data_file, factory_module, tmp_path, capsys):
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--weights", str(wrong)), capsys)
+    _one_line_error(code, err, "does not match the model", "missing")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--weights", str(garbage)), capsys)
+    _one_line_error(code, err, "cannot read weights")
+
+
+def test_nan_in_the_model(data_file, factory_module, tmp_path, capsys):
+    from user_models import small  # noqa: PLC0415
+
+    state = small().state_dict()
+    state["0.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model", f"{factory_module}:small",
+                                  "--weights", str(path), "--method", "snip"), capsys)
+    _one_line_error(code, err, "0.weight")
+    assert "nan" in err.lower() or "finite" in err.lower()
+
+
+def test_data_problems(data_file, tmp_path, capsys):
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--per-class", "5"), capsys)
+    _one_line_error(code, err, "5")  # only 4 images per class
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros(0, np.int64))
+    code, _, err = run(prune_args(str(empty), tmp_path / "o"), capsys)
+    _one_line_error(code, err)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = run(prune_args(str(corrupt), tmp_path / "o"), capsys)
+    _one_line_error(code, err, "corrupt.npz")
+    code, _, err = run(prune_args(str(tmp_path / "missing.npz"), tmp_path / "o"), capsys)
+    _one_line_error(code, err, "missing.npz")
