@@ -1,0 +1,134 @@
+"""One run cell (prune + train + evaluate): finished folders are read back, killed ones resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import pxprune.train as train_module
+from pxprune import Masks, PruningError
+from pxprune.cli import main
+from pxprune.pipeline import RunConfig, run_experiment
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    """Two easy classes (bright and dark 8x8 images) x 16 examples in a .npz file."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 16)
+    images = rng.integers(0, 100, size=(32, 8, 8, 3)).astype(np.uint8) + 120 * labels[:, None,
+                                                                                       None, None]
+    path = tmp_path_factory.mktemp("data") / "two.npz"
+    np.savez(path, images=images.astype(np.uint8), labels=labels)
+    return str(path)
+
+
+@pytest.fixture()
+def model_spec(tmp_path, monkeypatch) -> str:
+    (tmp_path / "pipeline_models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def tiny():
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("pipeline_models", None)
+    return "pipeline_models:tiny"
+
+
+def config(data_file: str, model_spec: str, **changes) -> RunConfig:
+    base = dict(model=model_spec, dataset=data_file, method="snip", sparsity=0.5, seed=0,
+                per_class=4, recipe="cpu_small", epochs=3, batch_size=8, lr=0.05)
+    return RunConfig(**{**base, **changes})
+
+
+class Stop(Exception):
+    pass
+
+
+def test_run_writes_everything_and_is_not_rerun(tmp_path, data_file, model_spec):
+    cfg = config(data_file, model_spec)
+    out = tmp_path / "cell"
+    summary = run_experiment(cfg, out, progress=False, log=lambda m: None)
+    for name in ("config.json", "masks.safetensors", "prune.json", "layers.csv", "layers.txt",
+                 "metrics.jsonl", "summary.json"):
+        assert (out / name).exists(), name
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.kept == round(0.5 * masks.total)
+    assert summary["density"] == pytest.approx(masks.density())
+    assert summary["final_test_acc"] > 60.0  # bright vs dark is easy even half-pruned
+    state = torch.load(out / "model.pt", weights_only=True)
+    state = state.get("model", state)
+    for name, keep in masks.items():
+        assert (state[name][~keep] == 0).all(), name
+
+    messages: list[str] = []
+    again = run_experiment(cfg, out, progress=False, log=messages.append)
+    assert again == summary
+    assert any("already finished" in m for m in messages)
+
+
+def test_killed_run_resumes_with_saved_masks_to_the_same_result(tmp_path, data_file,
+                                                                 model_spec, monkeypatch):
+    cfg = config(data_file, model_spec, method="random")
+    full = run_experiment(cfg, tmp_path / "full", progress=False, log=lambda m: None)
+
+    real_train = train_module.train
+
+    def stop_after_first_epoch(*args, **kwargs):
+        def callback(record):
+            if record["epoch"] == 1:
+                raise Stop
+        return real_train(*args, **kwargs, callback=callback)
+
+    monkeypatch.setattr(train_module, "train", stop_after_first_epoch)
+    with pytest.raises(Stop):
+        run_experiment(cfg, tmp_path / "cut", progress=False, log=lambda m: None)
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    monkeypatch.setattr(train_module, "train", real_train)
+
+    messages: list[str] = []
+    resumed = run_experiment(cfg, tmp_path / "cut", progress=False, log=messages.append)
+    assert any("resuming with the saved masks" in m for m in messages)
+    assert resumed["final_test_acc"] == full["final_test_acc"]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    a, b = a.get("model", a), b.get("model", b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_folder_of_another_config_is_refused(tmp_path, data_file, model_spec):
+    out = tmp_path / "cell"
+    run_experiment(config(data_file, model_spec, epochs=1), out, progress=False,
+                   log=lambda m: None)
+    (out / "summary.json").unlink()
+    with pytest.raises(PruningError, match="different config"):
+        run_experiment(config(data_file, model_spec, epochs=1, sparsity=0.7), out,
+                       progress=False, log=lambda m: None)
+
+
+def test_dense_cell_keeps_every_weight(tmp_path, data_file, model_spec):
+    summary = run_experiment(config(data_file, model_spec, method="dense", sparsity=0.0,
+                                    epochs=1), tmp_path / "d", progress=False, log=lambda m: None)
+    assert summary["density"] == 1.0
+
+
+def test_run_command_end_to_end(tmp_path, data_file, model_spec, capsys):
+    args = ["run", "--model", model_spec, "--dataset", data_file, "--method", "magnitude",
+            "--sparsity", "60%", "--per-class", "4", "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.rindex("{"):])
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["density"] == pytest.approx(0.4, abs=0.01)
+    assert printed["final_test_acc"] == summary["final_test_acc"]
+    assert main(args) == 0  # finished: read back, not retrained
+    assert "already finished" in capsys.readouterr().out
