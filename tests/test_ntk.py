@@ -231,6 +231,18 @@ def test_bound_dominates_trace_bias_free_cnn(seed):
         assert b["frobenius_product"] >= b["bound"]
 
 
+def test_bound_dominates_trace_resnet20_pruned():
+    from pxprune import models
+
+    torch.manual_seed(0)
+    model = models.get("resnet20").to(F64)  # 1x1-conv shortcuts, BN at init (shift 0)
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    masks = random_masks(model, 0, 0.1)
+    trace = ntk_trace(model, x, masks)
+    b = px_bound(model, x, masks)
+    assert 0 < trace <= b["bound"] <= b["frobenius_product"]
+
+
 def test_bound_per_output_is_tight_for_a_single_path():
     # one path per output: Cauchy-Schwarz is an equality, bound == trace
     model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.ReLU(), nn.Linear(1, 1, bias=False),
@@ -312,6 +324,8 @@ def test_bad_inputs_give_clear_errors():
         ntk_top_eigenvalues(model, x, 0)
     with pytest.raises(PruningError, match="size 9"):
         ntk_top_eigenvalues(model, x, 10)
+    with pytest.raises(PruningError, match="iters >= k"):
+        ntk_top_eigenvalues(model, x, 3, method="lanczos", iters=2)
     with pytest.raises(PruningError, match="Conv/Linear"):
         px_bound(cnn(0, bias=False), torch.randn(2, 2, 6, 6, dtype=F64),
                  {"1.weight": torch.ones(4, dtype=torch.bool)})

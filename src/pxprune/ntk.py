@@ -299,6 +299,10 @@ def ntk_top_eigenvalues(
             with torch.no_grad():
                 values = torch.linalg.eigvalsh(_gram(_jacobian(f, x, chunk))).flip(0)
             return values[:k].cpu()
+        if iters is not None and iters < k:
+            raise PruningError(f"Lanczos needs iters >= k, got iters={iters} for k={k}")
+        if not tol > 0:
+            raise PruningError(f"tol must be > 0, got {tol}")
         matvec, n = _kernel_operator(f, x)
         iters = min(n, max(20 * k, 100)) if iters is None else min(n, int(iters))
         values, converged = _lanczos(matvec, n, k, iters, tol, seed)
