@@ -110,7 +110,21 @@ def environment(device: str) -> dict:
         index = torch.device(device).index or 0
         env["device"] = f"GPU: {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
     env["command"] = "pxprune " + shlex.join(sys.argv[1:])
+    env["git_dirty"] = _dirty_files()
     return env
+
+
+def _dirty_files() -> list[str] | None:
+    """Tracked files with uncommitted changes (the commit alone does not describe the code)."""
+    import subprocess
+
+    try:
+        lines = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10,
+                               cwd=Path(__file__).resolve().parent).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line[3:] for line in lines if line.strip()]
 
 
 def _write_json(path: Path, data: dict) -> None:
