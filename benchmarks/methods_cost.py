@@ -1,8 +1,8 @@
 """Time and peak memory of one scoring round of every method on a CIFAR ResNet-20.
 
 Each method runs in a fresh subprocess (so peak memory is its own): the worker builds the model
-and 100 CIFAR-10 training images (10 per class, from /work/shared/data/cifar10-jpeg.tar.gz; random
-images if the file is missing), does one warm-up round, then times ``repeats`` rounds and reports
+and 100 CIFAR-10 training images (the pruning split, 10 per class, from $PXPRUNE_DATA or
+../shared/data), does one warm-up round, then times ``repeats`` rounds and reports
 the median. Memory is the peak resident set size during one round above the resident size before
 it (Linux: the peak is reset through /proc/self/clear_refs; elsewhere a ru_maxrss delta, which
 reads 0 when a round stays below the setup's peak). On CUDA, torch.cuda.max_memory_allocated.
@@ -13,7 +13,6 @@ reads 0 when a round stays below the setup's peak). On CUDA, torch.cuda.max_memo
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -22,15 +21,11 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARBALL = Path("/work/shared/data/cifar10-jpeg.tar.gz")
 RESULT = ROOT / "benchmarks" / "results" / "methods_cost.json"
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 # (label, method, options)
 CASES: list[tuple[str, str, dict]] = [
@@ -42,38 +37,16 @@ CASES: list[tuple[str, str, dict]] = [
     ("synflow_l2", "synflow_l2", {}),
     ("ntksap", "ntksap", {}),
     ("px", "px", {}),
-    ("px (float32)", "px", {"precision": "float32"}),
+    ("px (float64)", "px", {"precision": "float64"}),
 ]
 
 
 def cifar_images(per_class: int = 10):
-    """``per_class`` training images of each CIFAR-10 class as a normalised tensor, and labels."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    """The seeded class-balanced pruning split (``per_class`` per class) of CIFAR-10, normalised."""
+    from pxprune.resolve import load_any_dataset, pruning_batch
 
-    if not TARBALL.exists():
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(10 * per_class, 3, 32, 32, generator=g), torch.arange(
-            10 * per_class) % 10, "random"
-    found: dict[str, list] = {}
-    with tarfile.open(TARBALL) as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if len(parts) != 3 or parts[0] != "train" or not member.isfile():
-                continue
-            bucket = found.setdefault(parts[1], [])
-            if len(bucket) < per_class:
-                data = tar.extractfile(member).read()
-                bucket.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-            if len(found) == 10 and all(len(b) == per_class for b in found.values()):
-                break
-    classes = sorted(found)
-    x = torch.tensor(np.stack([img for c in classes for img in found[c]])).permute(0, 3, 1, 2)
-    x = x.float() / 255.0
-    x = (x - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-    y = torch.tensor([i for i, c in enumerate(classes) for _ in found[c]])
-    return x, y, "cifar10 train, first 10 per class"
+    x, y = pruning_batch(load_any_dataset("cifar10", "train"), per_class=per_class, seed=0)
+    return x, y, f"CIFAR-10 (JPEG copy) train, pruning split, {per_class} per class"
 
 
 def _status_kb(field: str) -> int:

@@ -132,3 +132,21 @@ def test_run_command_end_to_end(tmp_path, data_file, model_spec, capsys):
     assert printed["final_test_acc"] == summary["final_test_acc"]
     assert main(args) == 0  # finished: read back, not retrained
     assert "already finished" in capsys.readouterr().out
+
+
+def test_imp_cell_trains_prunes_rewinds_then_trains_the_ticket(tmp_path, data_file, model_spec):
+    cfg = config(data_file, model_spec, method="imp", sparsity=0.36, epochs=1)
+    out = tmp_path / "imp"
+    summary = run_experiment(cfg, out, progress=False, log=lambda m: None)
+    # 36 % = two iterations of 20 %: two trainings, each in its own finished folder
+    assert sorted(p.name for p in (out / "imp").iterdir()) == ["iter0", "iter1"]
+    assert all((out / "imp" / p / "summary.json").exists() for p in ("iter0", "iter1"))
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.kept == round(0.64 * masks.total)
+    assert summary["density"] == pytest.approx(masks.density())
+    # the second iteration kept the largest trained weights among those alive after the first
+    first = torch.load(out / "imp" / "iter1" / "model.pt", weights_only=True)
+    first = first.get("model", first)
+    kept = torch.cat([first[n][masks[n]].abs() for n in masks])
+    alive_dropped = torch.cat([first[n][(~masks[n]) & (first[n] != 0)].abs() for n in masks])
+    assert kept.min() >= alive_dropped.max()

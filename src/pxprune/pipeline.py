@@ -82,15 +82,42 @@ def initial_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
     return model
 
 
+def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
+              test_set: ImageDataset, out: Path, device: str, progress: bool,
+              log: Callable[[str], object] = print) -> Masks:
+    """Iterative magnitude pruning with rewinding to init, each training in its own resumable
+    folder ``out/imp/iterK`` (a finished iteration is read back, not retrained)."""
+    from .methods.imp import run_imp
+    from .recipes import get_recipe
+    from .train import train
+
+    recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
+    iteration = iter(range(10_000))
+
+    def train_fn(net: torch.nn.Module, masks: Masks) -> None:
+        k = next(iteration)
+        log(f"imp: training iteration {k} at density {masks.density():.4f}")
+        train(net, masks, train_set, test_set, recipe, out_dir=out / "imp" / f"iter{k}",
+              device=device, seed=cfg.seed, progress=progress, log=log)
+
+    return run_imp(model, cfg.sparsity, train_fn, rounds=cfg.rounds, scope=cfg.scope)
+
+
 def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
-               device: str, progress: bool) -> tuple[Masks, dict]:
-    """Score and prune on the seeded class-balanced split; dense runs keep every weight."""
+               device: str, progress: bool, test_set: ImageDataset | None = None,
+               out: Path | None = None) -> tuple[Masks, dict]:
+    """Score and prune on the seeded class-balanced split; dense runs keep every weight;
+    ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
     from .api import prune
     from .resolve import pruning_batch
 
     start = time.perf_counter()
     if cfg.method == DENSE or cfg.sparsity == 0:
         masks = Masks.ones(model)
+    elif cfg.method == "imp":
+        if test_set is None or out is None:
+            raise PruningError("imp needs the training data and a run folder: use pxprune run")
+        masks = imp_masks(cfg, model, train_set, test_set, out, device, progress)
     else:
         x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
         masks = prune(model, cfg.method, cfg.sparsity, (x.to(device), y.to(device)),
@@ -145,7 +172,9 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         masks = Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
-        masks, info = prune_step(cfg, model, train_set, device, progress)
+        masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out)
+        if cfg.method == "imp":  # the ticket is trained from the rewound init, like the others
+            model = initial_model(cfg, train_set.num_classes).to(device)
         if main:
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
             prune_path.write_text(json.dumps(info, indent=2) + "\n")

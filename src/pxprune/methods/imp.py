@@ -83,8 +83,8 @@ def score(model: nn.Module, batches: list[Batch], masks: Masks, *, seed: int = 0
           **options: object) -> dict[str, Tensor]:
     """Not a one-shot score: IMP trains between rounds; use :func:`run_imp`."""
     raise PruningError(
-        "imp (iterative magnitude pruning) trains between rounds and cannot run as a score: call "
-        "pxprune.methods.imp.run_imp(model, sparsity, train_fn) with a train_fn(model, masks) that "
-        "trains the model in place"
+        "imp (iterative magnitude pruning) trains between rounds and cannot run as a score: use "
+        "`pxprune run --method imp`, or call pxprune.methods.imp.run_imp(model, sparsity, "
+        "train_fn) with a train_fn(model, masks) that trains the model in place"
     )
 
