@@ -6,10 +6,10 @@ seeded pruning split (10 training images per class) and measure the empirical NT
 eigenvalues) and PX's path bound on 20 test images (2 per class; K = 10 outputs: an exact
 200 x 200 kernel), relative to the dense net.
 
-Rounds: the iterative methods run 50 rounds (PX, SynFlow) instead of their default 100, NTK-SAP its
-default 20, to fit about 35 minutes on one CPU core (one PX cell at 100 rounds took 255 s on the
-shared 2-core machine, nine of them alone 38 min); ``--rounds N`` gives every iterative method N.
-The rounds are recorded in the JSON's config and per cell.
+Rounds: every method runs its default number of rounds (PX and SynFlow 100, NTK-SAP 20, the
+others one-shot), as in the paper; ``--rounds N`` gives every iterative method N instead. The
+rounds are recorded in the JSON's config and per cell. A PX cell at 100 rounds costs about 45 s
+of one CPU core (much more wall time on a busy shared machine); the whole study about 15 min.
 
     .venv/bin/python benchmarks/ntk_resnet20.py            # resumes: finished cells are skipped
 
@@ -29,7 +29,6 @@ from pxprune.ntk_study import run_ntk_study, trace_table
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("px", "snip", "synflow", "random", "magnitude", "grasp", "ntksap")
-ROUNDS = {"px": 50, "synflow": 50, "ntksap": 20}  # one-shot methods: 1
 
 
 def main() -> None:
@@ -38,7 +37,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--sparsities", default="paper")
     ap.add_argument("--rounds", type=int, default=None,
-                    help=f"rounds of every iterative method (default: {ROUNDS})")
+                    help="rounds of every iterative method (default: each method's own)")
     ap.add_argument("--n-images", type=int, default=20)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -49,11 +48,10 @@ def main() -> None:
     results = run_ntk_study(
         "resnet20", "cifar10", args.methods, args.sparsities, args.out,
         n_images=args.n_images, per_class=10, seed=args.seed, top_k=args.top_k,
-        rounds=args.rounds or ROUNDS, stem="ntk_resnet20",
+        rounds=args.rounds, stem="ntk_resnet20",
         meta={"dataset": "CIFAR-10 (JPEG copy)",
-              "rounds_note": "reduced from the default 100 (PX, SynFlow) to 50 to fit ~35 min on "
-                             "one CPU core: a PX cell at 100 rounds took 255 s" if not args.rounds
-                             else f"--rounds {args.rounds}",
+              "rounds_note": f"--rounds {args.rounds}" if args.rounds else
+                             "method defaults (PX/SynFlow 100, NTK-SAP 20, others 1)",
               "command": " ".join([".venv/bin/python", *sys.argv])},
     )
     print(trace_table(results))

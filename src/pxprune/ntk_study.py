@@ -332,8 +332,12 @@ def plot_study(results: Mapping, trace_png: str | os.PathLike[str],
         if not c:
             continue
         color, width = _STYLE.get(m, (None, 1.4))
-        ev = [max(v, 1e-300) for v in c["top_eigenvalues"]]
-        ax.plot(range(1, len(ev) + 1), ev, color=color, lw=width, marker=".", label=m)
+        floor = 1e-13 * dense[0]  # below this an eigenvalue is rounding noise: not drawn
+        ev = [(i + 1, v) for i, v in enumerate(c["top_eigenvalues"]) if v > floor]
+        if not ev:
+            continue
+        ax.plot([i for i, _ in ev], [v for _, v in ev], color=color, lw=width, marker=".",
+                label=m)
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue index")
     ax.set_ylabel("NTK eigenvalue")
