@@ -143,6 +143,8 @@ def test_report_mean_std_markdown_csv_png(finished, tmp_path):
     assert len(data["cells"]) == 10 and all(c["final_test_acc"] is not None
                                             for c in data["cells"])
     assert data["command"][0].startswith("pxprune ") and "git_commit" in data
+    assert {c["invocation"] for c in data["cells"]} == {0}  # all run by the first invocation
+    assert "| Random | 4 |" in md and "prune s / cell" in md  # the cost table
 
 
 def test_markdown_bolds_best_and_marks_ties():

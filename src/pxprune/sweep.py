@@ -226,7 +226,8 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
     record["invocations"].append({
         "command": env.get("command"), "started": datetime.now(timezone.utc).isoformat(),
         "jobs": jobs, "threads": threads, "device": str(device),
-        "git_commit": env.get("git_commit"), "torch": env.get("torch"),
+        "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
+        "torch": env.get("torch"),
     })
     todo = []
     for cell in cells:

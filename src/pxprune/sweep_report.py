@@ -17,6 +17,7 @@ import math
 import os
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .pipeline import DENSE
@@ -59,6 +60,19 @@ def _read_cell(summary_path: Path) -> dict:
     }
 
 
+def _invocation_of(summary_path: Path, invocations: list[dict]) -> dict:
+    """When the cell finished and which sweep invocation (hence which commit) ran it."""
+    finished = datetime.fromtimestamp(summary_path.stat().st_mtime, timezone.utc)
+    index = None
+    for i, inv in enumerate(invocations):
+        started = inv.get("started")
+        if started and datetime.fromisoformat(started) <= finished:
+            index = i
+    commit = invocations[index].get("git_commit") if index is not None else None
+    return {"finished": finished.isoformat(timespec="seconds"), "invocation": index,
+            "git_commit": commit}
+
+
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample std (n - 1; None for a single value)."""
     n = len(values)
@@ -98,6 +112,7 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
     for path in sorted(sweep_dir.rglob("summary.json")):
         cell = _read_cell(path)
         cell["folder"] = path.parent.relative_to(sweep_dir).as_posix()
+        cell.update(_invocation_of(path, record.get("invocations") or []))
         cells.append(cell)
     done = {c["folder"] for c in cells}
     planned: list[Cell] = []
@@ -209,6 +224,31 @@ def _protocol_text(result: dict) -> str:
     return "; ".join(parts)
 
 
+def _cost_lines(result: dict) -> list[str]:
+    """Markdown table: mean pruning / training seconds per cell and cells with layer collapse."""
+    by_method: dict[str, list[dict]] = {}
+    for c in result["cells"]:
+        by_method.setdefault(c["method"], []).append(c)
+    if not by_method:
+        return []
+
+    def avg(cells: list[dict], key: str) -> str:
+        vals = [c[key] for c in cells if c.get(key) is not None]
+        return f"{sum(vals) / len(vals):.1f}" if vals else "–"
+
+    lines = ["| Method | cells | prune s / cell | train s / cell | cells with collapsed layers |",
+             "|---|---:|---:|---:|---|"]
+    for m in [*result["methods"], *(m for m in by_method if m not in result["methods"])]:
+        cells = by_method.get(m)
+        if not cells:
+            continue
+        collapsed = [f"{sparsity_label(c['sparsity'])}/seed{c['seed']} "
+                     f"({c['collapsed_layers']})" for c in cells if c["collapsed_layers"]]
+        lines.append(f"| {display_name(m)} | {len(cells)} | {avg(cells, 'prune_seconds')} | "
+                     f"{avg(cells, 'train_seconds')} | {', '.join(collapsed) or 'none'} |")
+    return [*lines, ""]
+
+
 def format_markdown(result: dict, title: str | None = None) -> str:
     """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps."""
     sparsities = result["sparsities"]
@@ -232,6 +272,7 @@ def format_markdown(result: dict, title: str | None = None) -> str:
     if dense is not None:
         lines += [f"Dense (unpruned): {_fmt(dense, with_n=True)}.", ""]
     lines += [f"Protocol: {_protocol_text(result)}.", ""]
+    lines += _cost_lines(result)
     env = (result["record"].get("environment") or {})
     if env:
         lines += [f"Device: {env.get('device')}; torch {env.get('torch')}; "
@@ -322,6 +363,8 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
         "format": RESULTS_FORMAT,
         "device": env.get("device"), "torch": env.get("torch"), "python": env.get("python"),
         "git_commit": env.get("git_commit"),
+        "git_commits": list(dict.fromkeys(inv.get("git_commit") for inv in
+                                          record.get("invocations") or [])),
         "command": [inv.get("command") for inv in record.get("invocations") or []],
         "report_command": report_command,
         "model": proto.get("model"), "dataset": proto.get("dataset"),
