@@ -28,13 +28,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer_resnet56 import base_parser, chain_schedule, metadata, plot, run  # noqa: E402
+from transfer_resnet56 import (  # noqa: E402
+    base_parser,
+    chain_schedule,
+    merge,
+    metadata,
+    plot,
+    run,
+)
 
 from pxprune import transfer as T  # noqa: E402
 from pxprune.data import limit_per_class, load_dataset  # noqa: E402
 
 # Cheapest first, so a cut run still has the required five methods.
-METHODS = ("px", "random", "magnitude", "synflow", "snip", "synflow_l2", "ntksap", "grasp")
+METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap", "grasp")
 
 
 def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
@@ -49,9 +56,14 @@ def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
 def main() -> None:
     """Study (b): EfficientNet-Lite0 (ImageNet) -> CIFAR-10 (JPEG copy) upscaled, ridge probe."""
     p = base_parser("transfer_lite0.json", 40, 60, rounds_per_step=1)
-    p.set_defaults(methods=list(METHODS))
+    # Copy 1 of PX (all-ones weights) grows by ~2**300 through Lite0's 49 convs: beyond float32,
+    # where the input scaling underflows to zero (R = 0), so PX runs in float64 here.
+    p.set_defaults(methods=list(METHODS), px_precision="float64")
     p.add_argument("--size", type=int, default=128, help="input side after bilinear upscaling")
     args = p.parse_args()
+    if args.merge_from:
+        merge(Path(args.out), args.merge_from)
+        return
     if args.plot_only:
         plot(Path(args.out))
         return
@@ -69,6 +81,7 @@ def main() -> None:
         "probe_after_pruning": "ridge refit on pruned features, respects classifier mask",
         "schedule": chain_schedule(args.rounds_per_step),
         "image_size": args.size,
+        "px_precision": args.px_precision or "float32",
         "training": "none",
     }
     meta = metadata(args, protocol=protocol,

@@ -44,6 +44,8 @@ KS = tuple(range(2, 19, 2))
 SPARSITIES = tuple(1 - 0.8**k for k in KS)
 STEP = 0.8  # density kept per step k in the multi-round chains (split into R rounds)
 PLOT_ORDER = ("px", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntksap", "random")
+COLORS = {"px": "C3", "magnitude": "C0", "snip": "C1", "grasp": "C2", "synflow": "C4",
+          "synflow_l2": "C9", "ntksap": "C5", "random": "C7"}
 
 
 def cpu_name() -> str:
@@ -147,7 +149,11 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
             continue
         chain = spec.default_rounds > 1
         rps = args.rounds_per_step
-        opts = {"approximate_unsupported": True} if (method == "px" and args.px_approx) else {}
+        opts: dict[str, object] = {}
+        if method == "px" and args.px_approx:
+            opts["approximate_unsupported"] = True
+        if method == "px" and args.px_precision:
+            opts["precision"] = args.px_precision
         if chain:
             current, start = None, 0
             last = max(todo) * rps
@@ -200,15 +206,16 @@ def plot(path: Path, result: dict | None = None) -> None:
     import matplotlib.pyplot as plt
 
     result = json.loads(path.read_text()) if result is None else result
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     methods = sorted({c["method"] for c in result["cells"].values()},
                      key=lambda m: (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m))
     xs = list(range(len(KS)))
     for m in methods:
         pts = [(i, result["cells"][cell_key(m, k)]["test_acc"]) for i, k in enumerate(KS)
                if cell_key(m, k) in result["cells"]]
-        style = {"linewidth": 2.5, "color": "C3", "zorder": 5} if m == "px" else {}
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, **style)
+        style = {"linewidth": 2.5, "zorder": 5} if m == "px" else {"linewidth": 1.3}
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4, label=m,
+                color=COLORS.get(m), **style)
     if "dense" in result:
         ax.axhline(result["dense"]["test_acc"], linestyle="--", color="k", label="dense")
     ax.set_xticks(xs, [f"{100 * (1 - 0.8**k):.2f}" for k in KS], rotation=30)
@@ -216,7 +223,8 @@ def plot(path: Path, result: dict | None = None) -> None:
     ax.set_ylabel("test accuracy (%), ridge probe")
     ax.set_title(result.get("title", path.stem), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.axhline(10, linestyle=":", color="grey", linewidth=1, label="chance")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=120)
     plt.close(fig)
@@ -236,8 +244,13 @@ def base_parser(
                    help="chain rounds per factor 0.8 of density (multi-round methods)")
     p.add_argument("--out", default=str(RESULTS / out))
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--merge-from", nargs="+", default=[],
+                   help="JSON files of the same protocol (e.g. methods run in another process) "
+                        "whose cells are added to --out, then the PNG is redrawn")
     p.add_argument("--px-approx", action="store_true",
                    help="PX approximate_unsupported=True (only if exact PX refuses the model)")
+    p.add_argument("--px-precision", choices=("float32", "float64"), default=None,
+                   help="PX copy-1 precision (default: the method's, float32)")
     return p
 
 
@@ -247,6 +260,21 @@ def chain_schedule(rps: int) -> str:
             f"(px/synflow/synflow_l2/ntksap): one chain of rounds each keeping 0.8**(1/{rps}) "
             f"of the remaining weights, so sparsity 1-0.8**k has had {rps}*k rounds "
             f"({2 * rps} ... {18 * rps}) instead of the paper's 100 rounds per target")
+
+
+def merge(out: Path, others: list[str]) -> None:
+    """Add the cells of ``others`` (same protocol and dense reference) to ``out``; redraw."""
+    result = json.loads(out.read_text())
+    for other in others:
+        extra = json.loads(Path(other).read_text())
+        if extra.get("protocol") != result.get("protocol"):
+            raise SystemExit(f"{other} holds another protocol than {out}")
+        if extra.get("dense", {}).get("test_acc") != result.get("dense", {}).get("test_acc"):
+            raise SystemExit(f"{other} has another dense reference than {out}")
+        result["cells"].update(extra["cells"])
+        result.setdefault("merged_commands", []).append(extra.get("command"))
+    out.write_text(json.dumps(result, indent=1))
+    plot(out, result)
 
 
 def metadata(args: argparse.Namespace, **extra: object) -> dict:
@@ -268,6 +296,9 @@ def main() -> None:
     p = base_parser("transfer_resnet56.json", 200, 200, rounds_per_step=2)
     p.add_argument("--size", type=int, default=None)
     args = p.parse_args()
+    if args.merge_from:
+        merge(Path(args.out), args.merge_from)
+        return
     if args.plot_only:
         plot(Path(args.out))
         return
