@@ -249,7 +249,8 @@ def _cost_lines(result: dict) -> list[str]:
     return [*lines, ""]
 
 
-def format_markdown(result: dict, title: str | None = None) -> str:
+def format_markdown(result: dict, title: str | None = None,
+                    notes: list[str] | None = None) -> str:
     """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps."""
     sparsities = result["sparsities"]
     best = best_per_sparsity(result)
@@ -275,12 +276,20 @@ def format_markdown(result: dict, title: str | None = None) -> str:
     lines += _cost_lines(result)
     env = (result["record"].get("environment") or {})
     if env:
-        lines += [f"Device: {env.get('device')}; torch {env.get('torch')}; "
-                  f"commit {env.get('git_commit')}.", ""]
-    for inv in result["record"].get("invocations") or []:
-        lines.append(f"- `{inv.get('command')}` ({inv.get('started')})")
-    if result["record"].get("invocations"):
+        lines += [f"Device: {env.get('device')}; torch {env.get('torch')}.", ""]
+    invocations = result["record"].get("invocations") or []
+    if invocations:
+        lines += ["Commands (each cell was run by the last one started before it finished):", ""]
+    for i, inv in enumerate(invocations):
+        n = sum(1 for c in result["cells"] if c.get("invocation") == i)
+        dirty = inv.get("git_dirty")
+        dirty_text = f", uncommitted: {', '.join(dirty)}" if dirty else ""
+        lines.append(f"- `{inv.get('command')}` — started {inv.get('started')}, commit "
+                     f"{(inv.get('git_commit') or 'unknown')[:10]}{dirty_text}; {n} cell(s)")
+    if invocations:
         lines.append("")
+    if notes:
+        lines += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     if result["missing"]:
         lines += [f"Not finished ({len(result['missing'])}):", ""]
         for c in result["missing"]:
@@ -315,7 +324,7 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
     def xpos(s: float) -> float:
         return -math.log(1.0 - s)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    fig, ax = plt.subplots(figsize=(7.4, 4.4), dpi=150)
     for m in _pruning_methods(result):
         rows = sorted((r for r in result["rows"] if r["method"] == m),
                       key=lambda r: r["sparsity"])
@@ -330,7 +339,7 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
             sd = [r["std"] or 0.0 for r in rows]
             ax.fill_between(xs, [y - d for y, d in zip(ys, sd, strict=True)],
                             [y + d for y, d in zip(ys, sd, strict=True)], color=color,
-                            alpha=0.18, lw=0)
+                            alpha=0.12, lw=0)
     dense = _row(result, DENSE, None)
     if dense is not None:
         ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label="Dense")
@@ -344,7 +353,7 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
     names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
     ax.set_title(title or f"{proto.get('model', '')} / {', '.join(names)}", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -362,7 +371,7 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
     return {
         "format": RESULTS_FORMAT,
         "device": env.get("device"), "torch": env.get("torch"), "python": env.get("python"),
-        "git_commit": env.get("git_commit"),
+        "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
         "git_commits": list(dict.fromkeys(inv.get("git_commit") for inv in
                                           record.get("invocations") or [])),
         "command": [inv.get("command") for inv in record.get("invocations") or []],
@@ -382,15 +391,15 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
                  metric: str = "final", title: str | None = None,
                  results_path: str | Path | None = None,
-                 report_command: str | None = None) -> dict:
+                 report_command: str | None = None, notes: list[str] | None = None) -> dict:
     """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder)."""
     result = collect(sweep_dir, metric)
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(format_markdown(result, title))
+    (out / "report.md").write_text(format_markdown(result, title, notes))
     write_csv(result, out / "report.csv")
     plot(result, out / "report.png", title)
-    data = results_json(result, report_command)
+    data = {**results_json(result, report_command), "notes": list(notes or [])}
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,7 +413,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print the table and write the report files; exit 0 even for partial sweeps."""
     command = "pxprune " + shlex.join(sys.argv[1:])
     result = write_report(args.sweep_dir, args.out, metric=args.metric, title=args.title,
-                          results_path=args.results, report_command=command)
+                          results_path=args.results, report_command=command,
+                          notes=args.note)
     print(format_text_table(result))
     out = Path(args.out or args.sweep_dir)
     print(f"wrote {out / 'report.md'}, report.csv, report.png, report.json"
@@ -423,4 +433,6 @@ def add_report_command(sub) -> None:
     p.add_argument("--metric", choices=tuple(METRICS), default="final",
                    help="final-epoch (default) or best-epoch test accuracy")
     p.add_argument("--title", default=None, help="figure and report title")
+    p.add_argument("--note", action="append", default=[],
+                   help="a remark for report.md and the results JSON (repeatable)")
     p.set_defaults(func=cmd_report)
