@@ -85,6 +85,7 @@ def test_sweep_writes_every_cell_and_sweep_json(finished):
     assert record["environment"]["torch"] == torch.__version__
     assert "git_commit" in record["environment"] and record["environment"]["device"]
     assert "git_dirty" in record["environment"]
+    assert "env_vars" in record["environment"]
     assert record["invocations"][0]["command"].startswith("pxprune ")
     assert all(e["status"] == "done" for e in record["cells"].values())
     assert len(record["cells"]) == 10

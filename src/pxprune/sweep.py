@@ -41,6 +41,7 @@ SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
 DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
 CELL_FIELDS = ("method", "sparsity", "seed")
+ENV_VARS = ("PXPRUNE_DATA", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # recorded with the command
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def environment(device: str) -> dict:
         env["device"] = f"GPU: {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
     env["command"] = "pxprune " + shlex.join(sys.argv[1:])
     env["git_dirty"] = _dirty_files()
+    env["env_vars"] = {k: os.environ[k] for k in ENV_VARS if k in os.environ}
     return env
 
 
