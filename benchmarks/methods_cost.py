@@ -102,24 +102,6 @@ def worker(label: str, repeats: int, device: str) -> dict:
             "seconds_all": times, "peak_mb": statistics.median(peaks), "data": source}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -155,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(f"{label:14s} {row['seconds']:8.3f} s {row['peak_mb']:8.1f} MB", file=sys.stderr)
 
-    device = (torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name())
+    from pxprune.provenance import device_description, git_commit
+
+    device = device_description(args.device)
     result = {
         "benchmark": "one scoring round per method, CIFAR ResNet-20 (pxprune.models resnet20), "
                      "100 images 3x32x32, one batch",
@@ -165,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python " + " ".join(shlex.quote(a) for a in
                                         ["benchmarks/methods_cost.py", *(argv or sys.argv[1:])]),
         "repeats": args.repeats,

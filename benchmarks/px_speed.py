@@ -19,7 +19,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import torch
 
 import pxprune
 from pxprune.models import get
+from pxprune.provenance import device_description, git_commit
 from pxprune.resolve import load_any_dataset, pruning_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,24 +47,6 @@ def timed(fn: Callable[[], object], device: str) -> float:
     fn()
     _sync(device)
     return time.perf_counter() - start
-
-
-def device_name(device: str) -> str:
-    """GPU name, or the CPU model with the number of torch threads."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"CPU: {cpu} ({torch.get_num_threads()} torch threads)"
-
-
-def git_commit() -> str:
-    """The checkout's commit, or 'unknown'."""
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -101,7 +83,7 @@ def main() -> None:
             times[name].append(timed(fn, args.device))
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
-        "device": device_name(args.device),
+        "device": device_description(args.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,33 +27,11 @@ import torch
 
 from pxprune.data import ImageDataset
 from pxprune.masks import Masks
+from pxprune.provenance import device_description, git_commit
 from pxprune.recipes import Recipe
 from pxprune.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    """HEAD of the repository (with -dirty when benchmark-relevant files are modified)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src/pxprune"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def build_model() -> torch.nn.Module:
@@ -215,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     entry = {
         "benchmark": "ResNet-20 training throughput, 32x32 input, via pxprune.train.train",
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()),
+        "device": device_description(device),
         "device_type": device.type,
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

@@ -14,15 +14,13 @@ import copy
 import json
 import math
 import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from . import provenance
 from .api import get_method, prune
 from .masks import Masks, PruningError
 from .ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
@@ -52,27 +50,7 @@ def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
 
 def environment() -> dict[str, object]:
     """Where and how the study ran: CPU/GPU name, torch and Python versions, git commit, command."""
-    device = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                device = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "device": f"CPU: {device} ({os.cpu_count()} logical cores visible, "
-                  f"{torch.get_num_threads()} torch threads)",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "git_commit": commit or None,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
+    return provenance.environment("cpu")
 
 
 def _cell_key(method: str, sparsity: float) -> str:

@@ -1,0 +1,68 @@
+"""Where a result came from: device, library versions, git commit and command, for results files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+_HERE = Path(__file__).resolve().parent
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_description(device: str | torch.device = "cpu") -> str:
+    """``GPU: <name> (CUDA x.y)`` or ``CPU: <model> (<cores> logical cores, <n> torch threads)``."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(device.index or 0)} (CUDA {torch.version.cuda})"
+    return (f"CPU: {cpu_name()} ({os.cpu_count()} logical cores visible, "
+            f"{torch.get_num_threads()} torch threads)")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=_HERE,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout pxprune is imported from (None outside a git checkout)."""
+    out = _git("rev-parse", "HEAD")
+    if out is None:
+        return None
+    return out.strip() or None
+
+
+def dirty_files() -> list[str] | None:
+    """Tracked files with uncommitted changes (then the commit alone does not describe the code)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def environment(device: str | torch.device = "cpu") -> dict[str, object]:
+    """Device, torch and Python versions, git commit, uncommitted files and the command line."""
+    return {
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "git_dirty": dirty_files(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
