@@ -103,6 +103,19 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
     return run_imp(model, cfg.sparsity, train_fn, rounds=cfg.rounds, scope=cfg.scope)
 
 
+def split_method(cfg: RunConfig) -> tuple[str, dict]:
+    """The cell's method name and options (``px[variant=cvpr2024]``); ``rounds`` and ``scope``
+    options override the config's. Dense and imp take no options."""
+    from .methods.spec import check_method_spec, parse_method_spec
+
+    name, options = parse_method_spec(cfg.method)
+    if name in (DENSE, "imp"):
+        if options:
+            raise PruningError(f"method {name!r} takes no options, got {cfg.method!r}")
+        return name, options
+    return check_method_spec(cfg.method)
+
+
 def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                device: str, progress: bool, test_set: ImageDataset | None = None,
                out: Path | None = None) -> tuple[Masks, dict]:
@@ -112,16 +125,19 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
     from .resolve import pruning_batch
 
     start = time.perf_counter()
-    if cfg.method == DENSE or cfg.sparsity == 0:
+    name, options = split_method(cfg)
+    if name == DENSE or cfg.sparsity == 0:
         masks = Masks.ones(model)
-    elif cfg.method == "imp":
+    elif name == "imp":
         if test_set is None or out is None:
             raise PruningError("imp needs the training data and a run folder: use pxprune run")
         masks = imp_masks(cfg, model, train_set, test_set, out, device, progress)
     else:
         x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
-        masks = prune(model, cfg.method, cfg.sparsity, (x.to(device), y.to(device)),
-                      rounds=cfg.rounds, scope=cfg.scope, seed=cfg.seed, progress=progress)
+        rounds, scope = options.pop("rounds", cfg.rounds), options.pop("scope", cfg.scope)
+        masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
+                      rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
+                      **options)
     info = {
         "method": cfg.method, "sparsity": cfg.sparsity, "density": masks.density(),
         "kept": masks.kept, "total": masks.total, "prune_seconds": time.perf_counter() - start,

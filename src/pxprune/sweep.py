@@ -57,12 +57,39 @@ class Cell:
         """The cell's folder relative to the sweep folder, e.g. ``px/s98.20/seed0``."""
         if self.method == DENSE:
             return f"{DENSE}/seed{self.seed}"
-        return f"{self.method}/{sparsity_label(self.sparsity)}/seed{self.seed}"
+        return f"{method_folder(self.method)}/{sparsity_label(self.sparsity)}/seed{self.seed}"
 
     @property
     def key(self) -> str:
         """The cell's name in ``sweep.json`` (its folder)."""
         return self.folder
+
+
+def method_folder(method: str) -> str:
+    """The folder of a method spec: ``px`` or ``px+variant=cvpr2024`` for px[variant=cvpr2024]."""
+    from .methods.spec import folder_name
+
+    return method if method == DENSE else folder_name(method)
+
+
+def canonical_methods(methods: Sequence[str]) -> list[str]:
+    """Check each method spec (name and options) and write it canonically (sorted keys)."""
+    from .masks import PruningError
+    from .methods.spec import canonical, check_method_spec
+
+    out = []
+    for m in methods:
+        if m == DENSE:
+            out.append(m)
+            continue
+        try:
+            check_method_spec(m)
+        except PruningError as exc:
+            raise UsageError(str(exc)) from None
+        out.append(canonical(m))
+    if len(set(out)) != len(out):
+        raise UsageError(f"methods {list(methods)} name the same spec twice")
+    return out
 
 
 def sparsity_label(sparsity: float) -> str:
@@ -203,11 +230,7 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
               threads: int | None = None, progress: bool = True,
               log: Callable[[str], object] = print, env: dict | None = None) -> dict:
     """Run every unfinished cell of the grid (``jobs`` at a time); return the ``sweep.json``."""
-    from . import METHODS
-
-    unknown = [m for m in methods if m != DENSE and m not in METHODS]
-    if unknown:
-        raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}, dense")
+    methods = canonical_methods(methods)
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     out = Path(out)
@@ -343,7 +366,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.method is not None or args.sparsity is not None or args.seed is not None:
         raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from .masks import PruningError
+    from .methods.spec import split_method_list
+
+    try:
+        methods = split_method_list(args.methods)
+    except PruningError as exc:
+        raise UsageError(str(exc)) from None
     sparsities = parse_sparsities(args.sparsities)
     base = config_from_args(argparse.Namespace(**{**vars(args), "method": DENSE,
                                                   "sparsity": "0", "seed": 0}))
@@ -371,7 +400,9 @@ def add_command(sub, common) -> None:
             action.help = argparse.SUPPRESS
     p.set_defaults(method=None, sparsity=None, seed=None)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods; add 'dense' for the unpruned baseline")
+                   help="comma-separated methods, each optionally with options, e.g. "
+                        "px,px[variant=cvpr2024],snip[scope=layer]; add 'dense' for the "
+                        "unpruned baseline")
     p.add_argument("--sparsities", default="paper",
                    help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")

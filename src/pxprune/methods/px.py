@@ -36,15 +36,19 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..batches import Batch
 from ..intercept import (
     Gate,
     GateRecorder,
+    Interceptor,
     PathActivationCopy,
     PathKernelCopy,
     Recording,
+    UnsupportedLayerError,
+    _arg,
     weighted_modules,
 )
 from ..masks import Masks, PruningError
@@ -195,6 +199,120 @@ def _first(recording: Recording) -> Recording:
     return Recording(gates, recording.weighted_calls)
 
 
+# ---------------------------------------------------------------------------------------------
+# variant="cvpr2024": the authors' April 2024 code (commit 82ce2bf), for side-by-side studies
+# ---------------------------------------------------------------------------------------------
+class _Cvpr2024Copy(Interceptor):
+    """A copy of the 2024 code: real or squared weights and biases, batch-statistics BatchNorm.
+
+    ``square=False`` is copy 1 (``jvf_model``): the masked real weights (the code's fill with
+    ones was a no-op) and the real ReLUs, which equal the gates it replayed from an identical
+    network on the same input. ``square=True`` is copy 2 (``pk_model``): every ReLU the
+    identity, weights and biases ``(mask*theta)**2`` (the classifier too). Both run BatchNorm
+    with the statistics of the batch (the code's ``train()`` mode) without updating the running
+    statistics, with gamma and beta as they are; max-pool stays a max-pool.
+    """
+
+    def __init__(self, model: nn.Module, weights: dict[int, Tensor], biases: dict[int, Tensor],
+                 square: bool, dtype: torch.dtype, **kw):
+        super().__init__(model, **kw)
+        self.weights, self.biases, self.square, self.dtype = weights, biases, square, dtype
+        self.batchnorm_calls = 0
+
+    def on_relu(self, name, func, args, kwargs):
+        return args[0] if self.square else func(*args, **kwargs)
+
+    on_leaky = on_hardtanh = on_approx = on_relu
+
+    def on_weighted(self, name, func, args, kwargs):
+        weight = _arg(args, kwargs, 1, "weight")
+        if id(weight) not in self.weights:
+            raise UnsupportedLayerError(f"{name} in module {self.current_module} uses a weight "
+                                        "that is not a parameter of a Conv/Linear module")
+        bias = _arg(args, kwargs, 2, "bias")
+        rest = list(args[3:])
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
+        bias = None if bias is None else self.biases[id(bias)]
+        return func(args[0], self.weights[id(weight)], bias, *rest, **kwargs)
+
+    def on_batchnorm(self, name, func, args, kwargs):
+        self.batchnorm_calls += 1
+        x = args[0]
+        weight, bias = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+        eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+        return F.batch_norm(x, None, None, self._cast(weight), self._cast(bias), True, 0.0, eps)
+
+    def _cast(self, t: Tensor | None) -> Tensor | None:
+        """A BatchNorm affine parameter, detached, in the copies' dtype."""
+        return None if t is None else t.detach().to(self.dtype)
+
+
+def _cvpr2024_scores(model: nn.Module, batches: list[Batch], masks: Masks,
+                     precision: str) -> dict[str, Tensor]:
+    """``|dR/d(theta^2) * theta^2 * theta * theta^2|`` with ``R = sum_x z1(x) . z2(x)``."""
+    if precision not in PRECISIONS:
+        raise PruningError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    all_weights = weighted_modules(model)
+    device = next(iter(all_weights.values())).device
+    real: dict[int, Tensor] = {}
+    squared: dict[int, Tensor] = {}
+    leaves: dict[str, Tensor] = {}
+    thetas: dict[str, Tensor] = {}
+    for name, w in all_weights.items():
+        keep = masks[name].to(device) if name in masks else torch.ones_like(w, dtype=torch.bool)
+        masked = w.detach().to(dtype) * keep.to(dtype)
+        real[id(w)] = masked
+        value = masked.square()
+        if name in masks:
+            value.requires_grad_(True)
+            leaves[name], thetas[name] = value, masked
+        squared[id(w)] = value
+    real_b: dict[int, Tensor] = {}
+    squared_b: dict[int, Tensor] = {}
+    for module in model.modules():
+        bias = getattr(module, "bias", None)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and bias is not None:
+            real_b[id(bias)] = bias.detach().to(dtype)
+            squared_b[id(bias)] = bias.detach().to(dtype).square()
+    names = list(leaves)
+    grads = [torch.zeros_like(leaves[n]) for n in names]
+    R_total = 0.0
+    for x, _ in batches:
+        x = x.to(device=device, dtype=dtype)
+        with torch.no_grad(), _Cvpr2024Copy(model, real, real_b, False, dtype) as copy1:
+            z1 = model(x)
+        if copy1.batchnorm_calls and (x.shape[0] < 2 or not (x != x[:1]).any()):
+            raise PXNumericsError(
+                "PX variant 'cvpr2024' needs at least two different examples in each batch: its "
+                "copies run BatchNorm with batch statistics, and on a batch of identical inputs "
+                "(or of one) the pooled features are exactly zero and every score is rounding noise"
+            )
+        with _Cvpr2024Copy(model, squared, squared_b, True, dtype):
+            z2 = model(x)
+        R = (z1.detach() * z2).sum()
+        if not torch.isfinite(R):
+            raise PXNumericsError(f"PX (cvpr2024) bound R = {R.item()} is not finite")
+        R_total += R.item()
+        parts = torch.autograd.grad(R, [leaves[n] for n in names], allow_unused=True)
+        for i, g in enumerate(parts):
+            if g is not None:
+                grads[i] += g
+    scores = {}
+    for name, g in zip(names, grads, strict=True):
+        theta = thetas[name]
+        s = (g * leaves[name].detach() * theta).abs() * theta.square()  # |g theta^2 theta theta^2|
+        if not torch.isfinite(s).all():
+            raise PXNumericsError(f"PX (cvpr2024) scores of {name!r} are not finite")
+        scores[name] = s.to(torch.float64)
+    if R_total == 0.0 or not any(bool((s > 0).any()) for s in scores.values()):
+        raise PXNumericsError("PX (cvpr2024): every score is zero; the copies carry no signal")
+    return scores
+
+
+VARIANTS = ("paper", "cvpr2024")
+
+
 @register("px", needs_data=True, default_rounds=100)
 def score(
     model: nn.Module,
@@ -202,12 +320,33 @@ def score(
     masks: Masks,
     *,
     seed: int = 0,
+    variant: str = "paper",
     classifier: str = "real",
     classifier_name: str | None = None,
     precision: str = "float32",
     approximate_unsupported: bool = False,
 ) -> dict[str, Tensor]:
-    """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier ``|theta dR/dtheta|``) per weight."""
+    """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier ``|theta dR/dtheta|``) per weight.
+
+    ``variant="paper"`` (default) is DESIGN.md §3. ``variant="cvpr2024"`` reproduces the
+    authors' April 2024 code: copy 1 is the real masked network on raw ``x``, copy 2 the
+    linearised network with squared weights and biases on raw ``x``, both with batch-statistics
+    BatchNorm, ``R = sum_x z1(x) . z2(x)`` per example and score
+    ``|dR/d(theta^2)| * |theta|**5`` for every prunable weight, classifier included. It
+    refuses batches with fewer than two different examples (the pooled features would be
+    exactly zero and the scores rounding noise); ``classifier``/``classifier_name`` do not apply.
+    """
+    if variant not in VARIANTS:
+        raise PruningError(f"unknown PX variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "cvpr2024":
+        if classifier != "real" or classifier_name is not None:
+            raise PruningError("PX variant 'cvpr2024' takes no classifier options")
+        was_training = model.training
+        model.eval()  # the copies choose their own BatchNorm mode; dropout off
+        try:
+            return _cvpr2024_scores(model, batches, masks, precision)
+        finally:
+            model.train(was_training)
     _, shares = px_terms(
         model, batches, masks, classifier=classifier, classifier_name=classifier_name,
         precision=precision, approximate_unsupported=approximate_unsupported,

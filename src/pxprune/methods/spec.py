@@ -1,0 +1,145 @@
+"""Method specs with options, ``name[key=value,...]`` (e.g. ``px[variant=cvpr2024]``).
+
+A small, safe parser (no ``eval``): keys are identifiers, values are ints, floats or plain words
+(``[A-Za-z0-9_.-]``). ``canonical`` writes a spec back with sorted keys and no spaces, and
+``folder_name`` turns it into a filesystem-safe name, ``px+variant=cvpr2024``, that is distinct
+per canonical spec: ``+`` and ``=`` appear in no name, key or value, so it can be read back.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..masks import PruningError
+from ..schedule import SCOPES
+
+Value = int | float | str
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VALUE = re.compile(r"[A-Za-z0-9_.-]+")
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_E = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _value(text: str, spec: str, key: str) -> Value:
+    """An int, a float or the word itself; a clear error for anything else."""
+    if not _VALUE.fullmatch(text):
+        raise PruningError(f"method spec {spec!r}: value {text!r} of {key!r} must be a number "
+                           "or a word of letters, digits, '_', '.' and '-'")
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT_E.fullmatch(text):
+        number = float(text)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise PruningError(f"method spec {spec!r}: {key}={text} is not finite")
+        return number
+    return text
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Value]]:
+    """``'px[variant=cvpr2024,rounds=20]'`` -> ``('px', {'variant': 'cvpr2024', 'rounds': 20})``."""
+    if not isinstance(spec, str):
+        raise PruningError(f"method spec must be a string, got {type(spec).__name__}")
+    text = spec.strip()
+    if "[" not in text and "]" not in text:
+        if not _NAME.fullmatch(text):
+            raise PruningError(f"bad method name {spec!r}: expected letters, digits and '_', "
+                               "optionally with options as name[key=value,...]")
+        return text, {}
+    head, sep, rest = text.partition("[")
+    name = head.strip()
+    if not sep or not rest.endswith("]") or "[" in rest or "]" in rest[:-1]:
+        raise PruningError(f"bad method spec {spec!r}: expected name[key=value,...] with one "
+                           "pair of brackets at the end")
+    if not _NAME.fullmatch(name):
+        raise PruningError(f"bad method spec {spec!r}: method name {name!r} must be letters, "
+                           "digits and '_'")
+    body = rest[:-1].strip()
+    if not body:
+        raise PruningError(f"bad method spec {spec!r}: empty brackets (drop them or add "
+                           "key=value)")
+    options: dict[str, Value] = {}
+    for item in body.split(","):
+        key, eq, raw = (part.strip() for part in item.partition("="))
+        if not eq or not key or not raw:
+            raise PruningError(f"bad method spec {spec!r}: {item.strip()!r} is not key=value")
+        if not _KEY.fullmatch(key):
+            raise PruningError(f"bad method spec {spec!r}: key {key!r} is not an identifier")
+        if key in options:
+            raise PruningError(f"bad method spec {spec!r}: key {key!r} given twice")
+        options[key] = _value(raw, spec, key)
+    return name, options
+
+
+def _format_value(value: Value) -> str:
+    """A value as the parser reads it back to the same value."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def format_method_spec(name: str, options: dict[str, Value]) -> str:
+    """The canonical spec: sorted keys, no spaces; the bare name when there are no options."""
+    if not options:
+        return name
+    body = ",".join(f"{k}={_format_value(options[k])}" for k in sorted(options))
+    return f"{name}[{body}]"
+
+
+def canonical(spec: str) -> str:
+    """The canonical form of ``spec`` (raises PruningError when it does not parse)."""
+    return format_method_spec(*parse_method_spec(spec))
+
+
+def folder_name(spec: str) -> str:
+    """A filesystem-safe folder name, distinct per canonical spec: ``px+scope=layer``."""
+    name, options = parse_method_spec(spec)
+    return name + "".join(f"+{k}={_format_value(options[k])}" for k in sorted(options))
+
+
+PIPELINE_KEYS = ("rounds", "scope")  # handled by pxprune.prune, not by the score function
+
+
+def check_method_spec(spec: str) -> tuple[str, dict[str, Value]]:
+    """Parse ``spec`` and check the name is registered and each key is an option it accepts."""
+    import inspect
+
+    from . import REGISTRY
+
+    name, options = parse_method_spec(spec)
+    if name not in REGISTRY:
+        raise PruningError(f"unknown method {name!r} in {spec!r}; choose one of "
+                           f"{', '.join(sorted(REGISTRY))}")
+    params = inspect.signature(REGISTRY[name].score).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    allowed = (allowed - {"seed"}) | set(PIPELINE_KEYS)
+    unknown = [k for k in options if k not in allowed and not accepts_any]
+    if unknown or "seed" in options:
+        raise PruningError(f"{spec!r}: {name} has no option {', '.join(unknown or ['seed'])}; "
+                           f"it takes {', '.join(sorted(allowed))}")
+    if "rounds" in options and not (isinstance(options["rounds"], int) and options["rounds"] > 0):
+        raise PruningError(f"{spec!r}: rounds must be a positive integer")
+    if "scope" in options and options["scope"] not in SCOPES:
+        raise PruningError(f"{spec!r}: scope must be one of {', '.join(SCOPES)}")
+    return name, options
+
+
+def split_method_list(text: str) -> list[str]:
+    """Split ``'px,px[variant=cvpr2024,scope=layer],snip'`` at the commas outside brackets."""
+    items, depth, current = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise PruningError(f"unbalanced ']' in method list {text!r}")
+        if ch == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise PruningError(f"unbalanced '[' in method list {text!r}")
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]

@@ -1,0 +1,136 @@
+"""Method specs ``name[key=value,...]``: parsing, canonical form, folders, options in a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pxprune.masks import PruningError
+from pxprune.methods.spec import (
+    canonical,
+    check_method_spec,
+    folder_name,
+    parse_method_spec,
+    split_method_list,
+)
+from pxprune.pipeline import RunConfig, split_method
+from pxprune.resolve import UsageError
+from pxprune.sweep import Cell, canonical_methods, plan_cells
+
+
+def test_parse_values_are_typed():
+    name, opts = parse_method_spec(" px[ variant = cvpr2024 , rounds=20, eps=1e-3, t=-0.5 ] ")
+    assert name == "px"
+    assert opts == {"variant": "cvpr2024", "rounds": 20, "eps": 0.001, "t": -0.5}
+    assert isinstance(opts["rounds"], int) and isinstance(opts["eps"], float)
+    assert parse_method_spec("snip") == ("snip", {})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("px[", "one pair of brackets"),
+    ("px]variant=a", "one pair of brackets"),
+    ("px[variant=a]x", "one pair of brackets"),
+    ("px[[a=1]]", "one pair of brackets"),
+    ("px[]", "empty brackets"),
+    ("px[variant]", "not key=value"),
+    ("px[=a]", "not key=value"),
+    ("px[a=]", "not key=value"),
+    ("px[a=1,a=2]", "given twice"),
+    ("px[1a=2]", "not an identifier"),
+    ("px[a=__import__('os')]", "must be a number or a word"),
+    ("px[a=1;b]", "must be a number or a word"),
+    ("p x", "bad method name"),
+    ("[a=1]", "method name"),
+    ("px[a=1e999]", "not finite"),
+])
+def test_bad_specs_give_clear_errors(spec, message):
+    with pytest.raises(PruningError, match=message):
+        parse_method_spec(spec)
+
+
+def test_canonical_and_folder_are_distinct_and_safe():
+    assert canonical("px[variant=cvpr2024, scope=layer]") == "px[scope=layer,variant=cvpr2024]"
+    assert canonical("px[scope=layer,variant=cvpr2024]") == "px[scope=layer,variant=cvpr2024]"
+    specs = ["px", "px[variant=cvpr2024]", "px[scope=layer]", "px[rounds=20]",
+             "px[rounds=20.0]", "px[scope=layer,variant=cvpr2024]", "snip[scope=layer]"]
+    folders = [folder_name(s) for s in specs]
+    assert len(set(folders)) == len(folders)
+    assert folder_name("px[variant=cvpr2024]") == "px+variant=cvpr2024"
+    for f in folders:
+        assert all(c.isalnum() or c in "_.-+=" for c in f), f
+    for s in specs:  # the canonical form reads back to itself
+        assert canonical(canonical(s)) == canonical(s)
+
+
+def test_split_method_list_respects_brackets():
+    assert split_method_list("px, px[variant=cvpr2024,scope=layer] ,snip,") == [
+        "px", "px[variant=cvpr2024,scope=layer]", "snip"]
+    with pytest.raises(PruningError, match="unbalanced"):
+        split_method_list("px[variant=a,snip")
+    with pytest.raises(PruningError, match="unbalanced"):
+        split_method_list("px]")
+
+
+def test_check_method_spec_knows_the_options():
+    assert check_method_spec("px[variant=cvpr2024,scope=layer]")[1] == {
+        "variant": "cvpr2024", "scope": "layer"}
+    with pytest.raises(PruningError, match="unknown method 'pxx'"):
+        check_method_spec("pxx[scope=layer]")
+    with pytest.raises(PruningError, match="has no option colour"):
+        check_method_spec("px[colour=red]")
+    with pytest.raises(PruningError, match="seed"):
+        check_method_spec("px[seed=3]")
+    with pytest.raises(PruningError, match="rounds must be a positive integer"):
+        check_method_spec("px[rounds=2.5]")
+    with pytest.raises(PruningError, match="scope must be one of"):
+        check_method_spec("px[scope=block]")
+
+
+def test_sweep_cells_use_spec_folders():
+    methods = canonical_methods(["px", "px[ variant=cvpr2024 ]", "dense"])
+    assert methods == ["px", "px[variant=cvpr2024]", "dense"]
+    cells = plan_cells(methods, [0.982], [0])
+    assert [c.folder for c in cells] == ["px/s98.20/seed0", "px+variant=cvpr2024/s98.20/seed0",
+                                         "dense/seed0"]
+    assert Cell("px[scope=layer]", 0.5, 1).folder == "px+scope=layer/s50.00/seed1"
+    with pytest.raises(UsageError, match="same spec twice"):
+        canonical_methods(["px[scope=layer]", "px[ scope=layer ]"])
+    with pytest.raises(UsageError, match="has no option"):
+        canonical_methods(["px[colour=red]"])
+
+
+def test_split_method_overrides_and_refusals():
+    assert split_method(RunConfig(method="px[scope=layer,rounds=3]")) == (
+        "px", {"scope": "layer", "rounds": 3})
+    assert split_method(RunConfig(method="dense")) == ("dense", {})
+    with pytest.raises(PruningError, match="takes no options"):
+        split_method(RunConfig(method="dense[scope=layer]"))
+
+
+def test_prune_step_passes_options(monkeypatch):
+    """scope/rounds from the spec override the config; other options reach pxprune.prune."""
+    import pxprune.api
+    import pxprune.pipeline as P
+
+    seen = {}
+
+    def fake_prune(model, method, sparsity, data, **kw):
+        seen.update(method=method, **kw)
+        from pxprune.masks import Masks
+        return Masks.ones(model)
+
+    monkeypatch.setattr(pxprune.api, "prune", fake_prune)
+    monkeypatch.setattr("pxprune.resolve.pruning_batch",
+                        lambda ds, n, seed: (torch.zeros(2, 3, 8, 8), torch.zeros(2).long()))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    cfg = RunConfig(method="px[variant=cvpr2024,scope=layer,rounds=7]", rounds=100,
+                    scope="global")
+    _, info = P.prune_step(cfg, model, None, "cpu", False)
+    assert seen["method"] == "px" and seen["variant"] == "cvpr2024"
+    assert seen["scope"] == "layer" and seen["rounds"] == 7
+    assert info["method"] == "px[variant=cvpr2024,scope=layer,rounds=7]"
+    seen.clear()
+    P.prune_step(RunConfig(method="snip", rounds=5, scope="layer"), model, None, "cpu", False)
+    assert seen["rounds"] == 5 and seen["scope"] == "layer" and "variant" not in seen
