@@ -294,6 +294,8 @@ def metadata(args: argparse.Namespace, **extra: object) -> dict:
 def main() -> None:
     """Study (a): CIFAR ResNet-56 (option A, Idelbayev weights) -> CIFAR-10 (JPEG copy)."""
     p = base_parser("transfer_resnet56.json", 200, 200, rounds_per_step=2)
+    # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56: beyond float32 (R = 0).
+    p.set_defaults(px_precision="float64")
     p.add_argument("--size", type=int, default=None)
     args = p.parse_args()
     if args.merge_from:
@@ -313,6 +315,7 @@ def main() -> None:
         "probe_after_pruning": "ridge refit on pruned features, respects classifier mask",
         "schedule": chain_schedule(args.rounds_per_step),
         "image_size": 32,
+        "px_precision": args.px_precision or "float32",
         "training": "none",
     }
     meta = metadata(args, protocol=protocol,
