@@ -134,3 +134,14 @@ def test_prune_step_passes_options(monkeypatch):
     seen.clear()
     P.prune_step(RunConfig(method="snip", rounds=5, scope="layer"), model, None, "cpu", False)
     assert seen["rounds"] == 5 and seen["scope"] == "layer" and "variant" not in seen
+
+
+def test_report_names_and_styles_for_specs():
+    from pxprune.sweep_report import _style, display_name
+
+    methods = ["px", "snip", "px[variant=cvpr2024]", "px[scope=layer]"]
+    assert display_name("px[variant=cvpr2024]") == "PX [variant=cvpr2024]"
+    assert display_name("ntksap") == "NTK-SAP"
+    styles = [_style(m, methods) for m in methods]
+    assert styles[0][0] == styles[2][0] == styles[3][0]  # one colour per base method
+    assert len({styles[0][1], styles[2][1], styles[3][1]}) == 3  # told apart by line style

@@ -32,9 +32,24 @@ COLORS = {"px": "#d62728", "ntksap": "#1f77b4", "grasp": "#2ca02c", "synflow": "
 METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
 
 
+def _base(method: str) -> tuple[str, str]:
+    """A method spec's name and its bracketed options (``'px', '[variant=cvpr2024]'``)."""
+    name, bracket, rest = method.partition("[")
+    return name, bracket + rest
+
+
 def display_name(method: str) -> str:
-    """The paper's spelling of a method name (PX, NTK-SAP, GraSP, ...)."""
-    return DISPLAY.get(method, method)
+    """The paper's spelling of a method name (PX, NTK-SAP, GraSP, ...), options kept."""
+    name, options = _base(method)
+    return DISPLAY.get(method, DISPLAY.get(name, name) + (f" {options}" if options else ""))
+
+
+def _style(method: str, methods: list[str]) -> tuple[str | None, str]:
+    """Colour of the method's base name and a line style that tells its option specs apart."""
+    name, _ = _base(method)
+    siblings = [m for m in methods if _base(m)[0] == name and m != name]
+    style = "-" if method == name else ("--", ":", "-.")[siblings.index(method) % 3]
+    return COLORS.get(name), style
 
 
 def _read_cell(summary_path: Path) -> dict:
@@ -332,8 +347,8 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
             continue
         xs = [xpos(r["sparsity"]) for r in rows]
         ys = [r["mean"] for r in rows]
-        color = COLORS.get(m)
-        ax.plot(xs, ys, marker="o", ms=4, lw=2.2 if m == "px" else 1.5, color=color,
+        color, style = _style(m, _pruning_methods(result))
+        ax.plot(xs, ys, marker="o", ms=4, lw=2.2 if m == "px" else 1.5, color=color, ls=style,
                 label=display_name(m), zorder=3 if m == "px" else 2)
         if any(r["std"] is not None for r in rows):
             sd = [r["std"] or 0.0 for r in rows]
