@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 import pxprune
 from pxprune import models
 from pxprune.intercept import PathKernelCopy
-from pxprune.methods.px import _copy_weights, find_classifier, path_activation_sum, px_terms
+from pxprune.methods.px import (
+    PXPrecisionFallback,
+    _copy_weights,
+    find_classifier,
+    path_activation_sum,
+    px_terms,
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +152,20 @@ def test_float32_and_float64_models_agree_with_100_rounds(resnet20, images):
     a = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False)
     b = pxprune.prune(m64, "px", 0.982, images.double(), progress=False)
     assert sum(int((a[n] ^ b[n]).sum()) for n in a) <= 0.001 * a.total
+
+
+def test_deep_network_falls_back_to_float64_with_a_warning(images):
+    """ResNet-56's copy 1 grows beyond float32's whole range even after rescaling: the default
+    precision must notice, warn, and give exactly the float64 scores (not zeros, not an error)."""
+    torch.manual_seed(0)
+    deep = models.get("resnet56").eval()
+    with pytest.warns(PXPrecisionFallback):
+        default = pxprune.score(deep, "px", images[:20])
+    exact = pxprune.score(deep, "px", images[:20], precision="float64")
+    for name in exact:
+        assert torch.equal(default[name], exact[name]), name
+    torch.manual_seed(0)
+    shallow = models.get("resnet20").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PXPrecisionFallback)
+        pxprune.score(shallow, "px", images[:20])  # ResNet-20 fits float32: no fallback

@@ -27,13 +27,16 @@ float32 with its input scaled by a power of two (exact) that puts its outputs ne
 ``R`` and the gradient stay float64. Copy 1 sums non-negative terms up to the classifier, so
 float32 loses no ranking: on ResNet-20 the scores of the top 2 % agree with all-float64 to 1e-7
 relative (test_px_resnet), and the round is about 4x faster on CPU, where float64 convolutions
-are slow. ``precision="float64"`` runs both copies in float64 (the reference, used by the
-brute-force tests).
+are slow. Deeper networks (ResNet-56) outgrow float32's range even rescaled: each batch is
+checked against a float64 probe of its first example and recomputed in float64 (with a
+``PXPrecisionFallback`` warning) when float32 cannot hold it. ``precision="float64"`` runs
+both copies in float64 (the reference, used by the brute-force tests).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -131,9 +134,43 @@ def _copy_weights(all_weights, masks, classifier_name, real_classifier, device):
     return copy1, copy2, leaves
 
 
+# float32 spans about 2**-126 .. 2**128. Copy 1 grows like fan_in**depth (ResNet-20: about
+# 2**133 from input to output), so it fits once its input is scaled by a power of two; deeper
+# networks (ResNet-56) do not, and those batches are computed in float64 instead.
+FLOAT32_INPUT_FLOOR = 2.0**-100  # the scaled input's peak must stay this far above subnormals
+PROBE_TOLERANCE = 1e-5  # float32 vs the float64 probe on the first example, relative to its peak
+
+
+class PXPrecisionFallback(UserWarning):
+    """Copy 1 did not fit float32 for a batch and was computed in float64 (slower, exact)."""
+
+
+def _copy1_float32(model, copy1, copy1_low, recording, squared, approximate_unsupported):
+    """Copy 1 in float32 with a power-of-two input scale, checked against a float64 probe of the
+    first example; None where float32 cannot hold the network's range."""
+    with PathActivationCopy(model, copy1, _first(recording),
+                            approximate_unsupported=approximate_unsupported):
+        probe = model(squared[:1])
+    scale = _probe_scale(probe)
+    scaled = squared * scale
+    if not math.isfinite(scale) or float(scaled.max()) < FLOAT32_INPUT_FLOOR:
+        return None
+    with PathActivationCopy(model, copy1_low, recording,
+                            approximate_unsupported=approximate_unsupported):
+        z1 = model(scaled.float()).to(torch.float64) / scale
+    peak = float(probe.abs().max())
+    if not torch.isfinite(z1).all() or float((z1[:1] - probe).abs().max()) > PROBE_TOLERANCE * peak:
+        return None
+    return z1
+
+
 @torch.no_grad()
 def path_activation_sum(model, batches, copy1, precision, approximate_unsupported) -> Tensor:
-    """``Z1 = sum_x z1(x)`` in float64: gates recorded on the real network, replayed on ``x**2``."""
+    """``Z1 = sum_x z1(x)`` in float64: gates recorded on the real network, replayed on ``x**2``.
+
+    With ``precision="float32"`` each batch runs in float32 where that is provably close (see
+    :func:`_copy1_float32`) and falls back to float64 (with a PXPrecisionFallback warning)
+    where it is not."""
     f64 = torch.float64
     model_dtype = next(model.parameters()).dtype
     copy1_low = {k: v.float() for k, v in copy1.items()} if precision == "float32" else copy1
@@ -142,19 +179,22 @@ def path_activation_sum(model, batches, copy1, precision, approximate_unsupporte
         with GateRecorder(model, approximate_unsupported) as rec:
             model(x.to(model_dtype))
         squared = x.to(f64).square()
-        scale = 1.0
-        if precision == "float32":  # copy 1 is linear in its input: rescale into float32's range
-            with PathActivationCopy(model, copy1, _first(rec.recording),
+        z1 = None
+        if precision == "float32":
+            z1 = _copy1_float32(model, copy1, copy1_low, rec.recording, squared,
+                                approximate_unsupported)
+            if z1 is None:
+                warnings.warn("PX copy 1 exceeds float32's range on this network: computing it "
+                              "in float64 (pass precision='float64' to skip the float32 try)",
+                              PXPrecisionFallback, stacklevel=2)
+        if z1 is None:
+            with PathActivationCopy(model, copy1, rec.recording,
                                     approximate_unsupported=approximate_unsupported):
-                scale = _probe_scale(model(squared[:1]))
-            squared = (squared * scale).float()
-        with PathActivationCopy(model, copy1_low, rec.recording,
-                                approximate_unsupported=approximate_unsupported):
-            z1 = model(squared).to(f64) / scale
+                z1 = model(squared)
         if not torch.isfinite(z1).all():
             raise PXNumericsError(
-                f"PX copy 1 overflowed {precision} (all-ones weights grow like fan_in**depth); "
-                "use precision='float64' or a shallower model"
+                "PX copy 1 overflowed float64 (all-ones weights grow like fan_in**depth): "
+                "the network is too deep for PX's path-activation copy"
             )
         part = z1.sum(0)
         z1_sum = part if z1_sum is None else z1_sum + part
