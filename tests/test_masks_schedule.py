@@ -112,3 +112,19 @@ def test_layer_stats_and_collapse():
     assert masks.collapsed_layers() == ["b"]
     assert masks.density() == pytest.approx(1 / 5)
     assert [s.kept for s in masks.layer_stats()] == [1, 0]
+
+
+def test_other_parameters_can_be_made_prunable():
+    """Beyond Conv/Linear weights, any named parameter joins the masks (here a BatchNorm scale)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.linspace(0.01, 10.0, 16))  # large enough to be kept
+    start = pxprune.Masks.ones(model, extra=["1.weight"])
+    assert list(start) == ["0.weight", "1.weight", "3.weight"]
+    masks = pxprune.prune(model, "magnitude", 0.5, masks=start, rounds=1, progress=False)
+    assert "1.weight" in masks and masks.kept == round(0.5 * masks.total)
+    assert masks["1.weight"][-4:].all()  # the largest BN scales survive
+    assert (model[1].weight[~masks["1.weight"]] == 0).all()
+    with pytest.raises(pxprune.PruningError, match="not parameters"):
+        pxprune.Masks.ones(model, extra=["1.nonexistent"])
