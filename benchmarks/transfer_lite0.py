@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer_resnet56 import (  # noqa: E402
     base_parser,
     chain_schedule,
+    finish_args,
+    head_protocol,
     merge,
     metadata,
     plot,
@@ -60,7 +62,7 @@ def main() -> None:
     # where the input scaling underflows to zero (R = 0), so PX runs in float64 here.
     p.set_defaults(methods=list(METHODS), px_precision="float64")
     p.add_argument("--size", type=int, default=128, help="input side after bilinear upscaling")
-    args = p.parse_args()
+    args = finish_args(p.parse_args(), "transfer_lite0.json")
     if args.merge_from:
         merge(Path(args.out), args.merge_from)
         return
@@ -82,6 +84,7 @@ def main() -> None:
         "schedule": chain_schedule(args.rounds_per_step),
         "image_size": args.size,
         "px_precision": args.px_precision or "float32",
+        **({"classifier": head_protocol(True)} if args.keep_head else {}),
         "training": "none",
     }
     meta = metadata(args, protocol=protocol,

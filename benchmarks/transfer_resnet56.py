@@ -142,6 +142,13 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
     feats = T.extract_features(model, train, size=size)
     probe = T.fit_probe(*feats, num_classes=10, seed=args.seed)
     T.install_probe(model, probe.weight, probe.bias)
+    head = T.classifier_name(model) + ".weight"
+
+    def start() -> Masks | None:
+        """Initial masks: None (everything prunable) or all but the classifier (--keep-head)."""
+        if not args.keep_head:
+            return None
+        return Masks({k: v for k, v in Masks.ones(model).items() if k != head})
     for method in args.methods:
         spec = get_method(method)
         todo = [k for k in KS if cell_key(method, k) not in st.result["cells"]]
@@ -155,14 +162,14 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
         if method == "px" and args.px_precision:
             opts["precision"] = args.px_precision
         if chain:
-            current, start = None, 0
+            current, first = start(), 0
             last = max(todo) * rps
             for r in range(last, 0, -1):  # resume from the last saved round
                 f = st.cache / f"{method}_r{r}.safetensors"
                 if f.exists():
-                    current, start = Masks.load(f), r
+                    current, first = Masks.load(f), r
                     break
-            for r in range(start + 1, last + 1):
+            for r in range(first + 1, last + 1):
                 density = STEP ** (r / rps)
                 m = copy.deepcopy(model)
                 if current is not None:
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
                 m = copy.deepcopy(model)
                 t = time.time()
                 masks = pxprune.prune(m, method, 1 - 0.8**k, batch, rounds=1, seed=args.seed,
-                                      progress=False, **opts)
+                                      masks=start(), progress=False, **opts)
                 prune_s = time.time() - t
                 cell = evaluate(m, masks, train, test, size, args.seed)
                 cell.update(method=method, k=k, sparsity=100 * (1 - 0.8**k), rounds=1,
@@ -244,6 +251,9 @@ def base_parser(
                    help="chain rounds per factor 0.8 of density (multi-round methods)")
     p.add_argument("--out", default=str(RESULTS / out))
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--keep-head", action="store_true",
+                   help="never prune the classifier (sparsity over the backbone; the refitted "
+                        "probe is dense); default --out gets a _keephead suffix")
     p.add_argument("--merge-from", nargs="+", default=[],
                    help="JSON files of the same protocol (e.g. methods run in another process) "
                         "whose cells are added to --out, then the PNG is redrawn")
@@ -252,6 +262,21 @@ def base_parser(
     p.add_argument("--px-precision", choices=("float32", "float64"), default=None,
                    help="PX copy-1 precision (default: the method's, float32)")
     return p
+
+
+def finish_args(args: argparse.Namespace, default_out: str) -> argparse.Namespace:
+    """Point the default --out to a ``_keephead`` file when --keep-head is given."""
+    if args.keep_head and Path(args.out) == RESULTS / default_out:
+        args.out = str(RESULTS / default_out.replace(".json", "_keephead.json"))
+    return args
+
+
+def head_protocol(keep_head: bool) -> str:
+    """Protocol text: whether the classifier is pruned with the backbone."""
+    if keep_head:
+        return ("not pruned: only backbone weights are scored and thresholded (sparsity is over "
+                "the backbone); the refitted probe is dense")
+    return "pruned like every other layer (global threshold); the refitted probe respects it"
 
 
 def chain_schedule(rps: int) -> str:
@@ -297,7 +322,7 @@ def main() -> None:
     # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56: beyond float32 (R = 0).
     p.set_defaults(px_precision="float64")
     p.add_argument("--size", type=int, default=None)
-    args = p.parse_args()
+    args = finish_args(p.parse_args(), "transfer_resnet56.json")
     if args.merge_from:
         merge(Path(args.out), args.merge_from)
         return
@@ -318,6 +343,8 @@ def main() -> None:
         "px_precision": args.px_precision or "float32",
         "training": "none",
     }
+    if args.keep_head:  # absent otherwise, so the first study's JSON keeps its protocol
+        protocol["classifier"] = head_protocol(True)
     meta = metadata(args, protocol=protocol,
                     title="pre-trained ResNet-56 -> CIFAR-10 (JPEG copy), ridge probe, no training")
 
