@@ -145,3 +145,36 @@ def test_report_names_and_styles_for_specs():
     styles = [_style(m, methods) for m in methods]
     assert styles[0][0] == styles[2][0] == styles[3][0]  # one colour per base method
     assert len({styles[0][1], styles[2][1], styles[3][1]}) == 3  # told apart by line style
+
+
+def test_sweep_end_to_end_with_specs(tmp_path, capsys):
+    """A tiny sweep with option specs: spec folders, per-layer threshold applied, report rows."""
+    import json
+
+    from test_sweep import sweep_args, write_data
+
+    from pxprune.cli import main
+    from pxprune.sweep_report import collect
+
+    data = tmp_path / "tiny.pt"
+    write_data(data)
+    out = tmp_path / "sweep"
+    methods = "magnitude,magnitude[ scope=layer ],px[variant=cvpr2024,rounds=2]"
+    assert main(sweep_args(data, out, methods=methods, seeds="0")) == 0
+    layer_cell = out / "magnitude+scope=layer" / "s90.00" / "seed0"
+    cfg = json.loads((layer_cell / "config.json").read_text())
+    assert cfg["method"] == "magnitude[scope=layer]" and cfg["scope"] == "global"
+    densities = json.loads((layer_cell / "prune.json").read_text())["layer_density"]
+    assert max(densities.values()) - min(densities.values()) < 0.05  # per-layer threshold
+    glob = json.loads((out / "magnitude" / "s90.00" / "seed0" / "prune.json").read_text())
+    assert max(glob["layer_density"].values()) - min(glob["layer_density"].values()) > 0.05
+    assert (out / "px+rounds=2+variant=cvpr2024" / "s50.00" / "seed0" / "summary.json").exists()
+    result = collect(out)
+    assert {r["method"] for r in result["rows"]} >= {
+        "magnitude", "magnitude[scope=layer]", "px[rounds=2,variant=cvpr2024]"}
+    # a bad spec is a usage error before any cell runs
+    assert main(sweep_args(data, tmp_path / "bad", methods="px[variant=cvpr2024")) == 2
+    assert "unbalanced '['" in capsys.readouterr().err
+    assert main(sweep_args(data, tmp_path / "bad2", methods="px[colour=red]")) == 2
+    assert "has no option colour" in capsys.readouterr().err
+    assert not (tmp_path / "bad2" / "px+colour=red").exists()
