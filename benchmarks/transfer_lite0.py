@@ -89,7 +89,8 @@ def main() -> None:
     }
     meta = metadata(args, protocol=protocol,
                     title=f"ImageNet EfficientNet-Lite0 -> CIFAR-10 (JPEG copy) at {args.size} px, "
-                          "ridge probe, no training")
+                          "ridge probe, no training"
+                    + (", classifier not pruned" if args.keep_head else ""))
 
     def build():
         mean, std = T.backbone_normalization("efficientnet_lite0")

@@ -346,7 +346,8 @@ def main() -> None:
     if args.keep_head:  # absent otherwise, so the first study's JSON keeps its protocol
         protocol["classifier"] = head_protocol(True)
     meta = metadata(args, protocol=protocol,
-                    title="pre-trained ResNet-56 -> CIFAR-10 (JPEG copy), ridge probe, no training")
+                    title="pre-trained ResNet-56 -> CIFAR-10 (JPEG copy), ridge probe, no training"
+                    + (", classifier not pruned" if args.keep_head else ""))
 
     def build():
         mean, std = T.backbone_normalization("resnet56_a")
