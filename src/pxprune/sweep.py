@@ -128,32 +128,13 @@ def resolved_recipe(base: RunConfig) -> dict:
 
 
 def environment(device: str) -> dict:
-    """Device name, torch/Python versions, git commit and the exact command line."""
-    import torch
+    """Device name, torch/Python versions, git commit, uncommitted files and the command line."""
+    from .provenance import environment as base_environment
 
-    from .ntk_study import environment as cpu_environment
-
-    env = cpu_environment()
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        index = torch.device(device).index or 0
-        env["device"] = f"GPU: {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
+    env = base_environment(device)
     env["command"] = "pxprune " + shlex.join(sys.argv[1:])
-    env["git_dirty"] = _dirty_files()
     env["env_vars"] = {k: os.environ[k] for k in ENV_VARS if k in os.environ}
     return env
-
-
-def _dirty_files() -> list[str] | None:
-    """Tracked files with uncommitted changes (the commit alone does not describe the code)."""
-    import subprocess
-
-    try:
-        lines = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10,
-                               cwd=Path(__file__).resolve().parent).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line[3:] for line in lines if line.strip()]
 
 
 def _write_json(path: Path, data: dict) -> None:
