@@ -129,33 +129,6 @@ def test_px_on_efficientnet_lite0(tmp_path):
     assert abs(res["sparsity_actual"] - 0.5) < 1e-3 and not res["collapsed_layers"]
 
 
-@needs_data
-def test_px_numerics_error_is_retried_in_float64(tmp_path, monkeypatch):
-    from pxprune.methods.px import PXNumericsError
-
-    real = T.prune_for_transfer
-    calls: list[dict] = []
-
-    def flaky(*args, **kwargs):
-        calls.append(dict(kwargs))
-        if kwargs.get("precision") != "float64":
-            raise PXNumericsError("PX bound R = 0.0: the copies carry no signal")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "prune_for_transfer", flaky)
-    out = tmp_path / "retry"
-    assert main(["transfer", "--backbone", "resnet20_a", "--method", "px", "--rounds", "1",
-                 "--sparsity", "0.5", "--out", str(out), *TINY]) == 0
-    assert [c.get("precision") for c in calls] == [None, "float64"]
-    res = json.loads((out / "result.json").read_text())
-    assert res["prune_options"] == {"precision": "float64"}
-    # an explicit precision is not second-guessed: the error reaches the user
-    calls.clear()
-    assert main(["transfer", "--backbone", "resnet20_a", "--method", "px", "--rounds", "1",
-                 "--px-precision", "float32", "--out", str(tmp_path / "no"), *TINY]) == 2
-    assert [c.get("precision") for c in calls] == ["float32"]
-
-
 def _error(capsys, argv: list[str]) -> str:
     rc = main(["transfer", *argv])
     err = capsys.readouterr().err.strip()

@@ -70,9 +70,9 @@ def add_command(sub: argparse._SubParsersAction, common: Callable) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size override")
     p.add_argument("--dense-finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="in finetune mode also fine-tune the dense backbone as the reference")
-    p.add_argument("--px-precision", choices=("auto", "float32", "float64"), default="auto",
-                   help="PX copy-1 precision; auto: float32, redone in float64 when float32 "
-                        "cannot hold the copy (deep nets such as EfficientNet-Lite0)")
+    p.add_argument("--px-precision", choices=("float32", "float64"), default="float32",
+                   help="PX copy-1 precision (float32 falls back to float64 by itself where the "
+                        "network outgrows it, e.g. EfficientNet-Lite0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_transfer, norm="backbone")
 
@@ -142,8 +142,6 @@ def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print)
     from . import transfer as T
     from .data import limit_per_class
     from .flops import count_flops
-    from .masks import Masks
-    from .methods.px import PXNumericsError
     from .report import format_layer_table, write_layer_csv
     from .resolve import load_any_dataset
     from .schedule import parse_sparsity
@@ -208,24 +206,13 @@ def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print)
 
     t = time.perf_counter()
     options: dict[str, object] = {}
-    if args.method == "px" and args.px_precision != "auto":
+    if args.method == "px" and args.px_precision != "float32":
         options["precision"] = args.px_precision
-
-    def prune() -> Masks:
-        return T.prune_for_transfer(
-            model, args.method, sparsity, full_train, head=args.head, probe=dense.probe,
-            per_class=args.per_class, rounds=args.rounds, scope=args.scope, seed=args.seed,
-            size=size, device=device, progress=progress, **options,
-        )
-
-    try:
-        masks = prune()
-    except PXNumericsError as exc:
-        if args.method != "px" or args.px_precision != "auto":
-            raise
-        log(f"PX in float32 failed ({exc}); pruning again with precision='float64'")
-        options["precision"] = "float64"
-        masks = prune()
+    masks = T.prune_for_transfer(
+        model, args.method, sparsity, full_train, head=args.head, probe=dense.probe,
+        per_class=args.per_class, rounds=args.rounds, scope=args.scope, seed=args.seed,
+        size=size, device=device, progress=progress, **options,
+    )
     prune_seconds = time.perf_counter() - t
     masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity,
                                            "backbone": backbone})
