@@ -150,3 +150,25 @@ def test_imp_cell_trains_prunes_rewinds_then_trains_the_ticket(tmp_path, data_fi
     kept = torch.cat([first[n][masks[n]].abs() for n in masks])
     alive_dropped = torch.cat([first[n][(~masks[n]) & (first[n] != 0)].abs() for n in masks])
     assert kept.min() >= alive_dropped.max()
+
+
+def test_demo_command_compares_the_methods(tmp_path, data_file, model_spec, capsys,
+                                           monkeypatch):
+    """``pxprune demo`` runs every demo method with one protocol and prints one line each."""
+    from dataclasses import replace
+
+    from pxprune import commands
+    from pxprune.methods.spec import folder_name
+
+    monkeypatch.setattr(commands, "DEMO", replace(commands.DEMO, model=model_spec, epochs=1,
+                                                  train_per_class=None, test_per_class=None,
+                                                  per_class=4, batch_size=8))
+    assert main(["demo", "--dataset", data_file, "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("== demo result"))
+    rows = lines[start + 1:]
+    assert [r.split()[0] for r in rows] == list(commands.DEMO_METHODS)
+    for method, row in zip(commands.DEMO_METHODS, rows, strict=True):
+        summary = json.loads((tmp_path / folder_name(method) / "summary.json").read_text())
+        assert f"{summary['final_test_acc']:5.1f} %" in row
+        assert f"density {summary['density']:.4f}" in row
