@@ -172,3 +172,36 @@ def test_demo_command_compares_the_methods(tmp_path, data_file, model_spec, caps
         summary = json.loads((tmp_path / folder_name(method) / "summary.json").read_text())
         assert f"{summary['final_test_acc']:5.1f} %" in row
         assert f"density {summary['density']:.4f}" in row
+
+
+def test_run_under_torchrun_two_processes(tmp_path, data_file, model_spec):
+    """``torchrun --nproc_per_node 2 -m pxprune run``: gloo DDP on CPU, rank 0 scores and
+    writes, both ranks train, one summary is printed."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed")
+    module_dir = sys.path[0]  # the fixture put the model module first on sys.path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([module_dir, *sys.path[1:]]),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [str(torchrun if torchrun.exists() else "torchrun"), "--nproc_per_node", "2",
+         "--master_port", "29613", "-m", "pxprune", "run", "--model", model_spec, "--dataset",
+         data_file, "--method", "px", "--sparsity", "0.5", "--per-class", "4", "--epochs", "2",
+         "--batch-size", "8", "--device", "cpu", "--no-progress", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"final_test_acc"') == 1  # printed by rank 0 only
+    summary = json.loads((out / "summary.json").read_text())
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.kept == round(0.5 * masks.total)
+    assert summary["density"] == pytest.approx(masks.density())
+    state = torch.load(out / "model.pt", weights_only=True)
+    state = state.get("model", state)
+    for name, keep in masks.items():
+        assert (state[name][~keep] == 0).all(), name

@@ -52,8 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress and info.rank == 0)
     finally:
         cleanup()
-    print(json.dumps({k: summary.get(k) for k in ("final_test_acc", "best_test_acc", "density",
-                                                    "collapsed_layers")}, indent=2))
+    if info.rank == 0:
+        keys = ("final_test_acc", "best_test_acc", "density", "collapsed_layers")
+        print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
     return 0
 
 

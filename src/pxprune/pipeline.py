@@ -188,8 +188,12 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         masks = Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
-        masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out)
-        if cfg.method == "imp":  # the ticket is trained from the rewound init, like the others
+        is_imp = cfg.method.split("[")[0] == "imp"
+        if main or is_imp:  # imp trains: every rank takes part
+            masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out)
+        else:  # scored on rank 0 only; the trainer broadcasts rank 0's masks to this rank
+            masks, info = Masks.ones(model), {}
+        if is_imp:  # the ticket is trained from the rewound init, like the others
             model = initial_model(cfg, train_set.num_classes).to(device)
         if main:
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
