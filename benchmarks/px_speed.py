@@ -8,7 +8,7 @@ Both are timed in the same process, interleaved, median of ``--repeats`` after a
 - ``px_float64``: the same with ``precision="float64"`` (copy 1 in float64 too: the reference).
 Target (issue 2): one PX round within 3x of one plain forward (the official code needs about 5x).
 
-    .venv/bin/python benchmarks/px_speed.py [--repeats 7] [--threads N] [--device cpu|cuda]
+    .venv/bin/python benchmarks/px_speed.py [--repeats 7] [--threads 1,2] [--device cpu|cuda]
 
 Writes benchmarks/results/px_speed.json.
 """
@@ -53,12 +53,13 @@ def main() -> None:
     """Time the three cases and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", default="", help="torch thread counts to measure, e.g. 1,2 "
+                    "(default: torch's default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(RESULT))
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [
+        torch.get_num_threads()]
 
     dataset = load_any_dataset("cifar10", "train")
     x, _ = pruning_batch(dataset, per_class=10, seed=0)
@@ -75,15 +76,27 @@ def main() -> None:
         "px": lambda: pxprune.score(model, "px", x),
         "px_float64": lambda: pxprune.score(model, "px", x, precision="float64"),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():
-        fn()  # warm-up
-    for _ in range(args.repeats):
-        for name, fn in cases.items():
-            times[name].append(timed(fn, args.device))
-    median = {name: statistics.median(t) for name, t in times.items()}
+    runs = {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for fn in cases.values():
+            fn()  # warm-up
+        for _ in range(args.repeats):
+            for name, fn in cases.items():
+                times[name].append(timed(fn, args.device))
+        median = {name: statistics.median(t) for name, t in times.items()}
+        runs[f"{threads}_threads"] = {
+            "device": device_description(args.device),
+            "median_s": median,
+            "all_s": times,
+            "ratio_px_to_forward": median["px"] / median["forward"],
+            "ratio_px_float64_to_forward": median["px_float64"] / median["forward"],
+        }
+        print(f"-- {threads} torch thread(s)")
+        for name, t in median.items():
+            print(f"{name:<11} {1000 * t:8.1f} ms   ({t / median['forward']:.2f}x forward)")
     result = {
-        "device": device_description(args.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),
@@ -91,15 +104,10 @@ def main() -> None:
         "model": "resnet20 (1x1 shortcuts), Kaiming init, seed 0",
         "images": f"{len(x)} CIFAR-10 training images (JPEG copy), 10 per class",
         "repeats": args.repeats,
-        "median_s": median,
-        "all_s": times,
-        "ratio_px_to_forward": median["px"] / median["forward"],
-        "ratio_px_float64_to_forward": median["px_float64"] / median["forward"],
         "target_ratio": 3.0,
+        "runs": runs,
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    for name, t in median.items():
-        print(f"{name:<11} {1000 * t:8.1f} ms   ({t / median['forward']:.2f}x forward)")
     print(f"-> {args.out}")
 
 
