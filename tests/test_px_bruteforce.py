@@ -275,3 +275,15 @@ def test_layer_sums_equal_R_on_a_chain():
     r, shares = px_terms(model, [(xs, None)], pxprune.Masks.ones(model), precision="float64")
     for name, s in shares.items():
         assert s.sum().item() == pytest.approx(r.item(), rel=1e-10), name
+
+
+def test_dilated_max_pool_is_refused_by_name():
+    """A dilated max-pool window has no average-pool equivalent in copy 2: clear error."""
+    from pxprune.intercept import UnsupportedLayerError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(),
+                          nn.MaxPool2d(2, dilation=2), nn.Flatten(), nn.Linear(2 * 2 * 2, 3,
+                                                                               bias=False))
+    with pytest.raises(UnsupportedLayerError, match=r"dilated max-pool in 2 \(MaxPool2d\)"):
+        pxprune.score(model, "px", torch.randn(4, 1, 8, 8))

@@ -70,6 +70,19 @@ def _gate_params(name: str, args: tuple, kwargs: dict) -> tuple[float, float]:
     return low, float(_arg(args, kwargs, 2, "max_val", 1.0))
 
 
+def maxpool_geometry(args: tuple, kwargs: dict, where: str) -> tuple:
+    """(kernel, stride, padding, ceil_mode) of a max-pool call; dilation is refused (a dilated
+    window has no average-pool equivalent)."""
+    x = args[0]
+    kernel = _arg(args, kwargs, 1, "kernel_size")
+    stride = _arg(args, kwargs, 2, "stride") or kernel
+    padding = _arg(args, kwargs, 3, "padding", 0)
+    dilation = _arg(args, kwargs, 4, "dilation", 1)
+    if dilation not in (1, (1,) * (x.dim() - 2)):
+        raise UnsupportedLayerError(f"dilated max-pool in {where}")
+    return kernel, stride, padding, bool(_arg(args, kwargs, 5, "ceil_mode", False))
+
+
 class Interceptor(TorchFunctionMode):
     """Routes recognised calls to ``on_<kind>`` methods while tracking the executing module."""
 
@@ -339,13 +352,7 @@ class PathKernelCopy(_WeightSubstitution):
         wants_indices = bool(_arg(args, kwargs, 6, "return_indices", False))
         if self.maxpool_as == "max":
             return func(*args, **kwargs)
-        kernel = _arg(args, kwargs, 1, "kernel_size")
-        stride = _arg(args, kwargs, 2, "stride") or kernel
-        padding = _arg(args, kwargs, 3, "padding", 0)
-        dilation = _arg(args, kwargs, 4, "dilation", 1)
-        ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
-        if dilation not in (1, (1,) * (x.dim() - 2)):
-            raise UnsupportedLayerError(f"dilated max-pool in {self.current_module}")
+        kernel, stride, padding, ceil_mode = maxpool_geometry(args, kwargs, self.current_module)
         pool: Callable = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}[x.dim()]
         out = pool(x, kernel, stride, padding, ceil_mode, count_include_pad=False)
         return (out, None) if wants_indices else out

@@ -38,8 +38,8 @@ from .intercept import (
     GateRecorder,
     PathActivationCopy,
     PathKernelCopy,
-    UnsupportedLayerError,
     _arg,
+    maxpool_geometry,
     weighted_modules,
 )
 from .masks import Masks, PruningError
@@ -320,13 +320,7 @@ class _SumPoolKernelCopy(PathKernelCopy):
     def on_maxpool(self, name, func, args, kwargs):
         x = args[0]
         wants_indices = bool(_arg(args, kwargs, 6, "return_indices", False))
-        kernel = _arg(args, kwargs, 1, "kernel_size")
-        stride = _arg(args, kwargs, 2, "stride") or kernel
-        padding = _arg(args, kwargs, 3, "padding", 0)
-        dilation = _arg(args, kwargs, 4, "dilation", 1)
-        ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
-        if dilation not in (1, (1,) * (x.dim() - 2)):
-            raise UnsupportedLayerError(f"dilated max-pool in {self.current_module}")
+        kernel, stride, padding, ceil_mode = maxpool_geometry(args, kwargs, self.current_module)
         squeeze = x.dim() == 3
         if squeeze:  # avg_pool1d has no divisor_override: pool a 1 x L image instead
             x = x.unsqueeze(2)
