@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pxprune import transfer as T
 from pxprune.api import get_method
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.masks import Masks
+from pxprune.provenance import cpu_name, dirty_files, git_commit
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -46,27 +46,6 @@ STEP = 0.8  # density kept per step k in the multi-round chains (split into R ro
 PLOT_ORDER = ("px", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntksap", "random")
 COLORS = {"px": "C3", "magnitude": "C0", "snip": "C1", "grasp": "C2", "synflow": "C4",
           "synflow_l2": "C9", "ntksap": "C5", "random": "C7"}
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (the device of every result here)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def git_commit() -> str:
-    """HEAD commit of the repository (plus '+dirty' when tracked files differ)."""
-    try:
-        rev = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=HERE, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=HERE)
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def default_methods() -> list[str]:
@@ -308,7 +287,7 @@ def metadata(args: argparse.Namespace, **extra: object) -> dict:
         "device": f"CPU: {cpu_name()} ({args.threads} torch threads, cores shared)",
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(), "git_dirty": dirty_files(),
         "command": "python " + " ".join(sys.argv),
         "dataset": "CIFAR-10 (JPEG copy)",
         "sparsities": [round(100 * s, 2) for s in SPARSITIES],
