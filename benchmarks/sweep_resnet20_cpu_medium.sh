@@ -3,7 +3,7 @@
 # paper's): the first 1,000 training images of each class, 4 epochs, batch 128, SGD Nesterov
 # 0.9, wd 5e-4, one-cycle to lr 0.2, crop+flip (recipe cpu_small), tested on the first 300 test
 # images of each class; the two highest paper sparsities where the small sweep separated the
-# methods; seed 0; two cells at a time, one torch thread each.
+# methods; seeds $SEEDS (0,1 for the committed result); two cells at a time, one thread each.
 # Writes benchmarks/results/sweep_resnet20_cpu_medium.{json,png,md,csv}. Re-running resumes.
 set -euo pipefail
 export OMP_NUM_THREADS=1 PXPRUNE_DATA=${PXPRUNE_DATA:-../shared/data}
@@ -15,7 +15,7 @@ SEEDS=${SEEDS:-0}
   --recipe cpu_small --train-per-class 1000 --test-per-class 300 \
   --jobs 2 --threads 1 --device cpu --no-progress --out "$OUT"
 .venv/bin/pxprune report "$OUT" \
-  --title "ResNet-20 / CIFAR-10 (JPEG copy), CPU medium protocol (DESIGN §3 CPU check, not the paper's)" \
+  --title "ResNet-20 / CIFAR-10 (JPEG copy), CPU medium protocol (not the paper's)" \
   --results benchmarks/results/sweep_resnet20_cpu_medium.json \
   --note "DESIGN §3's CPU-sized protocol, NOT the paper's: 4 epochs on 10,000 training images \
 (1,000/class), one-cycle to lr 0.2, tested on 3,000 (300/class). DESIGN's prototype of this \
