@@ -9,6 +9,7 @@ single process with the same global batch. Masks are computed on rank 0 and broa
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,10 +89,22 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
     return DistInfo(rank, world, local_rank, dev)
 
 
-def cleanup() -> None:
-    """Destroy the process group if one is initialised."""
-    if is_distributed():
-        dist.destroy_process_group()
+def cleanup(timeout_s: float = 120.0) -> None:
+    """Wait for every rank (at most ``timeout_s`` on gloo), then destroy the process group.
+
+    Without the wait, a rank that tears gloo down while another still uses it can abort that
+    rank natively ("terminate called without an active exception", seen in the DDP tests).
+    """
+    if not is_distributed():
+        return
+    try:
+        if dist.get_backend() == "gloo":  # bounded: a failed rank must not hang the others
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # another rank failed: its error is what the user needs, not this one
+    dist.destroy_process_group()
 
 
 def _comm_device() -> torch.device:
