@@ -70,12 +70,21 @@ def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool =
 
     Call it with the model in eval mode: a train-mode forward would update BatchNorm statistics.
     """
-    x = x.to(next(model.parameters()).dtype)
+    return _classifier_of(record_gates(model, x[:1], approximate_unsupported))
+
+
+def record_gates(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> Recording:
+    """The real network's ReLU patterns, max-pool choices and conv/linear calls on ``x``."""
     with torch.no_grad(), GateRecorder(model, approximate_unsupported) as rec:
-        model(x[:1])
-    if not rec.recording.weighted_calls:
+        model(x.to(next(model.parameters()).dtype))
+    return rec.recording
+
+
+def _classifier_of(recording: Recording) -> str:
+    """The weight name of the last Conv/Linear call in ``recording``."""
+    if not recording.weighted_calls:
         raise PruningError("the model's forward pass calls no Conv/Linear layer")
-    module = rec.recording.weighted_calls[-1]
+    module = recording.weighted_calls[-1]
     return f"{module}.weight" if module else "weight"
 
 
@@ -165,30 +174,31 @@ def _copy1_float32(model, copy1, copy1_low, recording, squared, approximate_unsu
 
 
 @torch.no_grad()
-def path_activation_sum(model, batches, copy1, precision, approximate_unsupported) -> Tensor:
+def path_activation_sum(model, batches, copy1, precision, approximate_unsupported,
+                        first_recording: Recording | None = None) -> Tensor:
     """``Z1 = sum_x z1(x)`` in float64: gates recorded on the real network, replayed on ``x**2``.
 
     With ``precision="float32"`` each batch runs in float32 where that is provably close (see
     :func:`_copy1_float32`) and falls back to float64 (with a PXPrecisionFallback warning)
-    where it is not."""
+    where it is not. ``first_recording``, when given, is the first batch's recording (saves
+    one forward when the caller already recorded it)."""
     f64 = torch.float64
-    model_dtype = next(model.parameters()).dtype
     copy1_low = {k: v.float() for k, v in copy1.items()} if precision == "float32" else copy1
     z1_sum: Tensor | None = None
-    for x, _ in batches:
-        with GateRecorder(model, approximate_unsupported) as rec:
-            model(x.to(model_dtype))
+    for i, (x, _) in enumerate(batches):
+        recording = first_recording if i == 0 and first_recording is not None else (
+            record_gates(model, x, approximate_unsupported))
         squared = x.to(f64).square()
         z1 = None
         if precision == "float32":
-            z1 = _copy1_float32(model, copy1, copy1_low, rec.recording, squared,
+            z1 = _copy1_float32(model, copy1, copy1_low, recording, squared,
                                 approximate_unsupported)
             if z1 is None:
                 warnings.warn("PX copy 1 exceeds float32's range on this network: computing it "
                               "in float64 (pass precision='float64' to skip the float32 try)",
                               PXPrecisionFallback, stacklevel=2)
         if z1 is None:
-            with PathActivationCopy(model, copy1, rec.recording,
+            with PathActivationCopy(model, copy1, recording,
                                     approximate_unsupported=approximate_unsupported):
                 z1 = model(squared)
         if not torch.isfinite(z1).all():
@@ -204,13 +214,16 @@ def path_activation_sum(model, batches, copy1, precision, approximate_unsupporte
 def _px_terms(model, batches, masks, all_weights, real_classifier, classifier_name, precision,
               approximate_unsupported):
     device = next(iter(all_weights.values())).device
+    # the first batch's gates also name the classifier (the last Conv/Linear called)
+    first = record_gates(model, batches[0][0], approximate_unsupported)
     if classifier_name is None:
-        classifier_name = find_classifier(model, batches[0][0], approximate_unsupported)
+        classifier_name = _classifier_of(first)
     if classifier_name not in all_weights:
         raise PruningError(f"classifier {classifier_name!r} is not a Conv/Linear weight")
     copy1, copy2, leaves = _copy_weights(all_weights, masks, classifier_name, real_classifier,
                                          device)
-    z1_sum = path_activation_sum(model, batches, copy1, precision, approximate_unsupported)
+    z1_sum = path_activation_sum(model, batches, copy1, precision, approximate_unsupported,
+                                 first_recording=first)
     ones = torch.ones((1, *batches[0][0].shape[1:]), dtype=torch.float64, device=device)
     with PathKernelCopy(model, copy2, bn_power=2, maxpool_as="avg",
                         approximate_unsupported=approximate_unsupported):
