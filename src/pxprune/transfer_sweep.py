@@ -1,0 +1,271 @@
+"""``pxprune sweep --transfer``: a grid of transfer runs (method x sparsity x seed) for a figure.
+
+Each cell is what ``pxprune transfer`` does with the same arguments (see
+:mod:`pxprune.transfer_command`): prune the pre-trained backbone with the downstream pruning
+split, refit the ridge probe on the pruned features (``--mode probe``) and, with
+``--mode finetune``, fine-tune with the mask fixed. Layout of the sweep folder ``OUT``::
+
+    OUT/sweep.json                          kind "transfer": grid, protocol, environment, cells
+    OUT/dense/seed<k>/                      the dense reference of seed k: result.json,
+                                            probe.safetensors (the scoring head), finetune/
+    OUT/<method>/s<sparsity %>/seed<k>/     one ``pxprune transfer`` output folder per cell
+
+Work done once rather than per cell: the data are read and cut once per sweep, the backbone is
+loaded once per seed (each cell prunes a copy), and the dense probe (hence the dense feature
+extraction) and the dense fine-tuning run once per seed, into ``dense/seed<k>``; every cell's
+``result.json`` repeats that dense block so it reads like a single transfer run.
+
+Multi-round schedules are shared where they coincide: with ``--round-factor F`` the cell at
+sparsity s has round(ln(1 - s) / ln F) rounds of density F each, so a lower sparsity's rounds
+are the first rounds of a higher one's. A cell then continues from the masks of the finished
+cell whose per-round kept counts are the longest prefix of its own (``continued_from`` in its
+result.json); the masks are the same as pruning from scratch, at a fraction of the rounds.
+
+Resumable like the training sweep: a finished cell (``result.json``) is skipped, a cell that
+raises gets ``error.json`` while the others still run (the command then exits 1), and a folder
+holding another protocol or a training sweep is refused. An interrupted cell prunes again
+(deterministically) and its fine-tuning resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from .masks import Masks
+from .pipeline import DENSE
+from .resolve import UsageError
+from .schedule import round_densities
+from .sweep import (
+    TRANSFER,
+    Cell,
+    canonical_methods,
+    close_sweep,
+    environment,
+    plan_cells,
+    record_cell,
+    run_guarded,
+    start_sweep,
+)
+from .transfer_command import (
+    TRANSFER_DEFAULTS,
+    DenseReference,
+    TransferConfig,
+    TransferData,
+    config_from_args,
+    dense_reference,
+    effective_rounds,
+    load_pretrained,
+    load_transfer_data,
+    prune_cell,
+    recipe_of,
+    split_transfer_method,
+    write_config,
+)
+
+PROBE_FILE = "probe.safetensors"
+
+
+def schedule_counts(density: float, rounds: int, sizes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Weights kept after each round: ``round(d_r * n)`` per threshold group of ``n`` weights
+    (one group for a global threshold, one per layer for ``scope="layer"``)."""
+    return [tuple(round(d * n) for n in sizes) for d in round_densities(density, rounds)]
+
+
+def _model_order(masks: Masks, model: torch.nn.Module) -> Masks:
+    """``masks`` in the model's parameter order (safetensors sorts names; the global threshold
+    breaks ties by position, so the order must be the one a fresh prune uses)."""
+    order = [n for n, _ in model.named_parameters() if n in masks]
+    return Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
+
+
+def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
+                 sparsities: Sequence[float]) -> tuple[Masks, int, str] | None:
+    """``(masks, rounds done, folder)`` of the finished cell of the same method and seed whose
+    per-round kept counts are the longest prefix of this cell's schedule, or None."""
+    rounds = effective_rounds(cfg)
+    if rounds < 2:
+        return None
+    _, options = split_transfer_method(cfg.method)
+    scope = str(options.get("scope", cfg.scope))
+    ones = Masks.ones(model)
+    sizes = [ones.total] if scope == "global" else [m.numel() for m in ones.values()]
+    target = schedule_counts(1.0 - cfg.sparsity, rounds, sizes)
+    best: tuple[int, str] | None = None
+    for s in sparsities:
+        folder = Cell(cfg.method, float(s), cfg.seed).folder
+        path = out / folder
+        if s >= cfg.sparsity or not (path / "result.json").exists():
+            continue
+        done = json.loads((path / "result.json").read_text())
+        k = done.get("rounds")
+        if (not isinstance(k, int) or not 0 < k < rounds or done.get("scope") != scope
+                or not (path / "masks.safetensors").exists()):
+            continue
+        if schedule_counts(1.0 - done["sparsity"], k, sizes) == target[:k]:
+            if best is None or k > best[0]:
+                best = (k, folder)
+    if best is None:
+        return None
+    masks = _model_order(Masks.load(out / best[1] / "masks.safetensors"), model)
+    if masks.kept != sum(target[best[0] - 1]):  # the file is not what its result.json says
+        return None
+    return masks, best[0], best[1]
+
+
+def _save_probe(probe, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"weight": probe.weight.contiguous(), "bias": probe.bias.contiguous()}, str(path))
+
+
+def _load_probe(path: Path, block: dict):
+    from safetensors.torch import load_file
+
+    from .transfer import Probe
+
+    t = load_file(str(path))
+    p = block["probe"]
+    return Probe(t["weight"], t["bias"], p["l2"], p.get("holdout_acc"), p.get("train_acc"), {})
+
+
+def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, folder: Path,
+               weights: str, *, device: str, progress: bool,
+               log: Callable[[str], object]) -> DenseReference:
+    """The seed's dense reference: read back from ``folder`` when finished, else computed and
+    written there (``result.json`` and the probe that serves as scoring head)."""
+    result_path, probe_path = folder / "result.json", folder / PROBE_FILE
+    if result_path.exists() and probe_path.exists():
+        block = json.loads(result_path.read_text())["dense"]
+        return DenseReference(_load_probe(probe_path, block), block)
+    write_config(folder, replace(cfg, method=DENSE, sparsity=0.0), data, weights)
+    dense = dense_reference(cfg, data, model, finetune_dir=folder / "finetune", device=device,
+                            progress=progress, log=log)
+    _save_probe(dense.probe, probe_path)
+    result = {"backbone": cfg.backbone, "dataset": data.full_train.name, "method": DENSE,
+              "mode": cfg.mode, "seed": cfg.seed, "sparsity": 0.0, "density": 1.0,
+              "image_size": data.size, "dense": dense.block, "accuracy_unit": "percent"}
+    result_path.write_text(json.dumps(result, indent=2))
+    return dense
+
+
+def run_transfer_sweep(base: TransferConfig, methods: Sequence[str], sparsities: Sequence[float],
+                       seeds: Sequence[int], out: str | Path, *, device: str = "cpu",
+                       threads: int | None = None, progress: bool = True,
+                       log: Callable[[str], object] = print, env: dict | None = None) -> dict:
+    """Run every unfinished cell (the dense reference of each seed first); return sweep.json."""
+    out = Path(out)
+    methods = [DENSE, *(m for m in canonical_methods(methods) if m != DENSE)]
+    for m in methods[1:]:
+        split_transfer_method(m)  # e.g. refuses imp before any work
+    sparsities = sorted(float(s) for s in sparsities)  # lower first: later ones continue them
+    cells = plan_cells(methods, sparsities, seeds)
+    if threads:
+        torch.set_num_threads(threads)
+    env = env if env is not None else environment(device)
+    recipe = recipe_of(base).to_dict() if base.mode == "finetune" else None
+    record, todo = start_sweep(out, cells, base.protocol(), kind=TRANSFER, methods=methods,
+                               sparsities=sparsities, seeds=seeds, device=device, env=env,
+                               extra={"recipe": recipe},
+                               invocation={"jobs": 1, "threads": threads}, log=log)
+    data = load_transfer_data(base) if todo else None
+    for seed in dict.fromkeys(c.seed for c in todo):
+        _run_seed(replace(base, seed=seed), data, [c for c in todo if c.seed == seed], out,
+                  record, device=device, progress=progress, log=log)
+    return close_sweep(out, record, cells)
+
+
+def _run_seed(cfg: TransferConfig, data: TransferData, todo: list[Cell], out: Path, record: dict,
+              *, device: str, progress: bool, log: Callable[[str], object]) -> None:
+    """The unfinished cells of one seed: one backbone load, one dense reference (computed, or
+    read back when finished), then each pruned cell on a copy of the backbone."""
+    model, weights = load_pretrained(cfg, data, device)
+    found: list[DenseReference] = []
+
+    def run_dense() -> dict:
+        found.append(dense_cell(cfg, data, model, out / Cell(DENSE, 0.0, cfg.seed).folder,
+                                weights, device=device, progress=progress, log=log))
+        return {"final_test_acc": found[0].block["test_acc"]}
+
+    if todo[0].method == DENSE:
+        log(f"  run    {todo[0].folder}")
+    outcome = run_guarded(run_dense)
+    if todo[0].method == DENSE:
+        record_cell(out, record, todo[0], outcome, log)
+        todo = todo[1:]
+    for cell in todo:
+        if not found:
+            record_cell(out, record, cell, {**outcome, "error": "dense reference of seed "
+                                            f"{cfg.seed} failed: {outcome['error']}"}, log)
+            continue
+        log(f"  run    {cell.folder}")
+        work = partial(_cell, replace(cfg, method=cell.method, sparsity=cell.sparsity), data,
+                       model, found[0], out, cell.folder, weights, record["sparsities"],
+                       device=device, progress=progress, log=log)
+        record_cell(out, record, cell, run_guarded(work), log)
+
+
+def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
+          dense: DenseReference, out: Path, folder: str, weights: str,
+          sparsities: Sequence[float], *, device: str, progress: bool,
+          log: Callable[[str], object]) -> dict:
+    """One pruned cell on a copy of the seed's pre-trained model; its sweep.json fields."""
+    cell_model = copy.deepcopy(model)
+    start = continuation(out, cfg, cell_model, sparsities)
+    if start is not None:
+        log(f"         continuing {start[2]} after its {start[1]} rounds")
+    write_config(out / folder, cfg, data, weights, sweep=str(out))
+    result = prune_cell(cfg, data, cell_model, dense, out / folder, device=device,
+                        progress=progress, log=log, start=start, show_layers=False)
+    return {"final_test_acc": result["pruned"]["test_acc"],
+            "extra": {"rounds": result["rounds"],
+                      "continued_from": (result["continued_from"] or {}).get("folder")}}
+
+
+# --------------------------------------------------------------------------------------------
+# command line (``pxprune sweep --transfer``; the options are registered by pxprune.sweep)
+# --------------------------------------------------------------------------------------------
+
+NOT_WITH_TRANSFER = {  # sweep options a transfer sweep does not take: dest -> why
+    "model": "name the pre-trained network with --backbone",
+    "schedule": "fine-tuning takes --recipe, --epochs, --lr and --batch-size",
+}
+
+
+def check_transfer_flags(args: argparse.Namespace) -> None:
+    """Refuse options that do not fit the sweep's kind (one-line UsageError)."""
+    if not args.transfer:
+        given = [k for k in TRANSFER_DEFAULTS if getattr(args, k, None) is not None]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} applies only with --transfer")
+        return
+    for dest, why in NOT_WITH_TRANSFER.items():
+        if getattr(args, dest, None) is not None:
+            raise UsageError(f"--{dest} does not apply with --transfer: {why}")
+    if args.jobs != 1:
+        raise UsageError("--jobs does not apply with --transfer: the cells of a seed share its "
+                         "data, backbone and dense reference in one process (use --threads)")
+    if args.backbone is None:
+        raise UsageError("--transfer needs --backbone (e.g. efficientnet_lite0, resnet56_a)")
+
+
+def run_from_args(args: argparse.Namespace, methods: list[str],
+                  sparsities: list[float]) -> dict:
+    """``pxprune sweep --transfer``: check the options, then run the grid."""
+    check_transfer_flags(args)
+    first = next((m for m in methods if m != DENSE), "random")
+    base = config_from_args(args, method=first, sparsity=max(sparsities), seed=args.seeds[0])
+    return run_transfer_sweep(base, methods, sparsities, args.seeds, args.out,
+                              device=args.device, threads=args.threads,
+                              progress=not args.no_progress)
+
+
+__all__ = ["check_transfer_flags", "continuation", "dense_cell", "run_from_args",
+           "run_transfer_sweep", "schedule_counts"]
