@@ -218,6 +218,8 @@ def test_recipe_presets_match_paper():
     r = RECIPES["cpu_small"]
     assert (r.epochs, r.batch_size, r.nesterov, r.momentum, r.weight_decay, r.schedule, r.lr) == (
         4, 128, True, 0.9, 5e-4, "onecycle", 0.2)
+    r = RECIPES["cifar10_onecycle30"]  # the short GPU protocol: its name must say its length
+    assert (r.epochs, r.schedule, r.lr, r.milestones) == (30, "onecycle", 0.2, ())
 
 
 def test_get_recipe_scales_milestones():
