@@ -181,6 +181,14 @@ class Masks(Mapping[str, Tensor]):
         both = sum(int((m & other[n]).sum()) for n, m in self._masks.items())
         return both / self.kept if self.kept else 1.0
 
+    def in_order_of(self, model: nn.Module) -> Masks:
+        """The same masks in ``model.named_parameters()`` order (a file sorts the names, but a
+        global threshold breaks ties by position and the trainer's checkpoint fingerprint
+        depends on the order); names the model lacks come last."""
+        order = [n for n, _ in model.named_parameters() if n in self._masks]
+        return Masks({n: self._masks[n] for n in order + [n for n in self._masks
+                                                           if n not in order]})
+
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> None:
         """Write the masks to a safetensors file (bool tensors)."""

@@ -181,11 +181,10 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     model = initial_model(cfg, train_set.num_classes).to(device)
     masks_path, prune_path = out / "masks.safetensors", out / "prune.json"
     if masks_path.exists() and prune_path.exists():
-        masks, info = Masks.load(masks_path), json.loads(prune_path.read_text())
-        # safetensors sorts the names; restore the model's order, which the trainer's
-        # checkpoint fingerprint depends on (else every resume is refused as "another masks")
-        order = [n for n, _ in model.named_parameters() if n in masks]
-        masks = Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
+        # the model's order, which the trainer's checkpoint fingerprint depends on (else every
+        # resume would be refused as "another masks")
+        masks = Masks.load(masks_path).in_order_of(model)
+        info = json.loads(prune_path.read_text())
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
         is_imp = cfg.method.split("[")[0] == "imp"

@@ -18,6 +18,7 @@ import math
 import os
 import shlex
 import sys
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -465,7 +466,8 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
     default_title = f"{network} / {', '.join(names)}"
     if _is_transfer(result):
         default_title += f", transfer ({proto.get('mode')})"
-    ax.set_title(title or default_title, fontsize=10)
+    # wrapped: the legend sits right of the axes, so a long title would be cut at the left
+    ax.set_title("\n".join(textwrap.wrap(title or default_title, 64)), fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

@@ -79,13 +79,6 @@ def schedule_counts(density: float, rounds: int, sizes: Sequence[int]) -> list[t
     return [tuple(round(d * n) for n in sizes) for d in round_densities(density, rounds)]
 
 
-def _model_order(masks: Masks, model: torch.nn.Module) -> Masks:
-    """``masks`` in the model's parameter order (safetensors sorts names; the global threshold
-    breaks ties by position, so the order must be the one a fresh prune uses)."""
-    order = [n for n, _ in model.named_parameters() if n in masks]
-    return Masks({n: masks[n] for n in order + [n for n in masks if n not in order]})
-
-
 def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
                  sparsities: Sequence[float]) -> tuple[Masks, int, str] | None:
     """``(masks, rounds done, folder)`` of the finished cell of the same method and seed whose
@@ -114,7 +107,7 @@ def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
                 best = (k, folder)
     if best is None:
         return None
-    masks = _model_order(Masks.load(out / best[1] / "masks.safetensors"), model)
+    masks = Masks.load(out / best[1] / "masks.safetensors").in_order_of(model)
     if masks.kept != sum(target[best[0] - 1]):  # the file is not what its result.json says
         return None
     return masks, best[0], best[1]
@@ -132,8 +125,10 @@ def _load_probe(path: Path, block: dict):
     from .transfer import Probe
 
     t = load_file(str(path))
-    p = block["probe"]
-    return Probe(t["weight"], t["bias"], p["l2"], p.get("holdout_acc"), p.get("train_acc"), {})
+    p = block["probe"]  # accuracies in percent there, fractions in a Probe
+    hold = p.get("holdout_acc")
+    return Probe(t["weight"], t["bias"], p["l2"], None if hold is None else hold / 100,
+                 p["train_acc"] / 100, {})
 
 
 def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, folder: Path,
