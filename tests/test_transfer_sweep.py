@@ -344,3 +344,21 @@ def test_best_metric_of_a_probe_sweep_is_refused(finished, capsys):
     out, _ = finished
     assert main(["report", str(out), "--metric", "best"]) == 2
     assert "--metric best applies to training and fine-tuning sweeps" in capsys.readouterr().err
+
+
+def test_rounds_per_cell_from_the_round_factor():
+    """--round-factor 0.8: 2, 4, ..., 18 rounds for multi-round methods at the paper's
+    sparsities; one-shot methods keep 1; a spec's rounds= and --rounds win."""
+    from dataclasses import replace
+
+    from pxprune.ntk_study import parse_sparsities
+    from pxprune.transfer_command import TransferConfig, effective_rounds
+
+    base = TransferConfig(backbone="resnet20_a", round_factor=0.8)
+    for method in ("px", "px[variant=cvpr2024]", "synflow", "ntksap"):
+        assert [effective_rounds(replace(base, method=method, sparsity=s))
+                for s in parse_sparsities("paper")] == list(range(2, 19, 2)), method
+    assert effective_rounds(replace(base, method="snip")) == 1
+    assert effective_rounds(replace(base, method="px[rounds=5]")) == 5
+    assert effective_rounds(replace(base, round_factor=None)) == 100  # PX's default
+    assert effective_rounds(replace(base, round_factor=None, method="snip", rounds=3)) == 3
