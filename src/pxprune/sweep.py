@@ -189,7 +189,11 @@ def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn)
             fh.write(msg + "\n")
             fh.flush()
 
-        result = _run_cell(RunConfig.from_dict(cfg), Path(folder), device, threads, False, log)
+        try:
+            result = _run_cell(RunConfig.from_dict(cfg), Path(folder), device, threads, False, log)
+        except KeyboardInterrupt:  # Ctrl-C / timeout reach every worker: the parent reports it
+            log("interrupted; the cell resumes from its checkpoint when the sweep is re-run")
+            return
     conn.send(result)
     conn.close()
 
