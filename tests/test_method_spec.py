@@ -147,6 +147,15 @@ def test_report_names_and_styles_for_specs():
     assert len({styles[0][1], styles[2][1], styles[3][1]}) == 3  # told apart by line style
 
 
+def test_every_registered_method_has_a_report_name_and_its_own_colour():
+    import pxprune
+    from pxprune.sweep_report import COLORS, DISPLAY
+
+    assert set(pxprune.METHODS) <= set(DISPLAY) and set(pxprune.METHODS) <= set(COLORS)
+    colours = [COLORS[m] for m in pxprune.METHODS]
+    assert len(set(colours)) == len(colours)
+
+
 def test_sweep_end_to_end_with_specs(tmp_path, capsys):
     """A tiny sweep with option specs: spec folders, per-layer threshold applied, report rows."""
     import json

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import shlex
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_cell_layout():
         plan_cells(["px"], [0.98201, 0.98199], [0])
 
 
-def test_sweep_writes_every_cell_and_sweep_json(finished):
+def test_sweep_writes_every_cell_and_sweep_json(finished, data):
     for cell in all_cells():
         summary = json.loads((finished / cell.folder / "summary.json").read_text())
         assert summary["config"]["method"] == cell.method
@@ -86,7 +87,9 @@ def test_sweep_writes_every_cell_and_sweep_json(finished):
     assert "git_commit" in record["environment"] and record["environment"]["device"]
     assert "git_dirty" in record["environment"]
     assert "env_vars" in record["environment"]
-    assert record["invocations"][0]["command"].startswith("pxprune ")
+    # main(argv) called from code records its argv, not the test runner's command line
+    assert record["invocations"][0]["command"] == "pxprune " + shlex.join(
+        sweep_args(data, finished))
     assert all(e["status"] == "done" for e in record["cells"].values())
     assert len(record["cells"]) == 10
 

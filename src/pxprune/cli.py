@@ -15,6 +15,7 @@ from . import __version__
 from .data import DataError
 from .masks import PruningError
 from .methods import REGISTRY
+from .provenance import cli_argv, set_cli_argv
 from .resolve import UsageError
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     seconds = time.perf_counter() - start
     flops = count_flops(model, tuple(x.shape[1:]), masks)
     config = {
-        "command": "prune", "argv": sys.argv[1:], "pxprune": __version__,
+        "command": "prune", "argv": cli_argv(), "pxprune": __version__,
         "torch": torch.__version__, "python": platform.python_version(),
         **{k: v for k, v in vars(args).items() if k != "func"},
         "sparsity": sparsity, "dataset_name": dataset.name, "pruning_examples": int(len(y)),
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_cli_argv(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

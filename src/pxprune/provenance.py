@@ -56,6 +56,21 @@ def dirty_files() -> list[str] | None:
     return None if out is None else [line[3:] for line in out.splitlines() if line.strip()]
 
 
+_CLI_ARGV: list[str] | None = None  # set by pxprune.cli.main for the command being run
+
+
+def set_cli_argv(argv: list[str] | None) -> None:
+    """Record the arguments ``pxprune.cli.main`` was given (``None``: the process's own)."""
+    global _CLI_ARGV
+    _CLI_ARGV = None if argv is None else list(argv)
+
+
+def cli_argv() -> list[str]:
+    """The pxprune command's arguments: those given to ``cli.main(argv)`` when it was called
+    from code (tests, notebooks), else ``sys.argv[1:]``; what config files record."""
+    return list(sys.argv[1:]) if _CLI_ARGV is None else list(_CLI_ARGV)
+
+
 def environment(device: str | torch.device = "cpu") -> dict[str, object]:
     """Device, torch and Python versions, git commit, uncommitted files and the command line."""
     return {

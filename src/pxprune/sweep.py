@@ -131,10 +131,11 @@ def resolved_recipe(base: RunConfig) -> dict:
 
 def environment(device: str) -> dict:
     """Device name, torch/Python versions, git commit, uncommitted files and the command line."""
+    from .provenance import cli_argv
     from .provenance import environment as base_environment
 
     env = base_environment(device)
-    env["command"] = "pxprune " + shlex.join(sys.argv[1:])
+    env["command"] = "pxprune " + shlex.join(cli_argv())
     env["env_vars"] = {k: os.environ[k] for k in ENV_VARS if k in os.environ}
     return env
 

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shlex
-import sys
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,10 +36,11 @@ from .sweep import (
 
 RESULTS_FORMAT = "pxprune.sweep_results/1"
 DISPLAY = {"px": "PX", "ntksap": "NTK-SAP", "grasp": "GraSP", "synflow": "SynFlow",
-           "snip": "SNIP", "random": "Random", "magnitude": "Magnitude", "imp": "IMP",
-           DENSE: "Dense"}
+           "synflow_l2": "SynFlow-L2", "snip": "SNIP", "random": "Random",
+           "magnitude": "Magnitude", "imp": "IMP", DENSE: "Dense"}
 COLORS = {"px": "#d62728", "ntksap": "#1f77b4", "grasp": "#2ca02c", "synflow": "#9467bd",
-          "snip": "#ff7f0e", "random": "#7f7f7f", "magnitude": "#8c564b", "imp": "#e377c2"}
+          "synflow_l2": "#17becf", "snip": "#ff7f0e", "random": "#7f7f7f",
+          "magnitude": "#8c564b", "imp": "#e377c2"}
 METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
 
 
@@ -528,7 +528,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the table and write the report files; exit 0 even for partial sweeps."""
-    command = "pxprune " + shlex.join(sys.argv[1:])
+    from .provenance import cli_argv
+
+    command = "pxprune " + shlex.join(cli_argv())
     result = write_report(args.sweep_dir, args.out, metric=args.metric, title=args.title,
                           results_path=args.results, report_command=command,
                           notes=args.note)

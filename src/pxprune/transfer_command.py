@@ -24,7 +24,6 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .provenance import cli_argv
 from .resolve import UsageError
 
 MODES = ("probe", "finetune")
@@ -318,7 +318,7 @@ def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: st
                  **extra: object) -> None:
     """``config.json``: the config, the resolved weights and data facts, versions."""
     config = {
-        "command": "transfer", "argv": sys.argv[1:], "pxprune": __version__,
+        "command": "transfer", "argv": cli_argv(), "pxprune": __version__,
         "torch": torch.__version__, "python": platform.python_version(),
         **asdict(cfg), **extra, "weights": weights,
         "normalization": {"mean": list(data.mean), "std": list(data.std)},
