@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import prune_checkpoint
 from .batches import as_batches, require_targets
 from .masks import Masks, PruningError, prunable_parameters
 from .methods import REGISTRY, Method
@@ -74,6 +77,7 @@ def prune(
     progress: bool = True,
     masks: Masks | None = None,
     start_round: int = 0,
+    checkpoint: str | Path | None = None,
     **options,
 ) -> Masks:
     """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
@@ -86,6 +90,11 @@ def prune(
     ``start_round=j`` with ``masks`` continues a schedule whose first ``j`` rounds gave ``masks``
     (e.g. a lower sparsity whose per-round counts are a prefix of this one's): rounds j+1 ...
     ``rounds`` run as they would in one call (same densities, same seeds ``seed + r``).
+
+    ``checkpoint`` (a file path) makes a multi-round schedule survive interruption: the masks
+    are saved there every few seconds of scoring, a later call with the same pruning (method,
+    options, sparsity, rounds, scope, seed, starting weights, data) resumes after the saved
+    round, another pruning is refused, and the file is deleted once the schedule is done.
     """
     spec = get_method(method)
     density = 1.0 - parse_sparsity(sparsity)
@@ -104,16 +113,32 @@ def prune(
         raise PruningError("start_round > 0 needs the masks those rounds produced")
     current = Masks.ones(model) if masks is None else masks
     original = {n: p.detach().clone() for n, p in model.named_parameters() if n in current}
+    path = Path(checkpoint) if checkpoint is not None and rounds > 1 else None
+    ident: dict = {}
+    if path is not None:
+        ident = prune_checkpoint.identity(
+            method, options, density, rounds, scope, seed,
+            prune_checkpoint.fingerprint(original, batches))
+        saved = prune_checkpoint.load(path, ident)
+        if saved is not None and saved[1] > start_round:
+            current, start_round = saved[0].in_order_of(model), saved[1]
+    last_save = time.monotonic()
     try:
         for r, d in enumerate(tqdm(schedule[start_round:], desc=f"{method} rounds",
                                    disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
             scores = spec.score(model, batches, current, seed=seed + r, **options)
             current = threshold(scores, d, current, scope)
+            if path is not None and r + 1 < rounds and (
+                    time.monotonic() - last_save >= prune_checkpoint.CHECKPOINT_SECONDS):
+                prune_checkpoint.save(path, current, r + 1, ident)
+                last_save = time.monotonic()
     finally:
         with torch.no_grad():  # the method saw masked weights; hand back the originals
             for n, p in model.named_parameters():
                 if n in original:
                     p.copy_(original[n])
     current.apply_(model)
+    if path is not None:
+        path.unlink(missing_ok=True)
     return current

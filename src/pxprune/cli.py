@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, prune_checkpoint
 from .data import DataError
 from .masks import PruningError
 from .methods import REGISTRY
@@ -63,7 +63,8 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=not args.no_progress)
+                  seed=args.seed, progress=not args.no_progress,
+                  checkpoint=out / prune_checkpoint.FILE_NAME)
     seconds = time.perf_counter() - start
     flops = count_flops(model, tuple(x.shape[1:]), masks)
     config = {

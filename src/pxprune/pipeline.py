@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as D
+from . import prune_checkpoint
 from .data import ImageDataset, limit_per_class
 from .masks import Masks, PruningError
 
@@ -137,6 +138,7 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
         rounds, scope = options.pop("rounds", cfg.rounds), options.pop("scope", cfg.scope)
         masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
                       rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
+                      checkpoint=None if out is None else out / prune_checkpoint.FILE_NAME,
                       **options)
     info = {
         "method": cfg.method, "sparsity": cfg.sparsity, "density": masks.density(),
