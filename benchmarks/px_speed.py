@@ -7,6 +7,8 @@ Both are timed in the same process, interleaved, median of ``--repeats`` after a
   backward on one all-ones input in float64;
 - ``px_float64``: the same with ``precision="float64"`` (copy 1 in float64 too: the reference).
 Target (issue 2): one PX round within 3x of one plain forward (the official code needs about 5x).
+The same three on ResNet-56 (``resnet56_*``), whose copy 1 (about 2**370) outgrows float32 and
+runs as the rescaled float32 copy (per-layer powers of two) instead of float64.
 
     .venv/bin/python benchmarks/px_speed.py [--repeats 7] [--threads 1,2] [--device cpu|cuda]
 
@@ -49,6 +51,20 @@ def timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
+def cases_for(model: torch.nn.Module, x: torch.Tensor, prefix: str) -> dict:
+    """The plain forward, a default PX round and a float64 PX round of ``model`` on ``x``."""
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return {
+        f"{prefix}forward": forward,
+        f"{prefix}px": lambda: pxprune.score(model, "px", x),
+        f"{prefix}px_float64": lambda: pxprune.score(model, "px", x, precision="float64"),
+    }
+
+
 def main() -> None:
     """Time the three cases and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,19 +79,12 @@ def main() -> None:
 
     dataset = load_any_dataset("cifar10", "train")
     x, _ = pruning_batch(dataset, per_class=10, seed=0)
-    torch.manual_seed(0)
-    model = get("resnet20").to(args.device).eval()
     x = x.to(args.device)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(x)
-
-    cases: dict[str, Callable[[], object]] = {
-        "forward": forward,
-        "px": lambda: pxprune.score(model, "px", x),
-        "px_float64": lambda: pxprune.score(model, "px", x, precision="float64"),
-    }
+    cases: dict[str, Callable[[], object]] = {}
+    for name, prefix in (("resnet20", ""), ("resnet56", "resnet56_")):
+        torch.manual_seed(0)
+        model = get(name).to(args.device).eval()
+        cases.update(cases_for(model, x, prefix))
     runs = {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -92,16 +101,20 @@ def main() -> None:
             "all_s": times,
             "ratio_px_to_forward": median["px"] / median["forward"],
             "ratio_px_float64_to_forward": median["px_float64"] / median["forward"],
+            "resnet56_ratio_px_to_forward": median["resnet56_px"] / median["resnet56_forward"],
+            "resnet56_ratio_px_float64_to_forward":
+                median["resnet56_px_float64"] / median["resnet56_forward"],
         }
         print(f"-- {threads} torch thread(s)")
         for name, t in median.items():
-            print(f"{name:<11} {1000 * t:8.1f} ms   ({t / median['forward']:.2f}x forward)")
+            base = median["resnet56_forward" if name.startswith("resnet56") else "forward"]
+            print(f"{name:<20} {1000 * t:8.1f} ms   ({t / base:.2f}x forward)")
     result = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "command": " ".join([".venv/bin/python", *sys.argv]),
-        "model": "resnet20 (1x1 shortcuts), Kaiming init, seed 0",
+        "model": "resnet20 and resnet56 (1x1 shortcuts), Kaiming init, seed 0",
         "images": f"{len(x)} CIFAR-10 training images (JPEG copy), 10 per class",
         "repeats": args.repeats,
         "target_ratio": 3.0,

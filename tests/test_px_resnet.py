@@ -154,18 +154,14 @@ def test_float32_and_float64_models_agree_with_100_rounds(resnet20, images):
     assert sum(int((a[n] ^ b[n]).sum()) for n in a) <= 0.001 * a.total
 
 
-def test_deep_network_falls_back_to_float64_with_a_warning(images):
-    """ResNet-56's copy 1 grows beyond float32's whole range even after rescaling: the default
-    precision must notice, warn, and give exactly the float64 scores (not zeros, not an error)."""
-    torch.manual_seed(0)
-    deep = models.get("resnet56").eval()
-    with pytest.warns(PXPrecisionFallback):
-        default = pxprune.score(deep, "px", images[:20])
-    exact = pxprune.score(deep, "px", images[:20], precision="float64")
-    for name in exact:
-        assert torch.equal(default[name], exact[name]), name
+def test_resnet20_takes_the_one_scale_float32_path(images, monkeypatch):
+    """ResNet-20 fits float32 with one input scale: no fallback, and not the slower rescaled
+    copy (ResNet-56 and deeper take that one: tests/test_px_rescaled.py)."""
+    import pxprune.methods.px as px
+
+    monkeypatch.setattr(px, "_copy1_rescaled", lambda *a: pytest.fail("rescaled copy used"))
     torch.manual_seed(0)
     shallow = models.get("resnet20").eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error", PXPrecisionFallback)
-        pxprune.score(shallow, "px", images[:20])  # ResNet-20 fits float32: no fallback
+        pxprune.score(shallow, "px", images[:20])

@@ -77,8 +77,9 @@ def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
                         "(default: yes)")
     p.add_argument("--px-precision", choices=("float32", "float64"),
                    default=default("px_precision"),
-                   help="PX copy-1 precision (float32, the default, falls back to float64 by "
-                        "itself where the network outgrows it, e.g. EfficientNet-Lite0)")
+                   help="PX copy-1 precision (float32, the default, rescales per layer where "
+                        "the network outgrows float32, e.g. EfficientNet-Lite0, and falls back "
+                        "to float64 by itself where the result does not match)")
     p.add_argument("--round-factor", type=float, default=None,
                    help="multi-round methods (PX, SynFlow, NTK-SAP) prune by this factor of "
                         "density per round: round(ln(1 - s) / ln(F)) rounds at sparsity s, e.g. "

@@ -27,10 +27,13 @@ float32 with its input scaled by a power of two (exact) that puts its outputs ne
 ``R`` and the gradient stay float64. Copy 1 sums non-negative terms up to the classifier, so
 float32 loses no ranking: on ResNet-20 the scores of the top 2 % agree with all-float64 to 1e-7
 relative (test_px_resnet), and the round is about 4x faster on CPU, where float64 convolutions
-are slow. Deeper networks (ResNet-56) outgrow float32's range even rescaled: each batch is
-checked against a float64 probe of its first example and recomputed in float64 (with a
-``PXPrecisionFallback`` warning) when float32 cannot hold it. ``precision="float64"`` runs
-both copies in float64 (the reference, used by the brute-force tests).
+are slow. Deeper networks (ResNet-56: 2**370, EfficientNet-Lite0, ResNet-50) outgrow float32's
+range even with one input scale: they run as a rescaled copy that renormalises every conv/linear
+output by a power of two and carries the exponent with the tensor (exact; ResNet-56's top 2 %
+match float64, test_px_rescaled). Each batch is checked against a float64 probe of its first
+example and recomputed in float64 (with a ``PXPrecisionFallback`` warning) when the float32
+result does not match. ``precision="float64"`` runs both copies in float64 (the reference,
+used by the brute-force tests).
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ from ..intercept import (
     Interceptor,
     PathActivationCopy,
     PathKernelCopy,
+    RangeError,
     Recording,
+    RescaledPathActivationCopy,
     UnsupportedLayerError,
     _arg,
+    tensor_exponent,
     weighted_modules,
+    with_exponent,
 )
 from ..masks import Masks, PruningError
 from . import register
@@ -145,32 +152,56 @@ def _copy_weights(all_weights, masks, classifier_name, real_classifier, device):
 
 # float32 spans about 2**-126 .. 2**128. Copy 1 grows like fan_in**depth (ResNet-20: about
 # 2**133 from input to output), so it fits once its input is scaled by a power of two; deeper
-# networks (ResNet-56) do not, and those batches are computed in float64 instead.
+# networks (ResNet-56) do not, and run as the rescaled copy (per-layer powers of two) instead.
 FLOAT32_INPUT_FLOOR = 2.0**-100  # the scaled input's peak must stay this far above subnormals
 PROBE_TOLERANCE = 1e-5  # float32 vs the float64 probe on the first example, relative to its peak
 
 
 class PXPrecisionFallback(UserWarning):
-    """Copy 1 did not fit float32 for a batch and was computed in float64 (slower, exact)."""
+    """Copy 1 in float32 did not match the float64 probe for a batch (or used an operation the
+    rescaled copy cannot align) and was computed in float64 (slower, exact)."""
 
 
 def _copy1_float32(model, copy1, copy1_low, recording, squared, approximate_unsupported):
-    """Copy 1 in float32 with a power-of-two input scale, checked against a float64 probe of the
-    first example; None where float32 cannot hold the network's range."""
+    """Copy 1 in float32, checked against a float64 probe of the first example; None where
+    the float32 result does not match it.
+
+    A network whose range fits float32 (ResNet-20: about 2**133) runs with one power-of-two
+    input scale; a deeper one (ResNet-56, EfficientNet-Lite0, ResNet-50) runs as
+    :class:`RescaledPathActivationCopy`, which renormalises every conv/linear output by a
+    power of two (one extra max-reduction per layer, still about 4x faster than float64 on CPU).
+    """
     with PathActivationCopy(model, copy1, _first(recording),
                             approximate_unsupported=approximate_unsupported):
         probe = model(squared[:1])
     scale = _probe_scale(probe)
     scaled = squared * scale
-    if not math.isfinite(scale) or float(scaled.max()) < FLOAT32_INPUT_FLOOR:
+    try:
+        if math.isfinite(scale) and float(scaled.max()) >= FLOAT32_INPUT_FLOOR:
+            with PathActivationCopy(model, copy1_low, recording,
+                                    approximate_unsupported=approximate_unsupported):
+                z1 = model(scaled.float()).to(torch.float64) / scale
+        else:
+            z1 = _copy1_rescaled(model, copy1_low, recording, squared, approximate_unsupported)
+    except RangeError:
         return None
-    with PathActivationCopy(model, copy1_low, recording,
-                            approximate_unsupported=approximate_unsupported):
-        z1 = model(scaled.float()).to(torch.float64) / scale
     peak = float(probe.abs().max())
     if not torch.isfinite(z1).all() or float((z1[:1] - probe).abs().max()) > PROBE_TOLERANCE * peak:
         return None
     return z1
+
+
+def _copy1_rescaled(model, copy1_low, recording, squared, approximate_unsupported) -> Tensor:
+    """Copy 1 in float32 with per-layer power-of-two renormalisation, returned in float64."""
+    shift = math.frexp(float(squared.max()))[1] if float(squared.max()) > 0 else 0
+    x = with_exponent((squared * 2.0**-shift).float(), shift)
+    with RescaledPathActivationCopy(model, copy1_low, recording,
+                                    approximate_unsupported=approximate_unsupported):
+        z = model(x)
+    exponent = tensor_exponent(z)
+    if exponent is None:
+        raise RangeError("the rescaled copy lost track of its output's scale")
+    return torch.ldexp(z.to(torch.float64), torch.tensor(float(exponent), dtype=torch.float64))
 
 
 @torch.no_grad()
