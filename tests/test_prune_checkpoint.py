@@ -40,6 +40,17 @@ def interrupt_after(monkeypatch, rounds_done: int) -> None:
     monkeypatch.setattr(pxprune.api, "threshold", threshold)
 
 
+def prune_interrupted(monkeypatch, path, rounds_done: int) -> None:
+    """Start a PX pruning with a checkpoint at ``path`` that a Ctrl-C stops after
+    ``rounds_done`` rounds."""
+    x, y = data()
+    with monkeypatch.context() as m:
+        interrupt_after(m, rounds_done)
+        with pytest.raises(KeyboardInterrupt):
+            prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False,
+                  checkpoint=path)
+
+
 def count_scores(monkeypatch) -> dict:
     """Count the scoring rounds ``prune`` runs from now on."""
     spec = pxprune.api.get_method("px")
@@ -60,11 +71,7 @@ def test_interrupted_schedule_resumes_to_the_same_masks(tmp_path, monkeypatch):
     reference = prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False)
 
     path = tmp_path / prune_checkpoint.FILE_NAME
-    with monkeypatch.context() as m:
-        interrupt_after(m, 5)
-        with pytest.raises(KeyboardInterrupt):
-            prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False,
-                  checkpoint=path)
+    prune_interrupted(monkeypatch, path, 5)
     assert path.exists()
     saved, done = prune_checkpoint.load(path, _identity_of(path))
     assert done == 5
@@ -96,13 +103,9 @@ def _identity_of(path):
 @pytest.mark.parametrize("change", ["seed", "sparsity", "data", "weights"])
 def test_a_checkpoint_of_another_pruning_is_refused(tmp_path, monkeypatch, change):
     monkeypatch.setattr(prune_checkpoint, "CHECKPOINT_SECONDS", 0.0)
-    x, y = data()
     path = tmp_path / "rounds.safetensors"
-    with monkeypatch.context() as m:
-        interrupt_after(m, 3)
-        with pytest.raises(KeyboardInterrupt):
-            prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False,
-                  checkpoint=path)
+    prune_interrupted(monkeypatch, path, 3)
+    x, y = data()
     model, sparsity, seed = small_model(), 0.9, 0
     if change == "seed":
         seed = 1
@@ -128,14 +131,18 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
         prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False, checkpoint=path)
 
 
-def test_one_round_methods_write_no_checkpoint(tmp_path, monkeypatch):
+def test_only_multi_round_schedules_write_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(prune_checkpoint, "CHECKPOINT_SECONDS", 0.0)
+    saved, real_save = [], prune_checkpoint.save
+    monkeypatch.setattr(prune_checkpoint, "save",
+                        lambda path, masks, done, ident: saved.append(done) or real_save(
+                            path, masks, done, ident))
     x, y = data()
     path = tmp_path / "rounds.safetensors"
-    with monkeypatch.context() as m:
-        interrupt_after(m, 0)
-        with pytest.raises(KeyboardInterrupt):
-            prune(small_model(), "snip", 0.9, (x, y), progress=False, checkpoint=path)
+    prune(small_model(), "snip", 0.9, (x, y), progress=False, checkpoint=path)
+    assert saved == []
+    prune(small_model(), "px", 0.9, (x, y), rounds=ROUNDS, progress=False, checkpoint=path)
+    assert saved == list(range(1, ROUNDS))  # after every round but the last
     assert not path.exists()
 
 
