@@ -147,11 +147,13 @@ def _clone(model):
 
 
 @pytest.mark.slow
-def test_float32_and_float64_models_agree_with_100_rounds(resnet20, images):
-    m64 = _clone(resnet20).double()
+def test_float32_copies_give_the_float64_masks_over_100_rounds(resnet20, images):
+    """Our float32 copy 1 changes no mask over the full schedule. (A float64 *model* can differ
+    more, after 100 rounds: its real network flips a few ReLU gates against the float32 one;
+    benchmarks/px_dtype_masks.py measures that.)"""
     a = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False)
-    b = pxprune.prune(m64, "px", 0.982, images.double(), progress=False)
-    assert sum(int((a[n] ^ b[n]).sum()) for n in a) <= 0.001 * a.total
+    b = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False, precision="float64")
+    assert sum(int((a[n] ^ b[n]).sum()) for n in a) == 0
 
 
 def test_resnet20_takes_the_one_scale_float32_path(images, monkeypatch):
