@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer_resnet56 import (  # noqa: E402
     base_parser,
     chain_schedule,
+    cifar10_splits,
     finish_args,
     handled_other_mode,
     head_protocol,
@@ -39,7 +40,6 @@ from transfer_resnet56 import (  # noqa: E402
 )
 
 from pxprune import transfer as T  # noqa: E402
-from pxprune.data import limit_per_class, load_dataset  # noqa: E402
 
 # Cheapest first, so a cut run still has the required five methods.
 METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap", "grasp")
@@ -88,12 +88,7 @@ def main() -> None:
                     + (", classifier not pruned" if args.keep_head else ""))
 
     def build():
-        mean, std = T.backbone_normalization("efficientnet_lite0")
-        full = load_dataset("cifar10", "train").with_normalization(mean, std)
-        test = load_dataset("cifar10", "test").with_normalization(mean, std)
-        train = limit_per_class(full, args.train_per_class)
-        test = limit_per_class(test, args.test_per_class)
-        batch = T.pruning_batch(full, 10, args.seed, size=args.size)
+        train, test, batch = cifar10_splits("efficientnet_lite0", args, size=args.size)
         model = T.load_backbone("efficientnet_lite0", num_classes=10)
         ips = throughput(model, train, args.size)
         print(f"forward throughput at {args.size} px: {ips:.1f} img/s", flush=True)

@@ -293,6 +293,17 @@ def merge(out: Path, others: list[str]) -> None:
     plot(out, result)
 
 
+def cifar10_splits(backbone: str, args: argparse.Namespace, size: int | None = None) -> tuple:
+    """CIFAR-10 (JPEG copy) normalised for ``backbone``: the limited train and test splits and
+    the pruning batch (10 per class from the full training set, resized to ``size``)."""
+    mean, std = T.backbone_normalization(backbone)
+    full = load_dataset("cifar10", "train").with_normalization(mean, std)
+    test = load_dataset("cifar10", "test").with_normalization(mean, std)
+    train = limit_per_class(full, args.train_per_class)
+    test = limit_per_class(test, args.test_per_class)
+    return train, test, T.pruning_batch(full, 10, args.seed, size=size)
+
+
 def metadata(args: argparse.Namespace, **extra: object) -> dict:
     """Device, versions, command and protocol for the JSON."""
     return {
@@ -337,12 +348,7 @@ def main() -> None:
                     + (", classifier not pruned" if args.keep_head else ""))
 
     def build():
-        mean, std = T.backbone_normalization("resnet56_a")
-        full = load_dataset("cifar10", "train").with_normalization(mean, std)
-        test = load_dataset("cifar10", "test").with_normalization(mean, std)
-        train = limit_per_class(full, args.train_per_class)
-        test = limit_per_class(test, args.test_per_class)
-        batch = T.pruning_batch(full, 10, args.seed)
+        train, test, batch = cifar10_splits("resnet56_a", args)
         return T.load_backbone("resnet56_a", num_classes=10), train, test, batch
 
     run(args, meta, build)
