@@ -201,7 +201,8 @@ def _copy1_rescaled(model, copy1_low, recording, squared, approximate_unsupporte
     exponent = tensor_exponent(z)
     if exponent is None:
         raise RangeError("the rescaled copy lost track of its output's scale")
-    return torch.ldexp(z.to(torch.float64), torch.tensor(float(exponent), dtype=torch.float64))
+    power = torch.tensor(float(exponent), dtype=torch.float64, device=z.device)
+    return torch.ldexp(z.to(torch.float64), power)  # inf (caught later) where float64 overflows
 
 
 @torch.no_grad()
