@@ -437,6 +437,9 @@ class RescaledPathActivationCopy(PathActivationCopy):
         if not math.isfinite(peak):
             raise RangeError("a conv/linear output overflowed even after rescaling")
         shift = math.frexp(peak)[1]  # peak = m * 2**shift, 0.5 <= m < 1
+        if abs(shift) > 100:  # 2**-shift itself would leave float32's normal range: two steps
+            out.mul_(2.0 ** -(shift // 2))
+            return with_exponent(out.mul_(2.0 ** -(shift - shift // 2)), exponent + shift)
         return with_exponent(out.mul_(2.0**-shift), exponent + shift)
 
     def _aligned(self, func, name, args, kwargs, tensors):
