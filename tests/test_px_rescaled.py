@@ -182,3 +182,15 @@ def test_an_operation_it_cannot_align_falls_back_to_float64(images, monkeypatch)
     exact = pxprune.score(model, "px", images, precision="float64")
     for name in exact:
         assert torch.equal(default[name], exact[name]), name
+
+
+@pytest.mark.parametrize("peak_log2", [120, 3, -20, -130])
+def test_renormalising_is_exact_at_the_ends_of_float32(peak_log2):
+    """Peaks from near float32's top to its subnormals come back to [0.5, 1) exactly."""
+    from pxprune.intercept import RescaledPathActivationCopy, tensor_exponent
+
+    values = torch.tensor([2.0**peak_log2 * 1.5, 2.0 ** (peak_log2 - 3), 0.0], dtype=torch.float32)
+    out = RescaledPathActivationCopy._renormalised(values.clone(), 7)
+    assert 0.5 <= float(out.max()) < 1.0
+    shift = tensor_exponent(out) - 7
+    assert torch.equal(torch.ldexp(out.double(), torch.tensor(float(shift))), values.double())
