@@ -193,7 +193,8 @@ def _copy1_float32(model, copy1, copy1_low, recording, squared, approximate_unsu
 
 def _copy1_rescaled(model, copy1_low, recording, squared, approximate_unsupported) -> Tensor:
     """Copy 1 in float32 with per-layer power-of-two renormalisation, returned in float64."""
-    shift = math.frexp(float(squared.max()))[1] if float(squared.max()) > 0 else 0
+    peak = float(squared.max())
+    shift = math.frexp(peak)[1] if peak > 0 else 0
     x = with_exponent((squared * 2.0**-shift).float(), shift)
     with RescaledPathActivationCopy(model, copy1_low, recording,
                                     approximate_unsupported=approximate_unsupported):
@@ -226,8 +227,10 @@ def path_activation_sum(model, batches, copy1, precision, approximate_unsupporte
             z1 = _copy1_float32(model, copy1, copy1_low, recording, squared,
                                 approximate_unsupported)
             if z1 is None:
-                warnings.warn("PX copy 1 exceeds float32's range on this network: computing it "
-                              "in float64 (pass precision='float64' to skip the float32 try)",
+                warnings.warn("PX copy 1 in float32 did not match its float64 probe on this "
+                              "network (or used an operation the rescaled copy cannot align): "
+                              "computing it in float64 (pass precision='float64' to skip the "
+                              "float32 try)",
                               PXPrecisionFallback, stacklevel=2)
         if z1 is None:
             with PathActivationCopy(model, copy1, recording,
