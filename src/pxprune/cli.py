@@ -12,11 +12,9 @@ from pathlib import Path
 import torch
 
 from . import __version__, prune_checkpoint
-from .data import DataError
-from .masks import PruningError
+from .errors import USER_ERRNOS, PxpruneError, describe_os_error
 from .methods import REGISTRY
 from .provenance import cli_argv, set_cli_argv
-from .resolve import UsageError
 
 # --------------------------------------------------------------------------------------------
 # prune
@@ -110,16 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(command: str, message: str) -> int:
+    """Print ``message`` as one line on stderr; the exit status of a user-facing error (2)."""
+    message = " ".join(message.split())
+    print(f"pxprune {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     set_cli_argv(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (PruningError, DataError, UsageError, FileNotFoundError) as exc:
-        message = " ".join(str(exc).split())  # always one line
-        print(f"pxprune {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except PxpruneError as exc:  # bad input or a fault the user can fix: one line, exit 2
+        return _one_line(args.command, str(exc))
+    except OSError as exc:  # disk full, read-only, a file in the way; other OSErrors are bugs
+        if exc.errno not in USER_ERRNOS and not isinstance(exc, FileNotFoundError):
+            raise
+        return _one_line(args.command, describe_os_error(exc, "a file")
+                         if not isinstance(exc, FileNotFoundError) else str(exc))
     except KeyboardInterrupt:
         print(f"pxprune {args.command}: interrupted; re-run the same command to resume",
               file=sys.stderr)

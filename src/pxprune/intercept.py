@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
+from .errors import PxpruneError
+
 _RELU = {"relu", "relu_"}
 _LEAKY = {"leaky_relu", "leaky_relu_"}
 _HARDTANH = {"hardtanh", "hardtanh_", "relu6"}
@@ -49,7 +51,7 @@ for _names, _kind in ((_RELU, "relu"), (_LEAKY, "leaky"), (_HARDTANH, "hardtanh"
         _KIND[_n] = _kind
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(PxpruneError):
     """The model uses an operation that the path view (PX, SynFlow) cannot represent."""
 
 

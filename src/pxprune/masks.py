@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .errors import PxpruneError
+
 DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
     nn.Conv2d,
@@ -18,7 +20,7 @@ DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
-class PruningError(ValueError):
+class PruningError(PxpruneError):
     """A user-facing error about pruning inputs (bad sparsity, nothing prunable, ...)."""
 
 

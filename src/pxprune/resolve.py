@@ -13,10 +13,11 @@ from torch import nn
 
 from . import models
 from .data import DataError, ImageDataset, load_dataset, normalize, pruning_split
+from .errors import PxpruneError
 from .masks import PruningError
 
 
-class UsageError(ValueError):
+class UsageError(PxpruneError):
     """A command-line argument that names nothing usable."""
 
 

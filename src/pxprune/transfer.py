@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import ImageDataset, normalize, pruning_split
+from .errors import PxpruneError
 from .masks import Masks
 
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
@@ -43,7 +44,7 @@ CIFAR_A_NAMES = ("resnet20_a", "resnet32_a", "resnet44_a", "resnet56_a")
 HEAD_MODES = ("probe", "random")
 
 
-class BackboneLoadError(ValueError):
+class BackboneLoadError(PxpruneError):
     """Pre-trained weights do not fit the architecture (lists the missing/unexpected keys)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import PxpruneError
 
-class DataError(ValueError):
+
+class DataError(PxpruneError):
     """A dataset file is missing, corrupt, truncated or inconsistent; the message names the file."""
 
 
