@@ -11,7 +11,7 @@ venv: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,transfer]'
+	$(PIP) install -q -e '.[dev,transfer,cluster]'
 	touch $@
 
 demo: venv
