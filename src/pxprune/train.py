@@ -32,6 +32,7 @@ from .data.dataset import ImageDataset
 from .data.loader import iterate_batches, num_batches
 from .masks import Masks
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
+from .safe_load import load_tensors
 
 __all__ = [
     "RECIPES",
@@ -173,7 +174,9 @@ def evaluate(
 
 def _rng_state(device: torch.device) -> dict:
     """The global RNG states a resume must restore (torch, numpy, python, CUDA)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # stored as a tensor: weights_only
+    state = {"torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "python": random.getstate()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -183,7 +186,8 @@ def _rng_state(device: torch.device) -> dict:
 def _set_rng_state(state: dict) -> None:
     """Restore what :func:`_rng_state` saved."""
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -313,7 +317,8 @@ def train(
     start = 0
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location=device,
+                            hint="delete it to restart training from epoch 0")
         for key, mine in (("recipe", recipe.to_dict()), ("seed", seed),
                           ("masks", fingerprint), ("world_size", world)):
             if ckpt[key] != mine:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .data import ImageDataset, normalize, pruning_split
 from .errors import PxpruneError
 from .masks import Masks
+from .safe_load import load_tensors
 
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
 
@@ -125,7 +126,7 @@ def _read_state(weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> dict[
     if isinstance(weights, Mapping):
         state = weights
     else:
-        state = torch.load(Path(weights), map_location="cpu", weights_only=False)
+        state = load_tensors(weights, "weights file")  # never unpickles code
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_tensors
+
 DEPTHS = (20, 32, 44, 56)
 
 
@@ -124,7 +126,7 @@ def load_cifar_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     buffers may be absent (they are left as they are); any other missing or unexpected key, or a
     shape mismatch, raises ValueError listing the offending keys.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_tensors(path, "pre-trained weights")  # weights_only: never unpickles code
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
     state = _strip_module(state)
     own = model.state_dict()
