@@ -135,7 +135,11 @@ def stop_after(k: int):
     RECIPE,
     Recipe(lr=0.1, nesterov=True, weight_decay=5e-4, epochs=3, batch_size=16,
            schedule="onecycle", milestones=()),
-])
+    Recipe(lr=0.1, nesterov=True, weight_decay=5e-4, epochs=3, batch_size=16,
+           schedule="onecycle", milestones=(), precision="bf16", channels_last=True),
+    Recipe(lr=0.1, nesterov=True, weight_decay=5e-4, epochs=3, batch_size=16,
+           schedule="onecycle", milestones=(), precision="fp32", channels_last=False),
+], ids=["multistep", "onecycle", "bf16-nhwc", "fp32-nchw"])
 def test_resume_after_kill_is_bitwise_identical(tmp_path, data, recipe):
     full, masks, s_full = run(tmp_path, data, recipe, name="full", keep_checkpoint=True)
 

@@ -27,6 +27,9 @@ def _run_args(p: argparse.ArgumentParser, common) -> None:
     p.add_argument("--schedule", choices=("multistep", "cosine", "onecycle", "constant"))
     p.add_argument("--train-per-class", type=int, help="use the first N training images per class")
     p.add_argument("--test-per-class", type=int, help="use the first N test images per class")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="training precision (default auto: CUDA AMP; CPU bf16 autocast where "
+                        "the processor has native bf16, else fp32)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -39,6 +42,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         recipe=recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         schedule=args.schedule, train_per_class=args.train_per_class,
         test_per_class=args.test_per_class, weights=args.weights, norm=args.norm,
+        precision=getattr(args, "precision", None),
     )
 
 

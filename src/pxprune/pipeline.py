@@ -44,9 +44,10 @@ class RunConfig:
     test_per_class: int | None = None
     weights: str | None = None
     norm: str = "dataset"
+    precision: str | None = None  # training precision (recipe's "auto" when None)
 
     def recipe_overrides(self) -> dict:
-        names = ("epochs", "lr", "batch_size", "schedule")
+        names = ("epochs", "lr", "batch_size", "schedule", "precision")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @classmethod

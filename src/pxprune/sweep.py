@@ -117,9 +117,15 @@ def plan_cells(methods: Sequence[str], sparsities: Sequence[float],
     return cells
 
 
+# RunConfig fields added after sweeps were recorded: left out of the protocol while unset, so
+# that an older sweep.json still matches.
+LATER_FIELDS = ("precision",)
+
+
 def protocol_of(base: RunConfig) -> dict:
     """The fields shared by every cell (the RunConfig without method, sparsity and seed)."""
-    return {k: v for k, v in asdict(base).items() if k not in CELL_FIELDS}
+    return {k: v for k, v in asdict(base).items()
+            if k not in CELL_FIELDS and not (k in LATER_FIELDS and v is None)}
 
 
 def resolved_recipe(base: RunConfig) -> dict:

@@ -33,6 +33,12 @@ from .data.loader import iterate_batches, num_batches
 from .masks import Masks
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
 from .safe_load import load_tensors
+from .train_precision import (
+    autocast,
+    memory_format_name,
+    resolve_channels_last,
+    resolve_precision,
+)
 
 __all__ = [
     "RECIPES",
@@ -128,11 +134,29 @@ class _Rezero:
             p.masked_fill_(pruned, 0)
 
 
-def _autocast(device: torch.device, recipe: Recipe):
-    """Autocast context: on for CUDA when recipe.amp, otherwise a disabled one."""
-    enabled = recipe.amp and device.type == "cuda"
-    dtype = torch.float16 if recipe.amp_dtype == "float16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+def _precision(device: torch.device, recipe: Recipe) -> str:
+    """The recipe's precision resolved on ``device`` (fp32, bf16 or fp16)."""
+    return resolve_precision(recipe.precision, device, recipe.amp, recipe.amp_dtype)
+
+
+# Recipe fields a checkpoint is not compared on: their resolved values are checked instead.
+_RESOLVED_FIELDS = ("precision", "channels_last")
+
+
+def _comparable(recipe: dict) -> dict:
+    """A recipe dict without the fields resolved per device (older checkpoints lack them)."""
+    return {k: v for k, v in recipe.items() if k not in _RESOLVED_FIELDS}
+
+
+def _resumed_setting(ckpt: dict, key: str, requested: object, resolved: str, path: Path) -> str:
+    """The checkpoint's resolved ``key`` when the recipe left it automatic, else ours (checked)."""
+    saved = ckpt.get(key)
+    if saved is None or saved == resolved:
+        return resolved
+    if requested in ("auto", None):
+        return saved
+    raise ValueError(f"{path} was trained with {key} {saved!r}, now {resolved!r} is asked; "
+                     f"use a new out_dir or delete the checkpoint")
 
 
 @torch.no_grad()
@@ -147,7 +171,9 @@ def evaluate(
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` (eval mode) on ``dataset``.
 
     When distributed, each rank scores a contiguous share and the sums are all-reduced, so every
-    rank returns the same numbers. ``recipe`` only decides autocast (AMP on CUDA).
+    rank returns the same numbers. ``recipe`` only decides autocast: CUDA AMP as the
+    recipe says; on CPU evaluation is fp32 (bf16 is a training speed-up; accuracies are
+    measured in full precision).
     """
     device = torch.device(device)
     model = D.unwrap(model)
@@ -157,8 +183,8 @@ def evaluate(
     part = dataset.subset(torch.arange(lo, hi)) if (lo, hi) != (0, len(dataset)) else dataset
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    amp = _autocast(device, recipe) if recipe is not None else torch.autocast(device.type,
-                                                                             enabled=False)
+    precision = _precision(device, recipe) if recipe is not None else "fp32"
+    amp = autocast(device, precision if device.type == "cuda" else "fp32")
     try:
         for x, y in iterate_batches(part, batch_size, shuffle=False, device=device):
             with amp:
@@ -305,25 +331,33 @@ def train(
     spe = _steps_per_epoch(len(train_set), recipe.batch_size, world)
     if spe < 1:
         raise ValueError(f"training set of {len(train_set)} examples gives no batch")
+    precision = _precision(device, recipe)
+    channels_last = resolve_channels_last(recipe.channels_last, device)
+    ckpt_path = out / CHECKPOINT
+    ckpt = None
+    if ckpt_path.exists():
+        ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location=device,
+                            hint="delete it to restart training from epoch 0")
+        precision = _resumed_setting(ckpt, "precision", recipe.precision, precision, ckpt_path)
+        fmt = _resumed_setting(ckpt, "memory_format", recipe.channels_last,
+                               memory_format_name(channels_last), ckpt_path)
+        channels_last = fmt == "channels_last"
+    if channels_last:  # 4-d weights NHWC; the optimiser state follows their layout
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, spe)
-    use_amp = recipe.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=use_amp and recipe.amp_dtype == "float16"
-    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     history: list[dict] = []
     start = 0
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location=device,
-                            hint="delete it to restart training from epoch 0")
-        for key, mine in (("recipe", recipe.to_dict()), ("seed", seed),
+    if ckpt is not None:
+        for key, mine in (("recipe", _comparable(recipe.to_dict())), ("seed", seed),
                           ("masks", fingerprint), ("world_size", world)):
-            if ckpt[key] != mine:
+            theirs = _comparable(ckpt[key]) if key == "recipe" else ckpt[key]
+            if theirs != mine:
                 raise ValueError(
-                    f"{ckpt_path} was written with another {key} ({ckpt[key]!r}, now {mine!r}); "
+                    f"{ckpt_path} was written with another {key} ({theirs!r}, now {mine!r}); "
                     f"use a new out_dir or delete the checkpoint"
                 )
         model.load_state_dict(ckpt["model"])
@@ -336,7 +370,8 @@ def train(
         start = int(ckpt["epoch"])
         if rezero is not None:
             rezero()
-        say(f"{out}: resuming after epoch {start}/{recipe.epochs}")
+        say(f"{out}: resuming after epoch {start}/{recipe.epochs} ({precision}, "
+            f"{memory_format_name(channels_last)})")
     else:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -366,7 +401,9 @@ def train(
             bar = tqdm(batches, total=spe, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
                        disable=not (progress and main))
             for x, y in bar:
-                with _autocast(device, recipe):
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, precision):
                     logits = net(x)
                     loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
@@ -411,7 +448,8 @@ def train(
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "rng": _rng_state(device), "history": history,
                     "recipe": recipe.to_dict(), "seed": seed, "masks": fingerprint,
-                    "world_size": world,
+                    "world_size": world, "precision": precision,
+                    "memory_format": memory_format_name(channels_last),
                 }
                 _atomic_write_bytes(ckpt_path, lambda f, s=state: torch.save(s, f))
                 with open(out / METRICS, "a") as f:
@@ -430,6 +468,8 @@ def train(
             handle.remove()
     summary = _summary(model, masks, train_set, history, recipe, seed, world, device,
                        fingerprint)
+    summary.update(precision=precision, memory_format=memory_format_name(channels_last),
+                   eval_precision=precision if device.type == "cuda" else "fp32")
     if main:
         _atomic_write_bytes(out / FINAL_MODEL, lambda f: torch.save(model.state_dict(), f))
         _atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")

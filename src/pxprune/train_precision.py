@@ -1,0 +1,85 @@
+"""Training precision and memory format: what ``auto`` resolves to on a device, and autocast.
+
+CPU: bf16 autocast only where the processor has native bf16 arithmetic, read from the kernel's
+CPU flags (x86: ``avx512_bf16`` or ``amx_bf16``; Arm: ``bf16``). torch's own check
+(``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it also says yes on AVX-512 CPUs
+without those instructions, where bf16 is emulated and slower than fp32. Weights, gradients and
+the optimiser state stay fp32 (autocast casts only the operations' inputs). CUDA: ``auto`` keeps
+the recipe's AMP (``amp``/``amp_dtype``) as before. channels_last (NHWC) is used on CPU, where
+the oneDNN convolutions are faster in it (benchmarks/train_throughput.py), and not on CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+from .recipes import PRECISIONS
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 /proc/cpuinfo "flags"
+ARM_BF16_FLAG = "bf16"  # aarch64 /proc/cpuinfo "Features"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags of the first processor in /proc/cpuinfo (empty where unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has native bf16 instructions (the flags above) and oneDNN is built."""
+    flags = cpu_flags(cpuinfo)
+    native = bool(flags & set(CPU_BF16_FLAGS))
+    if not native and platform.machine().lower() in ("aarch64", "arm64"):
+        native = ARM_BF16_FLAG in flags
+    return native and torch.backends.mkldnn.is_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16_cached() -> bool:
+    return cpu_has_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device, amp: bool = True,
+                      amp_dtype: str = "float16") -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device`` (``auto`` decides)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision fp16 needs CUDA (on CPU use bf16 or fp32)")
+        return precision
+    if device.type == "cuda":
+        return ("fp16" if amp_dtype == "float16" else "bf16") if amp else "fp32"
+    if device.type == "cpu" and _cpu_has_bf16_cached():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """The memory format: ``channels_last`` when set, else NHWC on CPU and NCHW elsewhere."""
+    if channels_last is not None:
+        return bool(channels_last)
+    return device.type == "cpu"
+
+
+def autocast(device: torch.device, precision: str):
+    """An autocast context for a resolved precision (disabled for fp32)."""
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision != "fp32")
+
+
+def memory_format_name(channels_last: bool) -> str:
+    """``channels_last`` or ``contiguous`` (as recorded in summaries and checkpoints)."""
+    return "channels_last" if channels_last else "contiguous"
