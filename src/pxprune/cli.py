@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -12,7 +11,9 @@ from pathlib import Path
 import torch
 
 from . import __version__, prune_checkpoint
+from .checks import check_inputs, log_resume, log_threads, show_progress
 from .errors import USER_ERRNOS, PxpruneError, describe_os_error
+from .masks import Masks
 from .methods import REGISTRY
 from .provenance import cli_argv, set_cli_argv
 
@@ -40,16 +41,34 @@ def _common_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+# what makes two prunings the same (the folder guard compares these with config.json)
+PRUNE_IDENTITY = ("model", "weights", "num_classes", "method", "rounds", "scope", "seed",
+                  "per_class", "norm", "data")
+
+
 def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
-    """Prune as the arguments say and write masks, config and the per-layer table into ``out``."""
+    """Prune as the arguments say and write config, per-layer table and masks into ``out``.
+
+    A folder holding other work is refused before anything is loaded; config.json is written
+    before pruning (an interrupted multi-round pruning resumes), the masks last (all files
+    atomically), so a folder with masks.safetensors is finished and is not pruned again.
+    """
     from .api import prune
     from .flops import count_flops
     from .models import IMAGENET_MEAN, IMAGENET_STD
+    from .outdir import claim, read_config, write_config
     from .report import format_layer_table, write_layer_csv
     from .resolve import build_model, load_any_dataset, load_weights, pruning_batch
     from .schedule import parse_sparsity
 
     sparsity = parse_sparsity(args.sparsity)
+    identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity}
+    claim(out, "prune", identity)
+    if (out / "masks.safetensors").exists() and read_config(out) is not None:
+        masks = Masks.load(out / "masks.safetensors")
+        log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
+            f"weights); choose another --out to prune again")
+        return {"masks": masks, "already_finished": True}
     dataset = load_any_dataset(args.data, "train")
     torch.manual_seed(args.seed)
     model = build_model(args.model, args.num_classes or dataset.num_classes)
@@ -58,22 +77,24 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     model.to(args.device)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.norm == "imagenet" else (None, None)
     x, y = pruning_batch(dataset, args.per_class, args.seed, mean, std)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=not args.no_progress,
-                  checkpoint=out / prune_checkpoint.FILE_NAME)
-    seconds = time.perf_counter() - start
-    flops = count_flops(model, tuple(x.shape[1:]), masks)
+    check_inputs(model, x, y, args.num_classes or dataset.num_classes)
     config = {
         "command": "prune", "argv": cli_argv(), "pxprune": __version__,
         "torch": torch.__version__, "python": platform.python_version(),
         **{k: v for k, v in vars(args).items() if k != "func"},
         "sparsity": sparsity, "dataset_name": dataset.name, "pruning_examples": int(len(y)),
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
+    write_config(out, config)
+    log_threads(args.device, log)
+    checkpoint = out / prune_checkpoint.FILE_NAME
+    log_resume(checkpoint, log)
+    start = time.perf_counter()
+    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
+                  seed=args.seed, progress=show_progress(args), checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    flops = count_flops(model, tuple(x.shape[1:]), masks)
     write_layer_csv(masks, out / "layers.csv", flops)
+    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
     log(format_layer_table(masks, flops))
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
         f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")

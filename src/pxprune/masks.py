@@ -193,11 +193,15 @@ class Masks(Mapping[str, Tensor]):
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> None:
-        """Write the masks to a safetensors file (bool tensors)."""
-        from safetensors.torch import save_file
+        """Write the masks to a safetensors file (bool tensors), atomically: a reader sees the
+        old file or the new one, never half of one (a full disk is a one-line OutputError)."""
+        from safetensors.torch import save
+
+        from .errors import atomic_write_bytes
 
         meta = {"format": "pxprune.masks", "extra": json.dumps(dict(metadata or {}))}
-        save_file({n: m.contiguous() for n, m in self._masks.items()}, str(path), metadata=meta)
+        blob = save({n: m.contiguous() for n, m in self._masks.items()}, metadata=meta)
+        atomic_write_bytes(path, lambda f: f.write(blob))  # type: ignore[attr-defined]
 
     @classmethod
     def load(cls, path: str | Path) -> Masks:
@@ -209,6 +213,10 @@ class Masks(Mapping[str, Tensor]):
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise PruningError(f"cannot read masks from {path}: {exc}") from exc
+        not_bool = [n for n, t in tensors.items() if t.dtype != torch.bool]
+        if not_bool:
+            raise PruningError(f"{path} is not a masks file: {not_bool[0]!r} holds "
+                               f"{tensors[not_bool[0]].dtype} values, masks are bool")
         return cls(tensors)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
+from .errors import atomic_write_text
 from .masks import Masks
 
 
@@ -29,10 +31,19 @@ def layer_rows(masks: Masks, flops: dict | None = None) -> list[dict]:
 def format_layer_table(masks: Masks, flops: dict | None = None) -> str:
     """The per-layer table as aligned text, with totals and a collapse warning line."""
     rows = layer_rows(masks, flops)
-    header = ["layer", "shape", "kept", "total", "density", "warning"]
-    cells = [header] + [[str(r[h]) if h != "density" else f"{r['density']:.4f}" for h in header]
-                        for r in rows]
-    cells.append(["TOTAL", "", str(masks.kept), str(masks.total), f"{masks.density():.4f}", ""])
+    header = ["layer", "shape", "kept", "total", "density", "kept_macs", "warning"]
+
+    def cell(row: dict, h: str) -> str:
+        if h == "density":
+            return f"{row['density']:.4f}"
+        if h == "kept_macs" and isinstance(row[h], int):
+            return f"{row[h]:,}"
+        return str(row[h])
+
+    cells = [header] + [[cell(r, h) for h in header] for r in rows]
+    total_macs = f"{flops['kept_macs']:,}" if flops else ""
+    cells.append(["TOTAL", "", str(masks.kept), str(masks.total), f"{masks.density():.4f}",
+                  total_macs, ""])
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -47,8 +58,10 @@ def format_layer_table(masks: Masks, flops: dict | None = None) -> str:
 
 
 def write_layer_csv(masks: Masks, path: str | Path, flops: dict | None = None) -> None:
+    """``layers.csv``: one row per masked tensor (see :func:`layer_rows`), written atomically."""
     rows = layer_rows(masks, flops)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())

@@ -65,16 +65,39 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+def integer_labels(labels: object, source: str) -> torch.Tensor:
+    """Labels as int64 class indices; strings, fractional or negative values are a DataError
+    (never silently truncated)."""
+    array = labels.detach().cpu().double().numpy() if isinstance(labels, torch.Tensor) and \
+        labels.is_floating_point() else np.asarray(labels)
+    if array.dtype.kind not in "iuf":
+        raise DataError(f"{source}: labels must be integer class indices 0..K-1, got "
+                        f"{'strings' if array.dtype.kind in 'USO' else array.dtype}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or not (array == np.round(array)).all():
+            bad = array[~np.isfinite(array) | (array != np.round(array))][:3].tolist()
+            raise DataError(f"{source}: labels must be integer class indices, found {bad}")
+    out = torch.as_tensor(array.astype(np.int64))
+    if out.numel() and int(out.min()) < 0:
+        raise DataError(f"{source}: labels must be >= 0, found {int(out.min())}")
+    return out
+
+
 def _from_arrays(images: np.ndarray | torch.Tensor, labels, source: str) -> ImageDataset:
-    images = torch.as_tensor(np.asarray(images))
-    labels = torch.as_tensor(np.asarray(labels)).long()
+    if not isinstance(images, torch.Tensor):
+        array = np.asarray(images)
+        if array.dtype.kind not in "uif":
+            raise DataError(f"{source}: images must be numbers (uint8 or float), got "
+                            f"{array.dtype}")
+        images = torch.as_tensor(array)
+    labels = integer_labels(labels, source)
     if images.dim() != 4 or images.shape[0] != labels.shape[0]:
         raise DataError(f"{source}: expected images (N, C, H, W) and N labels, got "
                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
     if len(labels) == 0:
         raise DataError(f"{source}: the file holds no examples")
-    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-        images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    if images.shape[-1] in (1, 2, 3, 4) and images.shape[1] not in (1, 2, 3, 4):
+        images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (grey, RGB, RGBA)
     classes = [str(i) for i in range(int(labels.max()) + 1)] if len(labels) else []
     if images.dtype == torch.uint8:  # normalise with the file's own channel statistics
         mean = tuple(float(m) for m in (images.float() / 255).mean((0, 2, 3)))

@@ -1,0 +1,95 @@
+"""Output folders: a command refuses one holding another command's or configuration's work.
+
+A folder's owner is its ``config.json`` (``command``; a run's config has no such key but a
+``recipe``). A config.json with no work beside it (a command that failed before producing
+anything) claims nothing, so the corrected command may reuse the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import OutputError, atomic_write_text, make_output_dir
+
+CONFIG = "config.json"
+# what pxprune commands leave in a folder; any of these means the folder holds work
+WORK_FILES = ("summary.json", "masks.safetensors", "prune_rounds.safetensors", "prune.json",
+              "checkpoint.pt", "metrics.jsonl", "model.pt", "layers.csv", "result.json",
+              "sweep.json", "imp", "finetune", "finetune_dense")
+
+
+def read_config(out: Path) -> dict | None:
+    """The folder's config.json, or None when there is none."""
+    path = Path(out) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path} is unreadable ({exc}); choose another --out") from exc
+    if not isinstance(data, dict):
+        raise OutputError(f"{path} is not a pxprune config; choose another --out")
+    return data
+
+
+def command_of(config: Mapping) -> str:
+    """The command that wrote ``config`` (a run's config.json has ``recipe``, no ``command``)."""
+    command = config.get("command")
+    if isinstance(command, str):
+        return command
+    return "run" if "recipe" in config else "unknown"
+
+
+def work_files(out: Path) -> list[str]:
+    """Names of the pxprune outputs present in ``out``."""
+    return [n for n in WORK_FILES if (Path(out) / n).exists()]
+
+
+def plain(value: object) -> object:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def differences(saved: Mapping, wanted: Mapping) -> list[str]:
+    """``key: saved -> wanted`` for every key of ``wanted`` whose saved value differs."""
+    return [f"{k} {saved.get(k)!r} there, {wanted[k]!r} now" for k in wanted
+            if plain(saved.get(k)) != plain(wanted[k])]
+
+
+def claim(out: str | os.PathLike, command: str, identity: Mapping | None = None) -> Path:
+    """Check that ``out`` is empty, new, or holds this command's work with the same
+    ``identity`` (keys compared with the saved config.json); then create it.
+
+    Raises OutputError (one line; nothing in the folder is touched) for a file in the way, an
+    unwritable place, another command's work, or the same command with another configuration.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    if out.is_dir():
+        work = work_files(out)
+        config = read_config(out)
+        if work and config is None:
+            raise OutputError(f"--out {out} holds pxprune outputs ({', '.join(work[:4])}) "
+                              f"without a config.json; choose another folder")
+        if work:
+            other = command_of(config)
+            if other != command:
+                raise OutputError(f"--out {out} holds the work of `pxprune {other}` "
+                                  f"({', '.join(work[:4])}); choose another folder for "
+                                  f"`pxprune {command}`")
+            if identity is not None:
+                diff = differences(config, identity)
+                if diff:
+                    raise OutputError(f"--out {out} holds a `pxprune {command}` with another "
+                                      f"configuration ({'; '.join(diff[:3])}); choose another "
+                                      f"folder")
+    return make_output_dir(out)
+
+
+def write_config(out: Path, config: Mapping) -> None:
+    """Write ``config.json`` atomically (indented, one key per line)."""
+    atomic_write_text(Path(out) / CONFIG, json.dumps(dict(config), indent=2, default=str) + "\n")

@@ -1,0 +1,152 @@
+"""Output folders: another command's or configuration's work is refused, files are atomic."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pxprune import Masks, PruningError
+from pxprune.cli import main
+from pxprune.errors import OutputError
+from pxprune.outdir import claim
+from pxprune.report import format_layer_table
+
+
+@pytest.fixture()
+def tiny_model(tmp_path, monkeypatch) -> str:
+    (tmp_path / "folder_models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def tiny():
+            return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("folder_models", None)
+    return "folder_models:tiny"
+
+
+@pytest.fixture()
+def data(tmp_path) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, images=rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8),
+             labels=np.repeat(np.arange(3), 4))
+    return str(path)
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def prune(data: str, model: str, out: Path, *extra: str) -> list[str]:
+    return ["prune", "--data", data, "--model", model, "--per-class", "2", "--method", "snip",
+            "--out", str(out), "--no-progress", "--device", "cpu", *extra]
+
+
+def one_line(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_prune_refuses_a_folder_of_another_pruning_and_finishes_once(data, tiny_model,
+                                                                     tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(prune(data, tiny_model, out, "--sparsity", "0.5")) == 0
+    before = hashes(out)
+    capsys.readouterr()
+    code = main(prune(data, tiny_model, out, "--sparsity", "0.9"))
+    one_line(code, capsys.readouterr().err, "another configuration", "sparsity")
+    assert hashes(out) == before
+    assert main(prune(data, tiny_model, out, "--sparsity", "0.5")) == 0  # the same: done
+    assert "already finished" in capsys.readouterr().out
+    assert hashes(out) == before
+
+
+def test_prune_refuses_another_commands_folder(data, tiny_model, tmp_path, capsys):
+    run_folder = tmp_path / "r"
+    run_folder.mkdir()
+    (run_folder / "config.json").write_text(json.dumps({"model": "resnet20", "recipe": "x"}))
+    Masks({"w": torch.ones(3, dtype=torch.bool)}).save(run_folder / "masks.safetensors")
+    (run_folder / "summary.json").write_text('{"density": 1.0}')
+    before = hashes(run_folder)
+    code = main(prune(data, tiny_model, run_folder))
+    one_line(code, capsys.readouterr().err, "pxprune run")
+    assert hashes(run_folder) == before
+
+
+def test_a_config_left_by_a_failed_command_blocks_nothing(data, tiny_model, tmp_path, capsys):
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"command": "prune", "sparsity": 0.1}))
+    assert main(prune(data, tiny_model, out, "--sparsity", "0.5")) == 0
+    assert json.loads((out / "config.json").read_text())["sparsity"] == 0.5
+
+
+def test_out_naming_a_file_or_under_a_file(data, tiny_model, tmp_path, capsys):
+    a_file = tmp_path / "f"
+    a_file.write_text("keep me")
+    code = main(prune(data, tiny_model, a_file))
+    one_line(code, capsys.readouterr().err, "is a file")
+    code = main(prune(data, tiny_model, a_file / "sub"))
+    one_line(code, capsys.readouterr().err, "cannot create")
+    assert a_file.read_text() == "keep me"
+
+
+def test_disk_full_while_saving_masks_is_one_line_and_leaves_no_masks(data, tiny_model,
+                                                                      tmp_path, capsys,
+                                                                      monkeypatch):
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("masks.safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    out = tmp_path / "p"
+    code = main(prune(data, tiny_model, out))
+    one_line(code, capsys.readouterr().err, "no space left")
+    assert not (out / "masks.safetensors").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(os, "replace", real)  # space again: the same command finishes
+    assert main(prune(data, tiny_model, out)) == 0
+    assert (out / "masks.safetensors").exists()
+
+
+def test_claim_refuses_work_without_a_config(tmp_path):
+    (tmp_path / "sweep.json").write_text("{}")
+    with pytest.raises(OutputError, match="without a config.json"):
+        claim(tmp_path, "prune")
+    assert claim(tmp_path / "new", "prune").is_dir()
+
+
+def test_masks_load_refuses_a_file_of_float_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"0.weight": torch.randn(4, 3)}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(PruningError, match="float32 values, masks are bool"):
+        Masks.load(tmp_path / "w.safetensors")
+
+
+def test_printed_table_has_a_macs_column():
+    masks = Masks({"conv.weight": torch.tensor([[True, False]]),
+                   "fc.weight": torch.zeros(1, 2, dtype=torch.bool)})
+    flops = {"layers": {"conv": {"kept_macs": 1234}, "fc": {"kept_macs": 0}},
+             "kept_macs": 1234, "dense_macs": 5000}
+    lines = format_layer_table(masks, flops).splitlines()
+    assert lines[0].split() == ["layer", "shape", "kept", "total", "density", "kept_macs",
+                                "warning"]
+    assert "1,234" in lines[2] and "COLLAPSED" in lines[3]
