@@ -353,8 +353,10 @@ def _cost_lines(result: dict) -> list[str]:
 
 
 def format_markdown(result: dict, title: str | None = None,
-                    notes: list[str] | None = None) -> str:
-    """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps."""
+                    notes: list[str] | None = None, paired: str | None = None,
+                    paper: str | None = None) -> str:
+    """``report.md``: the table with the best mean per sparsity in bold, then dense and gaps;
+    with ``paired`` a section pairing that method by seed against the others (sweep_compare)."""
     sparsities = result["sparsities"]
     best = best_per_sparsity(result)
     what = "Test accuracy (%)"
@@ -382,6 +384,10 @@ def format_markdown(result: dict, title: str | None = None,
     if dense is not None:
         lines += [f"{dense_label(result)}: {_fmt(dense, with_n=True)}.", ""]
     lines += [f"Protocol: {_protocol_text(result)}.", ""]
+    if paired:
+        from .sweep_compare import format_section
+
+        lines += format_section(result, paired, paper, display_name)
     lines += _cost_lines(result)
     env = (result["record"].get("environment") or {})
     if env:
@@ -508,15 +514,20 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
                  metric: str = "final", title: str | None = None,
                  results_path: str | Path | None = None,
-                 report_command: str | None = None, notes: list[str] | None = None) -> dict:
+                 report_command: str | None = None, notes: list[str] | None = None,
+                 paired: str | None = None, paper: str | None = None) -> dict:
     """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder)."""
     result = collect(sweep_dir, metric)
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(format_markdown(result, title, notes))
+    (out / "report.md").write_text(format_markdown(result, title, notes, paired, paper))
     write_csv(result, out / "report.csv")
     plot(result, out / "report.png", title)
     data = {**results_json(result, report_command), "notes": list(notes or [])}
+    if paired:
+        from .sweep_compare import results_extra
+
+        data.update(results_extra(result, paired, paper))
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -533,7 +544,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     command = "pxprune " + shlex.join(cli_argv())
     result = write_report(args.sweep_dir, args.out, metric=args.metric, title=args.title,
                           results_path=args.results, report_command=command,
-                          notes=args.note)
+                          notes=args.note, paired=args.paired, paper=args.paper)
     print(format_text_table(result))
     out = Path(args.out or args.sweep_dir)
     print(f"wrote {out / 'report.md'}, report.csv, report.png, report.json"
@@ -554,4 +565,9 @@ def add_report_command(sub) -> None:
     p.add_argument("--title", default=None, help="figure and report title")
     p.add_argument("--note", action="append", default=[],
                    help="a remark for report.md and the results JSON (repeatable)")
+    p.add_argument("--paired", default=None, metavar="METHOD",
+                   help="add a section pairing METHOD (e.g. px) by seed against every other "
+                        "method, with empty layers and density per block of layers")
+    p.add_argument("--paper", choices=("fig2a",), default=None,
+                   help="with --paired: the paper's figure values in brackets")
     p.set_defaults(func=cmd_report)
