@@ -50,11 +50,15 @@ def test_bad_sparsity_through_prune():
 
 
 def test_unsupported_nonlinearity_names_the_module():
+    """The bound needs piecewise-linear gates; the default PX takes GELU as it is."""
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))
     with pytest.raises(ValueError, match=r"gelu in module 1 \(GELU\)"):
-        pxprune.score(model, "px", torch.randn(3, 4))
-    scores = pxprune.score(model, "px", torch.randn(3, 4), approximate_unsupported=True)
+        pxprune.score(model, "px[variant=bound]", torch.randn(3, 4))
+    scores = pxprune.score(model, "px[variant=bound]", torch.randn(3, 4),
+                           approximate_unsupported=True)
     assert set(scores) == {"0.weight", "2.weight"}
+    default = pxprune.score(model, "px", torch.randn(3, 4))
+    assert set(default) == {"0.weight", "2.weight"} and all(s.max() > 0 for s in default.values())
 
 
 def test_prune_returns_exact_density_and_applies_masks():

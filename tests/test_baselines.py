@@ -311,21 +311,21 @@ def test_synflow_l2_ranks_like_px_with_all_ones_classifier():
     x, _ = make_data()
     # The classifier stays dense: a pruned classifier row makes PX's class weights Z1_k unequal
     hidden = Masks({n: m for n, m in half_masks(net).items() if n != "fc.weight"})
-    px = pxprune.score(net, "px", x, masks=hidden, classifier="ones")
+    px = pxprune.score(net, "px", x, masks=hidden, variant="bound", classifier="ones")
     l2 = pxprune.score(net, "synflow_l2", x, masks=hidden)
     ratios = torch.cat([(px[n][hidden[n]] / l2[n][hidden[n]]).flatten() for n in hidden])
     assert float(ratios.std() / ratios.mean()) < 1e-9  # proportional
     start = Masks({n: m for n, m in Masks.ones(net).items() if n != "fc.weight"})
     for sparsity in (0.5, 0.9, 0.98):
         a = pxprune.prune(copy.deepcopy(net), "px", sparsity, x, rounds=3, progress=False,
-                          masks=start, classifier="ones")
+                          masks=start, variant="bound", classifier="ones")
         b = pxprune.prune(copy.deepcopy(net), "synflow_l2", sparsity, x, rounds=3,
                           progress=False, masks=start)
         assert all(torch.equal(a[n], b[n]) for n in a)
         assert a.kept == round((1 - sparsity) * a.total)
     # with a pruned classifier the classes weigh differently and the rankings part
     partial = half_masks(net)
-    px = pxprune.score(net, "px", x, masks=partial, classifier="ones")
+    px = pxprune.score(net, "px", x, masks=partial, variant="bound", classifier="ones")
     l2 = pxprune.score(net, "synflow_l2", x, masks=partial)
     ratios = torch.cat([(px[n][partial[n]] / l2[n][partial[n]]).flatten() for n in partial])
     assert float(ratios.std() / ratios.mean()) > 1e-3

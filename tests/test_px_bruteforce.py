@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pxprune
-from pxprune.methods.px import px_terms
+from pxprune.methods.px.bound import px_terms
 
 # -- a tiny path enumerator ---------------------------------------------------------------------
 # A layer is a list of edges (in_unit, out_unit, weight_key | None, c1, c2): the weight entry the
@@ -261,8 +261,8 @@ def test_every_relu_style_gives_identical_scores(act):
     other = MLP(act).eval()
     other.load_state_dict(reference.state_dict())
     xs = torch.randn(8, 4)
-    a = pxprune.score(reference, "px", xs, precision="float64")
-    b = pxprune.score(other, "px", xs, precision="float64")
+    a = pxprune.score(reference, "px[variant=bound]", xs, precision="float64")
+    b = pxprune.score(other, "px[variant=bound]", xs, precision="float64")
     for name in a:
         assert torch.equal(a[name], b[name])
 
@@ -286,4 +286,4 @@ def test_dilated_max_pool_is_refused_by_name():
                           nn.MaxPool2d(2, dilation=2), nn.Flatten(), nn.Linear(2 * 2 * 2, 3,
                                                                                bias=False))
     with pytest.raises(UnsupportedLayerError, match=r"dilated max-pool in 2 \(MaxPool2d\)"):
-        pxprune.score(model, "px", torch.randn(4, 1, 8, 8))
+        pxprune.score(model, "px[variant=bound]", torch.randn(4, 1, 8, 8))

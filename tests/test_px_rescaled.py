@@ -20,7 +20,7 @@ import pxprune
 from pxprune import models
 from pxprune.intercept import PathActivationCopy, RangeError, weighted_modules
 from pxprune.masks import Masks
-from pxprune.methods.px import (
+from pxprune.methods.px.bound import (
     PXPrecisionFallback,
     _classifier_of,
     _copy1_rescaled,
@@ -135,8 +135,8 @@ def test_deep_resnets_score_in_float32_like_float64(name, images):
     x = torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error", PXPrecisionFallback)
-        default = pxprune.score(deep, "px", x)
-    exact = pxprune.score(deep, "px", x, precision="float64")
+        default = pxprune.score(deep, "px[variant=bound]", x)
+    exact = pxprune.score(deep, "px[variant=bound]", x, precision="float64")
     rel, overlap = _top_agreement(default, exact)
     assert rel < 1e-5 and overlap == 1.0
     m32 = pxprune.schedule.threshold(default, 0.018, Masks.ones(deep))
@@ -146,7 +146,7 @@ def test_deep_resnets_score_in_float32_like_float64(name, images):
 
 def _spy_on_rescaled(monkeypatch) -> list:
     """Record each call of the rescaled copy 1."""
-    import pxprune.methods.px as px
+    import pxprune.methods.px.bound as px
 
     calls, real = [], px._copy1_rescaled
     monkeypatch.setattr(px, "_copy1_rescaled", lambda *a: calls.append(1) or real(*a))
@@ -159,9 +159,9 @@ def test_scores_of_the_toy_network_agree(images, monkeypatch):
     calls = _spy_on_rescaled(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PXPrecisionFallback)
-        default = pxprune.score(model, "px", images)
+        default = pxprune.score(model, "px[variant=bound]", images)
     assert calls  # the rescaled copy, not the one-scale float32 copy, produced them
-    exact = pxprune.score(model, "px", images, precision="float64")
+    exact = pxprune.score(model, "px[variant=bound]", images, precision="float64")
     rel, overlap = _top_agreement(default, exact)
     assert rel < 1e-5 and overlap == 1.0
 
@@ -178,8 +178,8 @@ def test_an_operation_it_cannot_align_falls_back_to_float64(images, monkeypatch)
     with pytest.raises(RangeError, match="adds a constant"), torch.no_grad():
         _copy1_rescaled(model, low, rec, images.double().square(), False)
     with pytest.warns(PXPrecisionFallback):
-        default = pxprune.score(model, "px", images)
-    exact = pxprune.score(model, "px", images, precision="float64")
+        default = pxprune.score(model, "px[variant=bound]", images)
+    exact = pxprune.score(model, "px[variant=bound]", images, precision="float64")
     for name in exact:
         assert torch.equal(default[name], exact[name]), name
 

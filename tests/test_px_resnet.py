@@ -10,7 +10,7 @@ import torch
 import pxprune
 from pxprune import models
 from pxprune.intercept import PathKernelCopy
-from pxprune.methods.px import (
+from pxprune.methods.px.bound import (
     PXPrecisionFallback,
     _copy_weights,
     find_classifier,
@@ -67,7 +67,7 @@ def test_signs_of_the_shares(resnet20, images):
                        precision="float64")
     assert (real["conv1.weight"] >= 0).all() and (real["layer1.0.conv1.weight"] >= 0).all()
     assert (real["fc.weight"] < 0).any()
-    scores = pxprune.score(resnet20, "px", images, precision="float64")
+    scores = pxprune.score(resnet20, "px[variant=bound]", images, precision="float64")
     assert torch.equal(scores["fc.weight"], real["fc.weight"].abs())
 
 
@@ -96,7 +96,7 @@ def test_train_mode_copy_two_has_zero_gradient(resnet20, images):
                                 allow_unused=True)
     official = max(float((g.abs() * z1.abs().max().reciprocal()).max()) for g in grads
                    if g is not None)
-    ours = pxprune.score(resnet20, "px", images)
+    ours = pxprune.score(resnet20, "px[variant=bound]", images)
     ours_max = max(float((s / z1.abs().max()).max()) for n, s in ours.items() if n != "fc.weight")
     assert official < 1e-9 * ours_max
 
@@ -106,8 +106,9 @@ def test_float32_and_float64_models_give_the_same_masks(resnet20, images):
     m64 = models.get("resnet20").eval()
     m64.load_state_dict(m32.state_dict())
     m64 = m64.double()
-    a = pxprune.prune(m32_copy := _clone(m32), "px", 0.982, images, rounds=5, progress=False)
-    b = pxprune.prune(m64, "px", 0.982, images.double(), rounds=5, progress=False)
+    a = pxprune.prune(m32_copy := _clone(m32), "px[variant=bound]", 0.982, images, rounds=5,
+                      progress=False)
+    b = pxprune.prune(m64, "px[variant=bound]", 0.982, images.double(), rounds=5, progress=False)
     differing = sum(int((a[n] ^ b[n]).sum()) for n in a)
     assert a.kept == b.kept == round(0.018 * a.total)
     assert differing <= 0.001 * a.total
@@ -116,8 +117,8 @@ def test_float32_and_float64_models_give_the_same_masks(resnet20, images):
 
 def test_float32_copy_ranks_like_float64(resnet20, images):
     """The default (copy 1 in float32, rescaled by a power of two) against all-float64."""
-    s64 = pxprune.score(resnet20, "px", images, precision="float64")
-    s32 = pxprune.score(resnet20, "px", images, precision="float32")
+    s64 = pxprune.score(resnet20, "px[variant=bound]", images, precision="float64")
+    s32 = pxprune.score(resnet20, "px[variant=bound]", images, precision="float32")
     for n in s64:
         rel = ((s32[n] - s64[n]).abs() / s64[n].abs().max()).max()
         assert rel < 1e-4, n
@@ -133,7 +134,7 @@ def test_float32_copy_ranks_like_float64(resnet20, images):
 def test_scoring_leaves_model_untouched(resnet20, images):
     state = {k: v.clone() for k, v in resnet20.state_dict().items()}
     resnet20.train()
-    pxprune.score(resnet20, "px", images)
+    pxprune.score(resnet20, "px[variant=bound]", images)
     assert resnet20.training
     resnet20.eval()
     for k, v in resnet20.state_dict().items():
@@ -151,19 +152,20 @@ def test_float32_copies_give_the_float64_masks_over_100_rounds(resnet20, images)
     """Our float32 copy 1 changes no mask over the full schedule. (A float64 *model* can differ
     more, after 100 rounds: its real network flips a few ReLU gates against the float32 one;
     benchmarks/px_dtype_masks.py measures that.)"""
-    a = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False)
-    b = pxprune.prune(_clone(resnet20), "px", 0.982, images, progress=False, precision="float64")
+    a = pxprune.prune(_clone(resnet20), "px[variant=bound]", 0.982, images, progress=False)
+    b = pxprune.prune(_clone(resnet20), "px[variant=bound]", 0.982, images, progress=False,
+                      precision="float64")
     assert sum(int((a[n] ^ b[n]).sum()) for n in a) == 0
 
 
 def test_resnet20_takes_the_one_scale_float32_path(images, monkeypatch):
     """ResNet-20 fits float32 with one input scale: no fallback, and not the slower rescaled
     copy (ResNet-56 and deeper take that one: tests/test_px_rescaled.py)."""
-    import pxprune.methods.px as px
+    import pxprune.methods.px.bound as px
 
     monkeypatch.setattr(px, "_copy1_rescaled", lambda *a: pytest.fail("rescaled copy used"))
     torch.manual_seed(0)
     shallow = models.get("resnet20").eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error", PXPrecisionFallback)
-        pxprune.score(shallow, "px", images[:20])
+        pxprune.score(shallow, "px[variant=bound]", images[:20])

@@ -1,4 +1,5 @@
-"""PX variants: ``variant="cvpr2024"`` (the authors' April 2024 code) against hand computations."""
+"""PX variants: the default (the authors' April-2024 scoring, ``variant="cvpr2024"``) against
+hand computations, and how it relates to ``variant="bound"``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from torch import nn
 
 import pxprune
 from pxprune.masks import Masks, PruningError
-from pxprune.methods.px import PXNumericsError, px_terms
+from pxprune.methods.px import PXNumericsError
+from pxprune.methods.px.bound import px_terms
 
 F64 = torch.float64
 
@@ -162,35 +164,42 @@ def test_cvpr2024_sums_R_over_batches_each_with_its_own_statistics(cnn):
     assert not torch.allclose(got["conv1.weight"], one_batch["conv1.weight"])
 
 
-def test_cvpr2024_differs_from_default(cnn):
+def test_bound_differs_from_default(cnn):
     xs = torch.randn(6, 2, 6, 6, dtype=F64)
-    paper = pxprune.score(cnn, "px", xs, precision="float64")
-    cvpr = pxprune.score(cnn, "px", xs, variant="cvpr2024", precision="float64")
-    flat_p = torch.cat([paper[n].flatten() for n in sorted(paper)])
+    bound = pxprune.score(cnn, "px", xs, variant="bound", precision="float64")
+    cvpr = pxprune.score(cnn, "px", xs, precision="float64")
+    flat_p = torch.cat([bound[n].flatten() for n in sorted(bound)])
     flat_c = torch.cat([cvpr[n].flatten() for n in sorted(cvpr)])
     assert not torch.allclose(flat_p / flat_p.sum(), flat_c / flat_c.sum(), rtol=1e-3)
     k = flat_p.numel() // 3
     assert set(flat_p.topk(k).indices.tolist()) != set(flat_c.topk(k).indices.tolist())
 
 
-def test_default_is_paper_and_unchanged(cnn):
-    """No variant = "paper" = the DESIGN §3 shares |theta dR/dtheta| that px_terms computes
-    (pinned by the brute-force path tests in test_px_bruteforce.py)."""
+def test_default_is_cvpr2024_and_bound_is_px_terms(cnn):
+    """No variant = "cvpr2024"; "bound" = the DESIGN §3.2 shares |theta dR/dtheta| that
+    px_terms computes (pinned by the brute-force path tests in test_px_bruteforce.py)."""
     xs = torch.randn(6, 2, 6, 6, dtype=F64)
     default = pxprune.score(cnn, "px", xs, precision="float64")
-    paper = pxprune.score(cnn, "px", xs, variant="paper", precision="float64")
+    cvpr = pxprune.score(cnn, "px", xs, variant="cvpr2024", precision="float64")
+    spec = pxprune.score(cnn, "px[variant=cvpr2024,precision=float64]", xs)
+    bound = pxprune.score(cnn, "px", xs, variant="bound", precision="float64")
     _, shares = px_terms(cnn, [(xs, None)], Masks.ones(cnn), precision="float64")
     for name in default:
-        assert torch.equal(default[name], paper[name])
-        assert torch.equal(default[name], shares[name].abs())
+        assert torch.equal(default[name], cvpr[name])
+        assert torch.equal(default[name], spec[name])
+        assert torch.equal(bound[name], shares[name].abs())
 
 
 def test_unknown_variant_and_bad_options_are_refused(cnn):
     xs = torch.randn(4, 2, 6, 6, dtype=F64)
     with pytest.raises(PruningError, match="unknown PX variant 'cvpr2025'"):
         pxprune.score(cnn, "px", xs, variant="cvpr2025")
-    with pytest.raises(PruningError, match="no classifier options"):
+    with pytest.raises(PruningError, match="takes no classifier option"):
         pxprune.score(cnn, "px", xs, variant="cvpr2024", classifier="ones")
+    with pytest.raises(PruningError, match="takes no bn option"):
+        pxprune.score(cnn, "px", xs, bn="batch")
+    with pytest.raises(PruningError, match="unknown PX variant 'paper'"):
+        pxprune.score(cnn, "px", xs, variant="paper")
     with pytest.raises(PruningError, match="precision"):
         pxprune.score(cnn, "px", xs, variant="cvpr2024", precision="float16")
 
@@ -236,8 +245,11 @@ def test_cvpr2024_float32_ranks_like_float64():
 
 def test_prune_and_spec_pass_the_variant(cnn):
     xs = torch.randn(6, 2, 6, 6, dtype=F64)
-    m1 = pxprune.prune(copy.deepcopy(cnn), "px", 0.5, xs, rounds=3, variant="cvpr2024",
+    m1 = pxprune.prune(copy.deepcopy(cnn), "px", 0.5, xs, rounds=3, variant="bound",
                        progress=False)
     m0 = pxprune.prune(copy.deepcopy(cnn), "px", 0.5, xs, rounds=3, progress=False)
+    m2 = pxprune.prune(copy.deepcopy(cnn), "px[variant=bound]", 0.5, xs, rounds=3,
+                       progress=False)
     assert abs(m1.density() - 0.5) < 0.01
     assert any(not torch.equal(m1[n], m0[n]) for n in m1)
+    assert all(torch.equal(m1[n], m2[n]) for n in m1)

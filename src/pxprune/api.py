@@ -14,6 +14,7 @@ from . import prune_checkpoint
 from .batches import as_batches, require_targets
 from .masks import Masks, PruningError, prunable_parameters
 from .methods import REGISTRY, Method
+from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
 from .schedule import parse_sparsity, round_densities, threshold
 
 
@@ -21,10 +22,23 @@ def get_method(method: str) -> Method:
     """The registered method called ``method``, or a PruningError listing the valid names."""
     try:
         return REGISTRY[method]
-    except KeyError:
+    except (KeyError, TypeError):
         raise PruningError(
             f"unknown method {method!r}; choose one of {', '.join(sorted(REGISTRY))}"
         ) from None
+
+
+def method_and_options(method: str, options: dict, pipeline_keys: bool) -> tuple[Method, dict]:
+    """A method name or spec (``px[variant=bound]``) and keyword options -> the registered
+    method and every option, each checked against what the method takes."""
+    if not isinstance(method, str):
+        raise PruningError(f"method must be a string such as 'px' or 'px[variant=bound]', got "
+                           f"{type(method).__name__}")
+    name, spec_options = parse_method_spec(method)
+    seed = {k: options[k] for k in ("seed",) if k in options}  # score(..., seed=) is allowed
+    merged = merge_options(method, spec_options, {k: v for k, v in options.items() if k != "seed"})
+    check_options(name, merged, method if spec_options else None, pipeline_keys)
+    return get_method(name), {**merged, **seed}
 
 
 def check_finite(model: nn.Module) -> None:
@@ -48,10 +62,12 @@ def score(
 ) -> dict[str, Tensor]:
     """One round of ``method``'s scores for the prunable weights (non-negative, same shapes).
 
-    ``data`` is a tensor, or an iterable of tensors or (input, target) pairs. The model's weights
-    are left untouched; ``masks`` (default: keep all) says which weights are already pruned.
+    ``method`` is a name or a spec with options, ``"px[variant=bound]"``; options may also be
+    passed as keywords. ``data`` is a tensor, or an iterable of tensors or (input, target)
+    pairs. The model's weights are left untouched; ``masks`` (default: keep all) says which
+    weights are already pruned.
     """
-    spec = get_method(method)
+    spec, options = method_and_options(method, options, pipeline_keys=False)
     check_finite(model)
     masks = Masks.ones(model) if masks is None else Masks(masks)
     batches = as_batches(data, _device(model)) if spec.needs_data else (
@@ -82,6 +98,9 @@ def prune(
 ) -> Masks:
     """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
 
+    ``method`` is a name or a spec with options (``"px[variant=bound,bn=batch]"``,
+    ``"snip[rounds=10]"``); options may also be passed as keywords.
+
     Round r of ``rounds`` keeps density ``d**(r/rounds)`` (d = 1 - sparsity) by a global (or
     per-layer, ``scope="layer"``) threshold on the scores of the masked network, keeping exactly
     ``round(d*N)`` weights. ``rounds=None`` uses the method's default (100 for PX and SynFlow,
@@ -96,7 +115,9 @@ def prune(
     options, sparsity, rounds, scope, seed, starting weights, data) resumes after the saved
     round, another pruning is refused, and the file is deleted once the schedule is done.
     """
-    spec = get_method(method)
+    spec, options = method_and_options(method, options, pipeline_keys=True)
+    rounds = options.pop("rounds", rounds)
+    scope = str(options.pop("scope", scope))
     density = 1.0 - parse_sparsity(sparsity)
     check_finite(model)
     prunable_parameters(model)  # raises when there is nothing to prune
@@ -116,8 +137,10 @@ def prune(
     path = Path(checkpoint) if checkpoint is not None and rounds > 1 else None
     ident: dict = {}
     if path is not None:
+        # the resolved spec: a checkpoint of ``px`` under an older default is another pruning
+        resolved = format_method_spec(spec.name, spec.resolved_options(options))
         ident = prune_checkpoint.identity(
-            method, options, density, rounds, scope, seed,
+            resolved, options, density, rounds, scope, seed,
             prune_checkpoint.fingerprint(original, batches))
         saved = prune_checkpoint.load(path, ident)
         if saved is not None and saved[1] > start_round:

@@ -185,14 +185,38 @@ class Gate:
 class Recording:
     gates: list[Gate] = field(default_factory=list)
     weighted_calls: list[str] = field(default_factory=list)  # module names, in call order
+    bn_vars: list[Tensor] = field(default_factory=list)  # batch variances (``bn="batch"`` only)
+
+
+BN_SOURCES = ("running", "batch")
 
 
 class GateRecorder(Interceptor):
-    """Runs the real network unchanged and records each gate and each conv/linear call."""
+    """Runs the real network and records each gate and each conv/linear call.
 
-    def __init__(self, model: nn.Module, approximate_unsupported: bool = False):
+    ``bn="running"`` runs BatchNorm as the model does (eval mode: running statistics);
+    ``bn="batch"`` normalises with the statistics of the batch instead, leaving the running
+    statistics untouched, and records each BatchNorm's (biased) batch variance per channel in
+    float64, so that the gates and the scales come from the same forward.
+    """
+
+    def __init__(self, model: nn.Module, approximate_unsupported: bool = False,
+                 bn: str = "running"):
         super().__init__(model, approximate_unsupported)
+        if bn not in BN_SOURCES:
+            raise UnsupportedLayerError(f"bn must be one of {BN_SOURCES}, got {bn!r}")
+        self.bn = bn
         self.recording = Recording()
+
+    def on_batchnorm(self, name, func, args, kwargs):
+        if self.bn == "running":
+            return func(*args, **kwargs)
+        x = args[0]
+        weight, bias = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+        eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+        dims = [d for d in range(x.dim()) if d != 1]
+        self.recording.bn_vars.append(x.detach().to(torch.float64).var(dims, unbiased=False))
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
 
     def _gate(self, x: Tensor, mask: Tensor, negative: float = 0.0) -> None:
         # ``mask`` is a fresh comparison result: no copy needed, even before an in-place ReLU
@@ -272,9 +296,19 @@ class _WeightSubstitution(Interceptor):
             )
         return var
 
+    bn_vars: list[Tensor] | None = None  # per-call variances replacing the running ones
+    _bn_next = 0
+
     def _bn_scale(self, args, kwargs) -> tuple[Tensor, Tensor]:
         x = args[0]
-        var = self._require_running_stats(args, kwargs)
+        if self.bn_vars is not None:
+            if self._bn_next >= len(self.bn_vars):
+                raise RuntimeError(f"more BatchNorm calls than recorded variances at "
+                                   f"{self.current_module}")
+            var = self.bn_vars[self._bn_next]
+            self._bn_next += 1
+        else:
+            var = self._require_running_stats(args, kwargs)
         weight = _arg(args, kwargs, 3, "weight")
         eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
         scale = 1.0 / torch.sqrt(var.to(torch.float64) + eps)
@@ -291,6 +325,7 @@ class PathActivationCopy(_WeightSubstitution):
                  **kw):
         super().__init__(model, weights, **kw)
         self.gates = recording.gates
+        self.batch_bn = bool(recording.bn_vars)  # gates from batch statistics: none needed
         self._next = 0
 
     def _take(self, kind: str, x: Tensor) -> Gate:
@@ -340,7 +375,8 @@ class PathActivationCopy(_WeightSubstitution):
         return out
 
     def on_batchnorm(self, name, func, args, kwargs):
-        self._require_running_stats(args, kwargs)
+        if not self.batch_bn:
+            self._require_running_stats(args, kwargs)
         return args[0]
 
 
@@ -474,10 +510,12 @@ class PathKernelCopy(_WeightSubstitution):
     """PX copy 2 / SynFlow: linearised network, BatchNorm as ``|s|**bn_power``, no biases."""
 
     def __init__(self, model: nn.Module, weights: Mapping[int, Tensor], bn_power: int = 2,
-                 maxpool_as: str = "avg", **kw):
+                 maxpool_as: str = "avg", bn_vars: list[Tensor] | None = None, **kw):
         super().__init__(model, weights, **kw)
         self.bn_power = bn_power
         self.maxpool_as = maxpool_as
+        self.bn_vars = bn_vars
+        self._bn_next = 0
 
     def on_relu(self, name, func, args, kwargs):
         return args[0]

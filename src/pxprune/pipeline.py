@@ -45,6 +45,9 @@ class RunConfig:
     weights: str | None = None
     norm: str = "dataset"
     precision: str | None = None  # training precision (recipe's "auto" when None)
+    # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
+    # filled in by run_experiment; "" in folders written before it was recorded
+    resolved_method: str = ""
 
     def recipe_overrides(self) -> dict:
         names = ("epochs", "lr", "batch_size", "schedule", "precision")
@@ -160,6 +163,28 @@ def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
     (out / "layers.txt").write_text(format_layer_table(masks, flops) + "\n")
 
 
+def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
+    """``cfg`` with ``resolved_method`` filled in; ``legacy``: as the method was meant before
+    the last change of a default (for folders written before the resolution was recorded)."""
+    from dataclasses import replace
+
+    from .methods.spec import resolved_spec
+
+    if cfg.resolved_method:
+        return cfg
+    return replace(cfg, resolved_method=resolved_spec(cfg.method, legacy=legacy))
+
+
+def check_same_method(previous: RunConfig, cfg: RunConfig, out: Path) -> None:
+    """Refuse to resume a folder whose method meant something else when it was scored."""
+    before = with_resolved_method(previous, legacy=True).resolved_method
+    if before != cfg.resolved_method:
+        raise PruningError(
+            f"{out} was pruned with {before!r}, but {cfg.method!r} now means "
+            f"{cfg.resolved_method!r} (a default changed); use another --out, or --method "
+            f"'{before}' to finish that run")
+
+
 def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
                    progress: bool = True, log: Callable[[str], object] = print) -> dict:
     """Run (or resume, or just read back) one cell; returns its summary."""
@@ -167,14 +192,19 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
 
     out = Path(out)
     summary_path = out / "summary.json"
+    config_path = out / "config.json"
+    cfg = with_resolved_method(cfg)
+    if config_path.exists() and summary_path.exists():  # finished: still never another method
+        check_same_method(RunConfig.from_dict(json.loads(config_path.read_text())), cfg, out)
     if summary_path.exists():
         log(f"{out}: already finished")
         return json.loads(summary_path.read_text())
     main = D.is_main_process()  # under torchrun only rank 0 writes; masks are broadcast
     out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.json"
     if config_path.exists():
         previous = RunConfig.from_dict(json.loads(config_path.read_text()))
+        check_same_method(previous, cfg, out)
+        previous = with_resolved_method(previous, legacy=True)
         if previous != cfg:
             raise PruningError(f"{out} holds a run with a different config; use another --out")
     elif main:

@@ -61,7 +61,7 @@ def grasp_terms(
             dict(zip(names, hg, strict=True)))
 
 
-@register("grasp", needs_data=True, needs_labels=True)
+@register("grasp", needs_data=True, needs_labels=True, display_name="GraSP", color="#2ca02c")
 def score(
     model: nn.Module,
     batches: list[Batch],

@@ -78,7 +78,7 @@ def run_imp(
     return current
 
 
-@register("imp", needs_data=False)
+@register("imp", needs_data=False, display_name="IMP", color="#e377c2", trains=True)
 def score(model: nn.Module, batches: list[Batch], masks: Masks, *, seed: int = 0,
           **options: object) -> dict[str, Tensor]:
     """Not a one-shot score: IMP trains between rounds; use :func:`run_imp`."""

@@ -10,7 +10,7 @@ from . import register
 from ._common import masked_weights
 
 
-@register("magnitude", needs_data=False)
+@register("magnitude", needs_data=False, display_name="Magnitude", color="#8c564b")
 def score(
     model: nn.Module, batches: list[Batch], masks: Masks, *, seed: int = 0
 ) -> dict[str, Tensor]:

@@ -40,7 +40,8 @@ def _randn(shape: torch.Size, gen: torch.Generator, like: Tensor) -> Tensor:
     return torch.randn(shape, generator=gen).to(device=like.device, dtype=like.dtype)
 
 
-@register("ntksap", needs_data=True, default_rounds=ROUNDS)
+@register("ntksap", needs_data=True, default_rounds=ROUNDS, display_name="NTK-SAP",
+          color="#1f77b4")
 def score(
     model: nn.Module,
     batches: list[Batch],

@@ -10,7 +10,7 @@ from ..masks import Masks
 from . import register
 
 
-@register("random", needs_data=False)
+@register("random", needs_data=False, display_name="Random", color="#7f7f7f")
 def score(
     model: nn.Module, batches: list[Batch], masks: Masks, *, seed: int = 0
 ) -> dict[str, Tensor]:

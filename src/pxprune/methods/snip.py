@@ -32,7 +32,7 @@ def snip_gradients(
     return {n: w.detach() for n, w in weights.items()}, grads
 
 
-@register("snip", needs_data=True, needs_labels=True)
+@register("snip", needs_data=True, needs_labels=True, display_name="SNIP", color="#ff7f0e")
 def score(
     model: nn.Module, batches: list[Batch], masks: Masks, *, seed: int = 0, bn_mode: str = "train"
 ) -> dict[str, Tensor]:

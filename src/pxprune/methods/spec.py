@@ -99,29 +99,65 @@ def folder_name(spec: str) -> str:
 PIPELINE_KEYS = ("rounds", "scope")  # handled by pxprune.prune, not by the score function
 
 
-def check_method_spec(spec: str) -> tuple[str, dict[str, Value]]:
-    """Parse ``spec`` and check the name is registered and each key is an option it accepts."""
+def check_options(name: str, options: dict[str, Value], spec: str | None = None,
+                  pipeline_keys: bool = True) -> None:
+    """Check that method ``name`` is registered and takes each of ``options``.
+
+    ``pipeline_keys`` allows ``rounds`` and ``scope`` (handled by ``pxprune.prune``, not by the
+    score function); ``spec`` is what the user wrote, for the message.
+    """
     import inspect
 
     from . import REGISTRY
 
-    name, options = parse_method_spec(spec)
+    where = repr(spec) if spec is not None else f"method {name!r}"
     if name not in REGISTRY:
-        raise PruningError(f"unknown method {name!r} in {spec!r}; choose one of "
-                           f"{', '.join(sorted(REGISTRY))}")
+        raise PruningError(f"unknown method {name!r}" + (f" in {spec!r}" if spec else "") +
+                           f"; choose one of {', '.join(sorted(REGISTRY))}")
     params = inspect.signature(REGISTRY[name].score).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     allowed = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    allowed = (allowed - {"seed"}) | set(PIPELINE_KEYS)
+    allowed = (allowed - {"seed"}) | (set(PIPELINE_KEYS) if pipeline_keys else set())
     unknown = [k for k in options if k not in allowed and not accepts_any]
     if unknown or "seed" in options:
-        raise PruningError(f"{spec!r}: {name} has no option {', '.join(unknown or ['seed'])}; "
+        raise PruningError(f"{where}: {name} has no option {', '.join(unknown or ['seed'])}; "
                            f"it takes {', '.join(sorted(allowed))}")
-    if "rounds" in options and not (isinstance(options["rounds"], int) and options["rounds"] > 0):
-        raise PruningError(f"{spec!r}: rounds must be a positive integer")
+    rounds = options.get("rounds")
+    if "rounds" in options and not (isinstance(rounds, int) and not isinstance(rounds, bool)
+                                    and rounds > 0):
+        raise PruningError(f"{where}: rounds must be a positive integer, got {rounds!r}")
     if "scope" in options and options["scope"] not in SCOPES:
-        raise PruningError(f"{spec!r}: scope must be one of {', '.join(SCOPES)}")
+        raise PruningError(f"{where}: scope must be one of {', '.join(SCOPES)}")
+
+
+def check_method_spec(spec: str) -> tuple[str, dict[str, Value]]:
+    """Parse ``spec`` and check the name is registered and each key is an option it accepts."""
+    name, options = parse_method_spec(spec)
+    check_options(name, options, spec)
     return name, options
+
+
+def merge_options(spec: str, options: dict[str, Value], keywords: dict) -> dict:
+    """The spec's options and the keyword options together; one key given both ways with two
+    values is an error."""
+    clash = [k for k in keywords if k in options and options[k] != keywords[k]]
+    if clash:
+        raise PruningError(f"{spec!r}: option {', '.join(clash)} given both in the spec and as a "
+                           "keyword, with different values")
+    return {**options, **keywords}
+
+
+def resolved_spec(spec: str, legacy: bool = False) -> str:
+    """The canonical spec with the defaults that define the method written out: ``px`` ->
+    ``px[variant=cvpr2024]``. Recorded in run configs, so that a folder scored under an older
+    default is never resumed under a newer one (``legacy``: the meaning before the last change
+    of a default, for folders that recorded none)."""
+    from . import REGISTRY
+
+    name, options = parse_method_spec(spec)
+    if name not in REGISTRY:
+        return format_method_spec(name, options)
+    return format_method_spec(name, REGISTRY[name].resolved_options(options, legacy))
 
 
 def split_method_list(text: str) -> list[str]:

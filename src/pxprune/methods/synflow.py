@@ -73,7 +73,8 @@ def synflow_terms(
     return R.detach(), shares
 
 
-@register("synflow", needs_data=False, default_rounds=100)
+@register("synflow", needs_data=False, default_rounds=100, display_name="SynFlow",
+          color="#9467bd")
 def score(
     model: nn.Module,
     batches: list[Batch],
@@ -101,7 +102,8 @@ def score(
     return {n: s.abs() for n, s in shares.items()}
 
 
-@register("synflow_l2", needs_data=False, default_rounds=100)
+@register("synflow_l2", needs_data=False, default_rounds=100, display_name="SynFlow-L2",
+          color="#17becf")
 def score_l2(
     model: nn.Module,
     batches: list[Batch],

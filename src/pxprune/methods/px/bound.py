@@ -42,34 +42,27 @@ import math
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batches import Batch
-from ..intercept import (
+from ...batches import Batch
+from ...intercept import (
+    BN_SOURCES,
     Gate,
     GateRecorder,
-    Interceptor,
     PathActivationCopy,
     PathKernelCopy,
     RangeError,
     Recording,
     RescaledPathActivationCopy,
-    UnsupportedLayerError,
-    _arg,
     tensor_exponent,
     weighted_modules,
     with_exponent,
 )
-from ..masks import Masks, PruningError
-from . import register
+from ...masks import Masks, PruningError
+from .errors import PXNumericsError, PXPrecisionFallback
 
 PRECISIONS = ("float64", "float32")
 CLASSIFIER_MODES = ("real", "ones")
-
-
-class PXNumericsError(PruningError):
-    """A PX copy overflowed or produced NaN: the scores would be meaningless."""
 
 
 def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> str:
@@ -80,9 +73,11 @@ def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool =
     return _classifier_of(record_gates(model, x[:1], approximate_unsupported))
 
 
-def record_gates(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> Recording:
-    """The real network's ReLU patterns, max-pool choices and conv/linear calls on ``x``."""
-    with torch.no_grad(), GateRecorder(model, approximate_unsupported) as rec:
+def record_gates(model: nn.Module, x: Tensor, approximate_unsupported: bool = False,
+                 bn: str = "running") -> Recording:
+    """The real network's ReLU patterns, max-pool choices and conv/linear calls on ``x``
+    (``bn="batch"``: BatchNorm with the batch's statistics, whose variances are recorded)."""
+    with torch.no_grad(), GateRecorder(model, approximate_unsupported, bn=bn) as rec:
         model(x.to(next(model.parameters()).dtype))
     return rec.recording
 
@@ -112,8 +107,18 @@ def px_terms(
     classifier_name: str | None = None,
     precision: str = "float32",
     approximate_unsupported: bool = False,
+    bn: str = "running",
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The bound ``R`` and signed shares ``theta dR/dtheta`` (hidden: ``theta^2 dR/dtheta^2``)."""
+    """The bound ``R`` and signed shares ``theta dR/dtheta`` (hidden: ``theta^2 dR/dtheta^2``).
+
+    ``bn`` says where BatchNorm's scale ``s = gamma/sqrt(var+eps)`` (``s**2`` in copy 2) takes
+    ``var`` from: ``"running"`` the running statistics; ``"batch"`` a no-grad forward of the
+    real masked network on the pruning data with batch statistics (running statistics untouched),
+    the same forward that records the gates; over several batches, the batch variances are
+    averaged with the batch sizes as weights.
+    """
+    if bn not in BN_SOURCES:
+        raise PruningError(f"bn must be one of {BN_SOURCES}, got {bn!r}")
     if classifier not in CLASSIFIER_MODES:
         raise PruningError(f"classifier must be one of {CLASSIFIER_MODES}, got {classifier!r}")
     if precision not in PRECISIONS:
@@ -123,7 +128,7 @@ def px_terms(
     model.eval()  # BatchNorm in eval mode everywhere: never batch statistics, never updated
     try:
         return _px_terms(model, batches, masks, all_weights, classifier == "real", classifier_name,
-                         precision, approximate_unsupported)
+                         precision, approximate_unsupported, bn)
     finally:
         model.train(was_training)
 
@@ -155,11 +160,6 @@ def _copy_weights(all_weights, masks, classifier_name, real_classifier, device):
 # networks (ResNet-56) do not, and run as the rescaled copy (per-layer powers of two) instead.
 FLOAT32_INPUT_FLOOR = 2.0**-100  # the scaled input's peak must stay this far above subnormals
 PROBE_TOLERANCE = 1e-5  # float32 vs the float64 probe on the first example, relative to its peak
-
-
-class PXPrecisionFallback(UserWarning):
-    """Copy 1 in float32 did not match the float64 probe for a batch (or used an operation the
-    rescaled copy cannot align) and was computed in float64 (slower, exact)."""
 
 
 def _copy1_float32(model, copy1, copy1_low, recording, squared, approximate_unsupported):
@@ -208,19 +208,23 @@ def _copy1_rescaled(model, copy1_low, recording, squared, approximate_unsupporte
 
 @torch.no_grad()
 def path_activation_sum(model, batches, copy1, precision, approximate_unsupported,
-                        first_recording: Recording | None = None) -> Tensor:
+                        first_recording: Recording | None = None, bn: str = "running",
+                        recordings: list[tuple[Recording, int]] | None = None) -> Tensor:
     """``Z1 = sum_x z1(x)`` in float64: gates recorded on the real network, replayed on ``x**2``.
 
     With ``precision="float32"`` each batch runs in float32 where that is provably close (see
     :func:`_copy1_float32`) and falls back to float64 (with a PXPrecisionFallback warning)
     where it is not. ``first_recording``, when given, is the first batch's recording (saves
-    one forward when the caller already recorded it)."""
+    one forward when the caller already recorded it). Each batch's recording and size are
+    appended to ``recordings`` when it is given."""
     f64 = torch.float64
     copy1_low = {k: v.float() for k, v in copy1.items()} if precision == "float32" else copy1
     z1_sum: Tensor | None = None
     for i, (x, _) in enumerate(batches):
         recording = first_recording if i == 0 and first_recording is not None else (
-            record_gates(model, x, approximate_unsupported))
+            record_gates(model, x, approximate_unsupported, bn))
+        if recordings is not None:
+            recordings.append((recording, x.shape[0]))
         squared = x.to(f64).square()
         z1 = None
         if precision == "float32":
@@ -247,20 +251,22 @@ def path_activation_sum(model, batches, copy1, precision, approximate_unsupporte
 
 
 def _px_terms(model, batches, masks, all_weights, real_classifier, classifier_name, precision,
-              approximate_unsupported):
+              approximate_unsupported, bn="running"):
     device = next(iter(all_weights.values())).device
     # the first batch's gates also name the classifier (the last Conv/Linear called)
-    first = record_gates(model, batches[0][0], approximate_unsupported)
+    first = record_gates(model, batches[0][0], approximate_unsupported, bn)
     if classifier_name is None:
         classifier_name = _classifier_of(first)
     if classifier_name not in all_weights:
         raise PruningError(f"classifier {classifier_name!r} is not a Conv/Linear weight")
     copy1, copy2, leaves = _copy_weights(all_weights, masks, classifier_name, real_classifier,
                                          device)
+    recordings: list[tuple[Recording, int]] = []
     z1_sum = path_activation_sum(model, batches, copy1, precision, approximate_unsupported,
-                                 first_recording=first)
+                                 first_recording=first, bn=bn, recordings=recordings)
     ones = torch.ones((1, *batches[0][0].shape[1:]), dtype=torch.float64, device=device)
     with PathKernelCopy(model, copy2, bn_power=2, maxpool_as="avg",
+                        bn_vars=_pooled_variances(recordings) if bn == "batch" else None,
                         approximate_unsupported=approximate_unsupported):
         z2 = model(ones)
     R = (z1_sum * z2[0]).sum()
@@ -284,159 +290,13 @@ def _first(recording: Recording) -> Recording:
              None if g.indices is None else g.indices[:1])
         for g in recording.gates
     ]
-    return Recording(gates, recording.weighted_calls)
+    return Recording(gates, recording.weighted_calls, recording.bn_vars)
 
 
-# ---------------------------------------------------------------------------------------------
-# variant="cvpr2024": the authors' April 2024 code (commit 82ce2bf), for side-by-side studies
-# ---------------------------------------------------------------------------------------------
-class _Cvpr2024Copy(Interceptor):
-    """A copy of the 2024 code: real or squared weights and biases, batch-statistics BatchNorm.
-
-    ``square=False`` is copy 1 (``jvf_model``): the masked real weights (the code's fill with
-    ones was a no-op) and the real ReLUs, which equal the gates it replayed from an identical
-    network on the same input. ``square=True`` is copy 2 (``pk_model``): every ReLU the
-    identity, weights and biases ``(mask*theta)**2`` (the classifier too). Both run BatchNorm
-    with the statistics of the batch (the code's ``train()`` mode) without updating the running
-    statistics, with gamma and beta as they are; max-pool stays a max-pool.
-    """
-
-    def __init__(self, model: nn.Module, weights: dict[int, Tensor], biases: dict[int, Tensor],
-                 square: bool, dtype: torch.dtype, **kw):
-        super().__init__(model, **kw)
-        self.weights, self.biases, self.square, self.dtype = weights, biases, square, dtype
-        self.batchnorm_calls = 0
-
-    def on_relu(self, name, func, args, kwargs):
-        return args[0] if self.square else func(*args, **kwargs)
-
-    on_leaky = on_hardtanh = on_approx = on_relu
-
-    def on_weighted(self, name, func, args, kwargs):
-        weight = _arg(args, kwargs, 1, "weight")
-        if id(weight) not in self.weights:
-            raise UnsupportedLayerError(f"{name} in module {self.current_module} uses a weight "
-                                        "that is not a parameter of a Conv/Linear module")
-        bias = _arg(args, kwargs, 2, "bias")
-        rest = list(args[3:])
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
-        bias = None if bias is None else self.biases[id(bias)]
-        return func(args[0], self.weights[id(weight)], bias, *rest, **kwargs)
-
-    def on_batchnorm(self, name, func, args, kwargs):
-        self.batchnorm_calls += 1
-        x = args[0]
-        weight, bias = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
-        eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
-        return F.batch_norm(x, None, None, self._cast(weight), self._cast(bias), True, 0.0, eps)
-
-    def _cast(self, t: Tensor | None) -> Tensor | None:
-        """A BatchNorm affine parameter, detached, in the copies' dtype."""
-        return None if t is None else t.detach().to(self.dtype)
+def _pooled_variances(recordings: list[tuple[Recording, int]]) -> list[Tensor]:
+    """Each BatchNorm's batch variance averaged over the batches, weighted by their sizes."""
+    total = sum(n for _, n in recordings)
+    first = recordings[0][0].bn_vars
+    return [sum(rec.bn_vars[i] * n for rec, n in recordings) / total for i in range(len(first))]
 
 
-def _cvpr2024_scores(model: nn.Module, batches: list[Batch], masks: Masks,
-                     precision: str) -> dict[str, Tensor]:
-    """``|dR/d(theta^2) * theta^2 * theta * theta^2|`` with ``R = sum_x z1(x) . z2(x)``."""
-    if precision not in PRECISIONS:
-        raise PruningError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    dtype = torch.float64 if precision == "float64" else torch.float32
-    all_weights = weighted_modules(model)
-    device = next(iter(all_weights.values())).device
-    real: dict[int, Tensor] = {}
-    squared: dict[int, Tensor] = {}
-    leaves: dict[str, Tensor] = {}
-    thetas: dict[str, Tensor] = {}
-    for name, w in all_weights.items():
-        keep = masks[name].to(device) if name in masks else torch.ones_like(w, dtype=torch.bool)
-        masked = w.detach().to(dtype) * keep.to(dtype)
-        real[id(w)] = masked
-        value = masked.square()
-        if name in masks:
-            value.requires_grad_(True)
-            leaves[name], thetas[name] = value, masked
-        squared[id(w)] = value
-    real_b: dict[int, Tensor] = {}
-    squared_b: dict[int, Tensor] = {}
-    for module in model.modules():
-        bias = getattr(module, "bias", None)
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and bias is not None:
-            real_b[id(bias)] = bias.detach().to(dtype)
-            squared_b[id(bias)] = bias.detach().to(dtype).square()
-    names = list(leaves)
-    grads = [torch.zeros_like(leaves[n]) for n in names]
-    R_total = 0.0
-    for x, _ in batches:
-        x = x.to(device=device, dtype=dtype)
-        with torch.no_grad(), _Cvpr2024Copy(model, real, real_b, False, dtype) as copy1:
-            z1 = model(x)
-        if copy1.batchnorm_calls and (x.shape[0] < 2 or not (x != x[:1]).any()):
-            raise PXNumericsError(
-                "PX variant 'cvpr2024' needs at least two different examples in each batch: its "
-                "copies run BatchNorm with batch statistics, and on a batch of identical inputs "
-                "(or of one) the pooled features are exactly zero and every score is rounding noise"
-            )
-        with _Cvpr2024Copy(model, squared, squared_b, True, dtype):
-            z2 = model(x)
-        R = (z1.detach() * z2).sum()
-        if not torch.isfinite(R):
-            raise PXNumericsError(f"PX (cvpr2024) bound R = {R.item()} is not finite")
-        R_total += R.item()
-        parts = torch.autograd.grad(R, [leaves[n] for n in names], allow_unused=True)
-        for i, g in enumerate(parts):
-            if g is not None:
-                grads[i] += g
-    scores = {}
-    for name, g in zip(names, grads, strict=True):
-        theta = thetas[name]
-        s = (g * leaves[name].detach() * theta).abs() * theta.square()  # |g theta^2 theta theta^2|
-        if not torch.isfinite(s).all():
-            raise PXNumericsError(f"PX (cvpr2024) scores of {name!r} are not finite")
-        scores[name] = s.to(torch.float64)
-    if R_total == 0.0 or not any(bool((s > 0).any()) for s in scores.values()):
-        raise PXNumericsError("PX (cvpr2024): every score is zero; the copies carry no signal")
-    return scores
-
-
-VARIANTS = ("paper", "cvpr2024")
-
-
-@register("px", needs_data=True, default_rounds=100)
-def score(
-    model: nn.Module,
-    batches: list[Batch],
-    masks: Masks,
-    *,
-    seed: int = 0,
-    variant: str = "paper",
-    classifier: str = "real",
-    classifier_name: str | None = None,
-    precision: str = "float32",
-    approximate_unsupported: bool = False,
-) -> dict[str, Tensor]:
-    """PX saliency ``|theta^2 dR/dtheta^2|`` (classifier ``|theta dR/dtheta|``) per weight.
-
-    ``variant="paper"`` (default) is DESIGN.md §3. ``variant="cvpr2024"`` reproduces the
-    authors' April 2024 code: copy 1 is the real masked network on raw ``x``, copy 2 the
-    linearised network with squared weights and biases on raw ``x``, both with batch-statistics
-    BatchNorm, ``R = sum_x z1(x) . z2(x)`` per example and score
-    ``|dR/d(theta^2)| * |theta|**5`` for every prunable weight, classifier included. It
-    refuses batches with fewer than two different examples (the pooled features would be
-    exactly zero and the scores rounding noise); ``classifier``/``classifier_name`` do not apply.
-    """
-    if variant not in VARIANTS:
-        raise PruningError(f"unknown PX variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if variant == "cvpr2024":
-        if classifier != "real" or classifier_name is not None:
-            raise PruningError("PX variant 'cvpr2024' takes no classifier options")
-        was_training = model.training
-        model.eval()  # the copies choose their own BatchNorm mode; dropout off
-        try:
-            return _cvpr2024_scores(model, batches, masks, precision)
-        finally:
-            model.train(was_training)
-    _, shares = px_terms(
-        model, batches, masks, classifier=classifier, classifier_name=classifier_name,
-        precision=precision, approximate_unsupported=approximate_unsupported,
-    )
-    return {name: s.abs() for name, s in shares.items()}
