@@ -62,10 +62,14 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     from .schedule import parse_sparsity
 
     sparsity = parse_sparsity(args.sparsity)
-    identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity}
+    # the resolved method (px -> px[variant=cvpr2024]): a folder pruned under an older
+    # default has none recorded, or another one, and is refused
+    identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity,
+                "resolved_method": resolved_spec(args.method)}
     claim(out, "prune", identity)
     if (out / "masks.safetensors").exists() and read_config(out) is not None:
         masks = Masks.load(out / "masks.safetensors")
+    from .methods.spec import resolved_spec
         log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
             f"weights); choose another --out to prune again")
         return {"masks": masks, "already_finished": True}
@@ -82,7 +86,8 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
         "command": "prune", "argv": cli_argv(), "pxprune": __version__,
         "torch": torch.__version__, "python": platform.python_version(),
         **{k: v for k, v in vars(args).items() if k != "func"},
-        "sparsity": sparsity, "dataset_name": dataset.name, "pruning_examples": int(len(y)),
+        "sparsity": sparsity, "resolved_method": identity["resolved_method"],
+        "dataset_name": dataset.name, "pruning_examples": int(len(y)),
     }
     write_config(out, config)
     log_threads(args.device, log)

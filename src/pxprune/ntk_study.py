@@ -23,6 +23,7 @@ import torch
 from . import provenance
 from .api import get_method, prune
 from .masks import Masks, PruningError
+from .methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
 from .ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from .schedule import parse_sparsity
 
@@ -150,9 +151,12 @@ def run_ntk_study(
     if methods is None or methods == "all":
         methods = study_methods()
     elif isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
+        methods = split_method_list(methods)
+    # unknown names or options fail now, not after an hour; cells are keyed by the resolved
+    # spec (px -> px[variant=cvpr2024]), so a default that changes never reuses an old cell
+    methods = [resolved_spec(canonical(m)) for m in methods]
     for m in methods:
-        get_method(m)  # unknown names fail now, not after an hour
+        check_method_spec(m)
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +169,7 @@ def run_ntk_study(
     config = {"model": model_name, "dataset": dataset, "dataset_name": train.name,
               "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
               "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
-              "bn_mode": "eval", "params": "prunable",
+              "bn_mode": "eval", "params": "prunable", "method_keys": "resolved specs",
               "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds}
     if path.exists():
         results = json.loads(path.read_text())
@@ -204,17 +208,20 @@ def run_ntk_study(
     todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
     log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
     for i, (method, sparsity) in enumerate(todo):
-        spec = get_method(method)
-        if isinstance(rounds, Mapping):
-            r = int(rounds.get(method, spec.default_rounds))
+        name, options = check_method_spec(method)
+        spec = get_method(name)
+        if "rounds" in options:
+            r = int(options.pop("rounds"))
+        elif isinstance(rounds, Mapping):
+            r = int(rounds.get(method, rounds.get(name, spec.default_rounds)))
         elif rounds is not None and spec.default_rounds > 1:
             r = int(rounds)
         else:
             r = spec.default_rounds
         model = copy.deepcopy(base)
         t0 = time.perf_counter()
-        masks = prune(model, method, sparsity, data=(xp, yp), rounds=r, seed=seed,
-                      progress=False)
+        masks = prune(model, name, sparsity, data=(xp, yp), rounds=r, seed=seed,
+                      progress=False, **options)
         t_prune = time.perf_counter() - t0
         cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
                 "rounds": r, "density": masks.density(), "kept": masks.kept, "total": masks.total}

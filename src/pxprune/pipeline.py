@@ -181,8 +181,7 @@ def check_same_method(previous: RunConfig, cfg: RunConfig, out: Path) -> None:
     if before != cfg.resolved_method:
         raise PruningError(
             f"{out} was pruned with {before!r}, but {cfg.method!r} now means "
-            f"{cfg.resolved_method!r} (a default changed); use another --out, or --method "
-            f"'{before}' to finish that run")
+            f"{cfg.resolved_method!r} (a default changed); use another --out")
 
 
 def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
