@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules that add their own sub-command with ``add_command(sub, common_prune_args)``.
-STUDY_COMMAND_MODULES = ("sweep", "ntk_study", "transfer_command")
+STUDY_COMMAND_MODULES = ("sweep_command", "ntk_study", "transfer_command")
 
 
 def add_commands(sub, common) -> None:

@@ -1,30 +1,35 @@
-"""``pxprune sweep``: a grid of resumable runs (method x sparsity x seed); also registers report.
+"""The grid of a sweep (method x sparsity x seed), its ``sweep.json``, and the local launcher.
 
 Layout of a sweep folder ``OUT``::
 
     OUT/sweep.json                          grid, protocol, environment, every invocation, cells
     OUT/<method>/s<sparsity %>/seed<k>/     one pipeline run folder per cell (e.g. px/s98.20/seed0)
     OUT/dense/seed<k>/                      the dense baseline, once per seed
+    OUT/submitit/                           job pickles and logs (``--launcher submitit`` only)
 
-Each cell is :func:`pxprune.pipeline.run_experiment`, so a finished cell (``summary.json``) is
-skipped, an interrupted one resumes from its saved masks and training checkpoint, and re-running
-the same command finishes a sweep. A cell that raises does not stop the sweep: its error goes to
-``<cell>/error.json`` and ``sweep.json``, the other cells still run, and the command exits 1.
+Each cell is :func:`pxprune.pipeline.run_experiment` run by :func:`run_logged_cell`, whichever
+launcher started it (this module's process pool, or a submitit job: :mod:`pxprune.sweep_submit`).
+So a finished cell (``summary.json``) is skipped, an interrupted one resumes from its saved masks
+and training checkpoint, and re-running the same command finishes a sweep. A cell that raises does
+not stop the sweep: its error goes to ``<cell>/error.json`` and ``sweep.json``, the other cells
+still run, and the command exits 1. While a cell runs it holds ``<cell>/running.json`` with a
+heartbeat (:mod:`pxprune.cell_lock`): ``sweep --status`` counts it as running, and no other
+launcher or invocation starts the same cell meanwhile.
 
 ``--jobs K`` runs K cells at once, each in its own (spawned) process: on a CPU the cores are
-split between them (``--threads``, default ``cpu_count // K`` per cell); on a GPU the K small
-trainings share the one device, which helps when a single CIFAR ResNet-20 run cannot fill it.
-Running the K trainings as CUDA streams inside one process was not implemented or measured: this
-code was written without a GPU, so no GPU throughput numbers for either variant exist yet.
+split between them (``--threads``, default ``cpu_count // K`` per cell); on one GPU the K small
+trainings share the device as K processes (each with its own CUDA context), which helps when a
+single CIFAR ResNet-20 run cannot fill it; with ``--device cuda`` and several visible GPUs the K
+slots go round-robin over them (:class:`DeviceSlots`). Running the K trainings as CUDA streams
+inside one process was not implemented: this code was written without a GPU, so no GPU
+throughput numbers for either variant exist yet (``benchmarks/gpu_session.sh`` measures them).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -33,6 +38,7 @@ from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from .cell_lock import CellBusy, CellLock, describe, live_holder
 from .pipeline import DENSE, RunConfig, run_experiment
 from .resolve import UsageError
 
@@ -153,6 +159,11 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def save_record(out: Path, record: dict) -> None:
+    """Write ``sweep.json`` (atomically)."""
+    _write_json(out / SWEEP_FILE, record)
+
+
 def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
     """``done`` (``done_file``), ``failed`` (error.json), ``partial`` (started) or ``missing``."""
     folder = out / cell.folder
@@ -187,8 +198,10 @@ def _load_sweep_file(out: Path, protocol: dict, kind: str = TRAINING) -> dict:
     return record
 
 
-def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn) -> None:
-    """Child-process entry point: run one cell, log to its folder, send back the outcome."""
+def run_logged_cell(cfg: dict, folder: str | Path, device: str, threads: int | None,
+                    job_id: str | None = None) -> dict:
+    """Run one cell in this process, logging to ``<cell>/sweep.log``: the body of a local pool
+    worker and of a submitit job alike. A Ctrl-C / SIGINT is logged and passes."""
     log_path = Path(folder) / "sweep.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as fh:
@@ -197,10 +210,19 @@ def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn)
             fh.flush()
 
         try:
-            result = _run_cell(RunConfig.from_dict(cfg), Path(folder), device, threads, False, log)
-        except KeyboardInterrupt:  # Ctrl-C / timeout reach every worker: the parent reports it
+            return _run_cell(RunConfig.from_dict(cfg), Path(folder), device, threads, False, log,
+                             job_id)
+        except KeyboardInterrupt:
             log("interrupted; the cell resumes from its checkpoint when the sweep is re-run")
-            return
+            raise
+
+
+def _cell_worker(cfg: dict, folder: str, device: str, threads: int | None, conn) -> None:
+    """Child-process entry point: run one cell, send back the outcome."""
+    try:
+        result = run_logged_cell(cfg, folder, device, threads)
+    except KeyboardInterrupt:  # Ctrl-C / timeout reach every worker: the parent reports it
+        return
     conn.send(result)
     conn.close()
 
@@ -218,8 +240,9 @@ def run_guarded(work: Callable[[], dict]) -> dict:
 
 
 def _run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, progress: bool,
-              log: Callable[[str], object]) -> dict:
-    """Run one cell, turning any exception into a recorded failure (KeyboardInterrupt passes)."""
+              log: Callable[[str], object], job_id: str | None = None) -> dict:
+    """Run one cell holding its ``running.json``, turning any exception into a recorded failure
+    (KeyboardInterrupt passes); a cell another live process holds is not run (``busy``)."""
     if threads:
         import torch
 
@@ -229,7 +252,12 @@ def _run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, pr
         summary = run_experiment(cfg, folder, device=device, progress=progress, log=log)
         return {"final_test_acc": summary.get("final_test_acc")}
 
-    return run_guarded(work)
+    try:
+        with CellLock(folder, job_id):
+            result = run_guarded(work)
+    except CellBusy as exc:
+        return {"ok": False, "busy": True, "error": str(exc), "seconds": 0.0, "device": device}
+    return {**result, "device": device}
 
 
 def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
@@ -253,40 +281,64 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
         "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
         "torch": env.get("torch"),
     })
-    todo = []
+    todo, busy = [], []
     for cell in cells:
         status = cell_status(out, cell, DONE_FILES[kind])
         entry = record["cells"].setdefault(cell.key, {**asdict(cell), "folder": cell.folder})
         if status == "done":
             entry["status"] = "done"
             continue
+        holder = live_holder(out / cell.folder)
+        if holder is not None:  # another launcher or invocation is running it right now
+            busy.append(cell)
+            log(f"  skip   {cell.folder}: running ({describe(holder)})")
+            continue
         todo.append(cell)
-    log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo)} already finished, "
-        f"{len(todo)} to run ({invocation.get('jobs', 1)} at a time)")
+    how = (f"as {invocation['launcher']} jobs" if invocation.get("launcher", "local") != "local"
+           else f"{invocation.get('jobs', 1)} at a time")
+    log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo) - len(busy)} already "
+        f"finished, {len(busy)} running elsewhere, {len(todo)} to run ({how})")
     _write_json(out / SWEEP_FILE, record)
     return record, todo
 
 
-def record_cell(out: Path, record: dict, cell: Cell, result: dict,
-                log: Callable[[str], object]) -> None:
-    """Write one cell's outcome to ``sweep.json``: done (its accuracy and ``result["extra"]``)
-    or failed (``<cell>/error.json`` with the traceback); a success removes an old error.json."""
-    entry = record["cells"][cell.key]
-    entry["seconds"] = round(result["seconds"], 2)
+def write_cell_outcome(out: Path, cell: Cell, result: dict) -> None:
+    """What a cell's folder keeps of its outcome, whichever launcher ran it: a failure writes
+    ``error.json`` (error and traceback), a success removes an old one."""
     error_path = out / cell.folder / ERROR_FILE
+    if result["ok"]:
+        error_path.unlink(missing_ok=True)
+        return
+    error_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(error_path, {**asdict(cell), "error": result["error"],
+                             "traceback": result.get("traceback", ""),
+                             "time": datetime.now(timezone.utc).isoformat()})
+
+
+def record_cell(out: Path, record: dict, cell: Cell, result: dict,
+                log: Callable[[str], object], *, write_folder: bool = True) -> None:
+    """Write one cell's outcome to ``sweep.json``: done (its accuracy and ``result["extra"]``)
+    or failed, and (``write_folder``: unless the job already did) to the cell's folder. A cell
+    found running elsewhere (``busy``) is left to its runner."""
+    entry = record["cells"][cell.key]
+    if result.get("busy"):
+        entry["status"] = "running"
+        log(f"  skip   {cell.folder}: {result['error']}")
+        _write_json(out / SWEEP_FILE, record)
+        return
+    entry["seconds"] = round(result["seconds"], 2)
+    if result.get("device") is not None:
+        entry["device"] = result["device"]
+    if write_folder:
+        write_cell_outcome(out, cell, result)
     if result["ok"]:
         entry.update(status="done", final_test_acc=result["final_test_acc"],
                      **result.get("extra", {}))
         entry.pop("error", None)
-        error_path.unlink(missing_ok=True)
         log(f"  done   {cell.folder}: test acc {result['final_test_acc']} % "
             f"({result['seconds']:.0f} s)")
     else:
         entry.update(status="failed", error=result["error"])
-        error_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(error_path, {**asdict(cell), "error": result["error"],
-                                 "traceback": result.get("traceback", ""),
-                                 "time": datetime.now(timezone.utc).isoformat()})
         log(f"  FAILED {cell.folder}: {result['error']}")
     _write_json(out / SWEEP_FILE, record)
 
@@ -299,6 +351,47 @@ def close_sweep(out: Path, record: dict, cells: Sequence[Cell]) -> dict:
     record["invocations"][-1]["failed_cells"] = failed
     _write_json(out / SWEEP_FILE, record)
     return record
+
+
+def cell_config(base: RunConfig, cell: Cell) -> RunConfig:
+    """The sweep's protocol with the cell's method, sparsity and seed."""
+    return replace(base, method=cell.method, sparsity=cell.sparsity, seed=cell.seed)
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA devices (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class DeviceSlots:
+    """The device of each of ``jobs`` concurrent cells: ``cuda`` with several visible GPUs
+    spreads the slots round-robin over them; any other device (``cpu``, ``cuda:1``, ``cuda`` on
+    one GPU) is shared by every slot, each cell its own process."""
+
+    def __init__(self, device: str, jobs: int, gpu_count: int) -> None:
+        device = str(device)
+        if device == "cuda" and gpu_count > 1:
+            self.devices = [f"cuda:{i % gpu_count}" for i in range(jobs)]
+        else:
+            self.devices = [device] * jobs
+        self.free = list(range(jobs))
+
+    def take(self) -> tuple[int, str]:
+        """The lowest free slot and its device."""
+        slot = min(self.free)
+        self.free.remove(slot)
+        return slot, self.devices[slot]
+
+    def release(self, slot: int) -> None:
+        """Free a slot whose cell ended."""
+        self.free.append(slot)
+
+    def describe(self) -> str:
+        """One line: how many cells share which device."""
+        counts = {d: self.devices.count(d) for d in dict.fromkeys(self.devices)}
+        return ", ".join(f"{n} on {d}" for d, n in counts.items()) + " (one process per cell)"
 
 
 def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
@@ -325,39 +418,45 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
     if jobs == 1:
         for cell in todo:
             log(f"  run    {cell.folder}")
-            cfg = replace(base, method=cell.method, sparsity=cell.sparsity, seed=cell.seed)
+            cfg = cell_config(base, cell)
             finish(cell, _run_cell(cfg, out / cell.folder, device, threads, progress, log))
-    else:
-        _run_parallel(base, todo, out, device, jobs, threads, log, finish)
+    elif todo:
+        slots = DeviceSlots(device, min(jobs, len(todo)),
+                            cuda_device_count() if str(device) == "cuda" else 0)
+        log(f"  {slots.describe()}")
+        _run_parallel(base, todo, out, slots, threads, log, finish)
     return close_sweep(out, record, cells)
 
 
-def _run_parallel(base: RunConfig, todo: list[Cell], out: Path, device: str, jobs: int,
+def _run_parallel(base: RunConfig, todo: list[Cell], out: Path, slots: DeviceSlots,
                   threads: int | None, log: Callable[[str], object],
                   finish: Callable[[Cell, dict], None]) -> None:
-    """Up to ``jobs`` spawned processes, one per cell; a dying process only fails its cell."""
+    """One spawned process per cell, one cell per slot; a dying process only fails its cell."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # no forked CUDA / OpenMP state
     pending = list(todo)
-    running: dict = {}  # sentinel -> (process, connection, cell, start)
+    running: dict = {}  # sentinel -> (process, connection, cell, start, slot)
     try:
         while pending or running:
-            while pending and len(running) < jobs:
+            while pending and slots.free:
                 cell = pending.pop(0)
-                cfg = replace(base, method=cell.method, sparsity=cell.sparsity, seed=cell.seed)
+                slot, device = slots.take()
+                cfg = cell_config(base, cell)
                 receiver, sender = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_cell_worker, daemon=False,
                                    args=(asdict(cfg), str(out / cell.folder), device, threads,
                                          sender))
                 proc.start()
                 sender.close()
-                running[proc.sentinel] = (proc, receiver, cell, time.perf_counter())
-                log(f"  start  {cell.folder} (log: {out / cell.folder / 'sweep.log'})")
+                running[proc.sentinel] = (proc, receiver, cell, time.perf_counter(), slot)
+                log(f"  start  {cell.folder} on {device} (log: "
+                    f"{out / cell.folder / 'sweep.log'})")
             for sentinel in wait(list(running) + [r[1] for r in running.values()]):
                 key = sentinel if sentinel in running else next(
                     k for k, r in running.items() if r[1] is sentinel)
-                proc, receiver, cell, start = running.pop(key)
+                proc, receiver, cell, start, slot = running.pop(key)
+                slots.release(slot)
                 result = None
                 try:
                     if receiver.poll(None if proc.is_alive() else 0):
@@ -368,104 +467,14 @@ def _run_parallel(base: RunConfig, todo: list[Cell], out: Path, device: str, job
                 receiver.close()
                 if result is None:
                     result = {"ok": False, "seconds": time.perf_counter() - start,
+                              "device": slots.devices[slot],
                               "error": f"worker process exited with code {proc.exitcode} "
                                        "without a result"}
                 finish(cell, result)
                 break  # the wait list changed; start the next cell first
     finally:
-        for proc, receiver, _, _ in running.values():
+        for proc, receiver, *_ in running.values():
             proc.terminate()
             proc.join()
             receiver.close()
 
-
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers: {text!r}") from None
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run the grid; exit 1 when any cell failed (after every other cell ran)."""
-    from .commands import config_from_args
-    from .ntk_study import parse_sparsities
-    from .sweep_report import collect, format_text_table
-    from .transfer_sweep import check_transfer_flags, run_from_args
-
-    if args.method is not None or args.sparsity is not None or args.seed is not None:
-        raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
-    from .masks import PruningError
-    from .methods.spec import split_method_list
-
-    try:
-        methods = split_method_list(args.methods)
-    except PruningError as exc:
-        raise UsageError(str(exc)) from None
-    sparsities = parse_sparsities(args.sparsities)
-    if not args.seeds:
-        raise UsageError("--seeds names no seed")
-    if args.transfer:
-        record = run_from_args(args, methods, sparsities)
-    else:
-        check_transfer_flags(args)
-        defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if getattr(args, k) is None}
-        base = config_from_args(argparse.Namespace(**{**vars(args), **defaults, "method": DENSE,
-                                                      "sparsity": "0", "seed": 0}))
-        record = run_sweep(base, methods, sparsities, args.seeds, args.out, device=args.device,
-                           jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
-    print(format_text_table(collect(args.out)))
-    failed = record["invocations"][-1]["failed_cells"]
-    if failed:
-        print(f"pxprune sweep: {len(failed)} cell(s) failed (see error.json in each): "
-              f"{', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# Options whose default depends on the sweep's kind (None in the parser): training defaults.
-TRAINING_DEFAULTS = {"model": "resnet20", "norm": "dataset"}
-
-
-def add_command(sub, common) -> None:
-    """Register ``sweep`` and ``report`` on the top-level sub-parser."""
-    from .commands import _run_args
-    from .sweep_report import add_report_command
-    from .transfer_command import add_transfer_args
-
-    p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs "
-                                     "(training, or with --transfer pre-trained backbones)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _run_args(p, common)
-    for action in p._actions:  # the single-run options: the sweep has plural forms instead
-        if action.dest in CELL_FIELDS:
-            action.help = argparse.SUPPRESS
-        if action.dest in TRAINING_DEFAULTS:  # None: a transfer sweep can tell if it was given
-            action.default = None
-            action.help += f" (default: {TRAINING_DEFAULTS[action.dest]}; not with --transfer)"
-    p.set_defaults(method=None, sparsity=None, seed=None)
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods, each optionally with options, e.g. "
-                        "px,px[variant=cvpr2024],snip[scope=layer]; add 'dense' for the "
-                        "unpruned baseline (a transfer sweep always has it)")
-    p.add_argument("--sparsities", default="paper",
-                   help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
-    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at once, one process each")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per cell (default: cpu_count // jobs on CPU with jobs > 1)")
-    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/resnet20_cifar10")
-    g = p.add_argument_group(
-        "transfer sweep", "--transfer: every cell is a `pxprune transfer` run (a pre-trained "
-        "--backbone pruned for --dataset, then probed or fine-tuned; see pxprune.transfer_sweep)."
-        " The options below apply only with --transfer; there --train-per-class and "
-        "--test-per-class default to 100 and --recipe to cpu_small, as in pxprune transfer.")
-    g.add_argument("--transfer", action="store_true",
-                   help="sweep transfer runs instead of training from scratch")
-    add_transfer_args(g, sweep=True)
-    p.set_defaults(func=cmd_sweep)
-    add_report_command(sub)

@@ -1,0 +1,228 @@
+"""``pxprune sweep``: a grid of resumable runs (method x sparsity x seed); also registers report.
+
+Every cell is one ``pxprune run`` folder under OUT (e.g. OUT/px/s98.20/seed0); OUT/sweep.json
+holds the grid, the protocol and every invocation. A finished cell is skipped, an interrupted one
+resumes, a failing one is recorded (error.json) while the others go on: run the same command
+again to finish a sweep.
+
+Launchers (the same cells, the same folders):
+  --launcher local      (default) this machine, --jobs K cells at once as processes; on one GPU
+                        the K trainings share it, with --device cuda on several GPUs they are
+                        spread round-robin.
+  --launcher submitit   one Slurm job array, one task per unfinished cell (pip install
+                        'pxprune[cluster]'); --slurm-time, --slurm-partition,
+                        --slurm-gpus-per-job, --slurm-cpus-per-task, --slurm-mem, and any
+                        --slurm-KEY=VALUE passed to sbatch. The command returns once the jobs
+                        are queued (--wait: stays until they end); a job Slurm stops at its time
+                        limit is requeued and resumes. --submitit-cluster local runs the jobs as
+                        local processes through submitit (a dry run without Slurm).
+  --status OUT          done / running / failed / pending counts, read from the cell folders.
+Then: pxprune report OUT (table and figure, also of a partial sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .launchers import (
+    CLUSTERS,
+    EXTRA_PREFIX,
+    SlurmOptions,
+    parse_extra,
+    parse_mem_gb,
+    parse_slurm_time,
+)
+from .pipeline import DENSE
+from .resolve import UsageError
+from .sweep import CELL_FIELDS, DEFAULT_METHODS, run_sweep
+
+LAUNCHERS = ("local", "submitit")
+# Options whose default depends on the sweep's kind (None in the parser): training defaults.
+TRAINING_DEFAULTS = {"model": "resnet20", "norm": "dataset"}
+SLURM_DESTS = ("slurm_partition", "slurm_gpus_per_job", "slurm_time", "slurm_cpus_per_task",
+               "slurm_mem")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers: {text!r}") from None
+
+
+class _PassSlurmExtras:
+    """Parser mixin: an unknown ``--slurm-KEY[=VALUE]`` is kept in ``slurm_extra`` (checked by
+    :func:`pxprune.launchers.parse_extra`) instead of being refused by argparse."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        known = self._option_string_actions  # type: ignore[attr-defined]
+        extra, rest = [], []
+        for a in args:
+            is_extra = a.startswith(EXTRA_PREFIX) and a.split("=")[0] not in known
+            (extra if is_extra else rest).append(a)
+        namespace, unknown = super().parse_known_args(rest, namespace)  # type: ignore[misc]
+        namespace.slurm_extra = list(getattr(namespace, "slurm_extra", None) or []) + extra
+        return namespace, unknown
+
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    """The ``--slurm-*`` options as :class:`SlurmOptions` (values parsed and checked)."""
+    return SlurmOptions(
+        partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
+        time_min=None if args.slurm_time is None else parse_slurm_time(args.slurm_time),
+        cpus_per_task=args.slurm_cpus_per_task,
+        mem_gb=None if args.slurm_mem is None else parse_mem_gb(args.slurm_mem),
+        extra=parse_extra(args.slurm_extra))
+
+
+def _check_launcher_flags(args: argparse.Namespace) -> None:
+    """Refuse options of the other launcher (one-line UsageError)."""
+    slurm_given = [d for d in SLURM_DESTS if getattr(args, d) is not None] + args.slurm_extra
+    if args.launcher == "local":
+        if slurm_given:
+            name = slurm_given[0] if slurm_given[0].startswith("--") else (
+                "--" + slurm_given[0].replace("_", "-"))
+            raise UsageError(f"{name.split('=')[0]} applies only with --launcher submitit")
+        if args.wait or args.submitit_cluster is not None:
+            raise UsageError("--wait and --submitit-cluster apply only with --launcher submitit")
+        return
+    if args.transfer:
+        raise UsageError("--launcher submitit does not apply with --transfer: the cells of a "
+                         "seed share its data, backbone and dense reference in one process")
+    if args.jobs != 1:
+        raise UsageError("--jobs applies to --launcher local; with submitit every cell is its "
+                         "own job (--slurm-array-parallelism=N limits how many run at once)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run (or submit) the grid; exit 1 when any cell failed (after every other cell ran)."""
+    from .commands import config_from_args
+    from .ntk_study import parse_sparsities
+    from .sweep_report import collect, format_text_table
+    from .transfer_sweep import check_transfer_flags, run_from_args
+
+    if args.status is not None:
+        from .sweep_status import format_status, sweep_status
+
+        print(format_status(sweep_status(args.status)))
+        return 0
+    if args.out is None:
+        raise UsageError("sweep needs --out DIR (or --status DIR)")
+    if args.method is not None or args.sparsity is not None or args.seed is not None:
+        raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
+    from .masks import PruningError
+    from .methods.spec import split_method_list
+
+    try:
+        methods = split_method_list(args.methods)
+    except PruningError as exc:
+        raise UsageError(str(exc)) from None
+    sparsities = parse_sparsities(args.sparsities)
+    if not args.seeds:
+        raise UsageError("--seeds names no seed")
+    _check_launcher_flags(args)
+    if args.transfer:
+        record = run_from_args(args, methods, sparsities)
+    else:
+        check_transfer_flags(args)
+        defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if getattr(args, k) is None}
+        base = config_from_args(argparse.Namespace(**{**vars(args), **defaults, "method": DENSE,
+                                                      "sparsity": "0", "seed": 0}))
+        if args.launcher == "submitit":
+            from .sweep_submit import submit_sweep
+
+            record = submit_sweep(base, methods, sparsities, args.seeds, args.out,
+                                  device=args.device, cluster=args.submitit_cluster or "slurm",
+                                  slurm=slurm_options(args), threads=args.threads,
+                                  wait=args.wait)
+            if not args.wait:
+                print(f"then: pxprune sweep --status {args.out}; when done: "
+                      f"pxprune report {args.out}")
+                return 0
+        else:
+            record = run_sweep(base, methods, sparsities, args.seeds, args.out,
+                               device=args.device, jobs=args.jobs, threads=args.threads,
+                               progress=not args.no_progress)
+    print(format_text_table(collect(args.out)))
+    failed = record["invocations"][-1]["failed_cells"]
+    if failed:
+        print(f"pxprune sweep: {len(failed)} cell(s) failed (see error.json in each): "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_launcher_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "launchers", "where the cells run; every launcher runs the same resumable cells. Any "
+        "other --slurm-KEY=VALUE (e.g. --slurm-account=abc, --slurm-qos=high, "
+        "--slurm-array-parallelism=20, --slurm-exclusive) is passed to Slurm.")
+    g.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: a process pool here (--jobs); submitit: one Slurm job per cell "
+                        "(a job array; needs pxprune[cluster])")
+    g.add_argument("--submitit-cluster", choices=CLUSTERS, default=None,
+                   help="slurm (default), or local: the jobs as processes here, through submitit")
+    g.add_argument("--wait", action="store_true",
+                   help="submitit: stay until every job ended and record the outcomes")
+    g.add_argument("--status", metavar="DIR", default=None,
+                   help="print done / running / failed / pending counts of the sweep in DIR")
+    g.add_argument("--slurm-time", default=None,
+                   help="time limit per cell (90, 12:00:00, 2-00:00:00); required on Slurm")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-gpus-per-job", type=int, default=None,
+                   help="0 or 1 (default: 1 with --device cuda)")
+    g.add_argument("--slurm-cpus-per-task", type=int, default=None,
+                   help="also the cell's torch threads unless --threads")
+    g.add_argument("--slurm-mem", default=None, help="memory per job: 32G, 500M (GB if no unit)")
+
+
+def add_command(sub, common) -> None:
+    """Register ``sweep`` and ``report`` on the top-level sub-parser."""
+    from .commands import _run_args
+    from .sweep_report import add_report_command
+    from .transfer_command import add_transfer_args
+
+    parser_class = sub._parser_class  # the sweep's parser also keeps --slurm-KEY=VALUE extras
+    sub._parser_class = type("SweepParser", (_PassSlurmExtras, parser_class), {})
+    try:
+        p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs "
+                                         "(training, or with --transfer pre-trained backbones; "
+                                         "here or as Slurm jobs)",
+                           description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    finally:
+        sub._parser_class = parser_class
+    _run_args(p, common)
+    for action in p._actions:  # the single-run options: the sweep has plural forms instead
+        if action.dest in CELL_FIELDS:
+            action.help = argparse.SUPPRESS
+        if action.dest in TRAINING_DEFAULTS:  # None: a transfer sweep can tell if it was given
+            action.default = None
+            action.help += f" (default: {TRAINING_DEFAULTS[action.dest]}; not with --transfer)"
+    p.set_defaults(method=None, sparsity=None, seed=None, slurm_extra=[])
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods, each optionally with options, e.g. "
+                        "px,px[variant=cvpr2024],snip[scope=layer]; add 'dense' for the "
+                        "unpruned baseline (a transfer sweep always has it)")
+    p.add_argument("--sparsities", default="paper",
+                   help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local launcher: cells run at once, one process each (they share one "
+                        "GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per cell (default: cpu_count // jobs on CPU with jobs > 1)")
+    p.add_argument("--out", default=None, help="sweep folder, e.g. sweeps/resnet20_cifar10")
+    _add_launcher_args(p)
+    g = p.add_argument_group(
+        "transfer sweep", "--transfer: every cell is a `pxprune transfer` run (a pre-trained "
+        "--backbone pruned for --dataset, then probed or fine-tuned; see pxprune.transfer_sweep)."
+        " The options below apply only with --transfer; there --train-per-class and "
+        "--test-per-class default to 100 and --recipe to cpu_small, as in pxprune transfer.")
+    g.add_argument("--transfer", action="store_true",
+                   help="sweep transfer runs instead of training from scratch")
+    add_transfer_args(g, sweep=True)
+    p.set_defaults(func=cmd_sweep)
+    add_report_command(sub)

@@ -1,0 +1,119 @@
+"""``pxprune sweep --launcher submitit``: a sweep's unfinished cells as submitit jobs (one Slurm
+job array, one array task per cell; or local processes), each running exactly the cell a local
+pool worker runs (:func:`pxprune.sweep.run_logged_cell`).
+
+The job leaves its outcome in the cell folder itself (``summary.json``, or ``error.json``), since
+the submitting process is normally gone by then: ``sweep --status`` and ``pxprune report`` read
+the folders. Submitting the same command again skips finished and running cells and resubmits
+the others, which resume from their folders; a job stopped by Slurm (time limit, preemption) is
+requeued by submitit and resumes the same way. ``wait=True`` (``--wait``) stays until every job
+ended and records each outcome in ``sweep.json`` like the local launcher does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from .launchers import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
+from .launchers import wait_for as wait_for_jobs
+from .pipeline import RunConfig
+from .resolve import UsageError
+from .sweep import (
+    TRAINING,
+    Cell,
+    canonical_methods,
+    cell_config,
+    cell_status,
+    close_sweep,
+    environment,
+    plan_cells,
+    protocol_of,
+    record_cell,
+    resolved_recipe,
+    run_logged_cell,
+    save_record,
+    start_sweep,
+    write_cell_outcome,
+)
+
+JOBS_FOLDER = "submitit"  # OUT/submitit: submitit's pickles and each job's stdout / stderr
+
+
+def _job_id() -> str | None:
+    """This submitit job's id (``4242_7`` for an array task), None outside a job."""
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except Exception:  # noqa: BLE001 - not in a job, or no submitit: the lock just lacks it
+        return None
+
+
+def run_cell_job(cfg: dict, out: str, cell: dict, device: str, threads: int | None) -> dict:
+    """The body of one job: run the cell as a local worker would and leave the outcome in its
+    folder (``error.json`` on failure); the result also goes back to a waiting submitter."""
+    the_cell = Cell(**cell)
+    result = run_logged_cell(cfg, Path(out) / the_cell.folder, device, threads, _job_id())
+    if not result.get("busy"):
+        write_cell_outcome(Path(out), the_cell, result)
+    return result
+
+
+def _ended_without_result(out: Path, cell: Cell, why: str) -> tuple[dict, bool]:
+    """A job that returned nothing (killed, cancelled): done if its folder says so, else a
+    failure the submitter writes to the folder (the job could not)."""
+    if cell_status(out, cell) == "done":
+        summary = json.loads((out / cell.folder / "summary.json").read_text())
+        return {"ok": True, "final_test_acc": summary.get("final_test_acc"), "seconds": 0.0}, True
+    return {"ok": False, "error": why, "seconds": 0.0}, True
+
+
+def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
+                 seeds: Sequence[int], out: str | Path, *, device: str, cluster: str,
+                 slurm: SlurmOptions, threads: int | None = None, wait: bool = False,
+                 poll_s: float | None = None, log: Callable[[str], object] = print,
+                 env: dict | None = None) -> dict:
+    """Submit every unfinished, not running cell as a job; with ``wait``, record each outcome
+    as its job ends. Returns the ``sweep.json`` record."""
+    import_submitit()  # before writing anything: a missing dependency is one line
+    methods = canonical_methods(methods)
+    slurm.check(device, cluster)
+    out = Path(out)
+    cells = plan_cells(methods, sparsities, seeds)
+    env = env if env is not None else environment(device)
+    if threads is None:
+        threads = slurm.cpus_per_task
+    record, todo = start_sweep(
+        out, cells, protocol_of(base), kind=TRAINING, methods=methods, sparsities=sparsities,
+        seeds=seeds, device=device, env=env, extra={"recipe": resolved_recipe(base)},
+        invocation={"launcher": "submitit", "cluster": cluster, "threads": threads,
+                    "wait": wait, "slurm": {**asdict(slurm)}}, log=log)
+    if not todo:
+        return close_sweep(out, record, cells)
+    executor = make_executor(out / JOBS_FOLDER, cluster, slurm, device, f"pxprune-{out.name}")
+    calls = [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)), str(out.resolve()),
+                             asdict(cell), device, threads) for cell in todo]
+    try:
+        jobs = submit(executor, calls)
+    except Exception as exc:  # sbatch refused (bad partition, account...): one line
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError("submission failed: " + " ".join(str(exc).split())[:400]) from None
+    for cell, job in zip(todo, jobs, strict=True):
+        record["cells"][cell.key].update(status="submitted", job_id=str(job.job_id))
+    record["invocations"][-1]["job_ids"] = [str(j.job_id) for j in jobs]
+    save_record(out, record)
+    log(f"submitted {len(jobs)} job(s) ({cluster}: {jobs[0].job_id} ...); logs in "
+        f"{out / JOBS_FOLDER}; progress: pxprune sweep --status {out}")
+    if wait:
+        if poll_s is None:  # local processes are cheap to poll; Slurm's accounting is not
+            poll_s = 2.0 if cluster == "local" else 30.0
+        for i, result, why in wait_for_jobs(jobs, poll_s):
+            write_folder = False
+            if result is None:
+                result, write_folder = _ended_without_result(out, todo[i], why)
+            record_cell(out, record, todo[i], result, log, write_folder=write_folder)
+    return close_sweep(out, record, cells)
