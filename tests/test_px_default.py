@@ -366,3 +366,23 @@ def test_spec_options_are_checked_like_keywords():
     same = pxprune.prune(copy.deepcopy(model), "px", 0.5, x, rounds=2, variant="bound",
                          progress=False)
     assert all(torch.equal(masks[n], same[n]) for n in masks)
+
+
+def test_attention_weights_left_whole_are_listed_in_the_layer_table():
+    """in_proj_weight is not a Conv/Linear weight: no method prunes it, and the per-layer table
+    lists it as not pruned instead of silently leaving it out of the counts."""
+    from pxprune.masks import unpruned_matrices
+    from pxprune.report import format_layer_table, layer_rows
+
+    model = WithAttention()
+    masks = pxprune.prune(model, "magnitude", 0.5, progress=False)
+    assert "attn.in_proj_weight" not in masks and "attn.out_proj.weight" in masks
+    unpruned = unpruned_matrices(model, masks)
+    assert unpruned == {"attn.in_proj_weight": (24, 8)}
+    table = format_layer_table(masks, None, unpruned)
+    row = next(line for line in table.splitlines() if line.startswith("attn.in_proj_weight"))
+    assert "24x8" in row and "192" in row and "NOT PRUNED" in row
+    whole = 24 * 8
+    want = (masks.kept + whole) / (masks.total + whole)
+    assert f"density over all weights {want:.4f}" in table
+    assert len(layer_rows(masks)) == len(masks)  # the masked rows are unchanged

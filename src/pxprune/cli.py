@@ -55,6 +55,8 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     """
     from .api import prune
     from .flops import count_flops
+    from .masks import unpruned_matrices
+    from .methods.spec import resolved_spec
     from .models import IMAGENET_MEAN, IMAGENET_STD
     from .outdir import claim, read_config, write_config
     from .report import format_layer_table, write_layer_csv
@@ -69,7 +71,6 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     claim(out, "prune", identity)
     if (out / "masks.safetensors").exists() and read_config(out) is not None:
         masks = Masks.load(out / "masks.safetensors")
-    from .methods.spec import resolved_spec
         log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
             f"weights); choose another --out to prune again")
         return {"masks": masks, "already_finished": True}
@@ -98,9 +99,10 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
                   seed=args.seed, progress=show_progress(args), checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     flops = count_flops(model, tuple(x.shape[1:]), masks)
-    write_layer_csv(masks, out / "layers.csv", flops)
+    unpruned = unpruned_matrices(model, masks)
+    write_layer_csv(masks, out / "layers.csv", flops, unpruned)
     masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
-    log(format_layer_table(masks, flops))
+    log(format_layer_table(masks, flops, unpruned))
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
         f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")
     return {"masks": masks, "model": model, "dataset": dataset, "flops": flops,

@@ -49,6 +49,14 @@ def prunable_parameters(
     return params
 
 
+def unpruned_matrices(model: nn.Module, masks: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    """Weight tensors (two or more dimensions) the masks leave whole, by name and shape: e.g.
+    ``nn.MultiheadAttention``'s ``in_proj_weight`` or a position embedding, which are not
+    Conv/Linear weights. Tables list them so that a density never silently ignores them."""
+    return {name: tuple(p.shape) for name, p in model.named_parameters()
+            if p.dim() >= 2 and name not in masks}
+
+
 @dataclass(frozen=True)
 class LayerStats:
     """Kept and total counts of one masked tensor."""

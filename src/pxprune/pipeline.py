@@ -18,7 +18,7 @@ import torch
 from . import distributed as D
 from . import prune_checkpoint
 from .data import ImageDataset, limit_per_class
-from .masks import Masks, PruningError
+from .masks import Masks, PruningError, unpruned_matrices
 
 DENSE = "dense"
 
@@ -159,8 +159,9 @@ def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
     from .report import format_layer_table, write_layer_csv
 
     flops = count_flops(model, tuple(data.image_shape), masks)
-    write_layer_csv(masks, out / "layers.csv", flops)
-    (out / "layers.txt").write_text(format_layer_table(masks, flops) + "\n")
+    unpruned = unpruned_matrices(model, masks)
+    write_layer_csv(masks, out / "layers.csv", flops, unpruned)
+    (out / "layers.txt").write_text(format_layer_table(masks, flops, unpruned) + "\n")
 
 
 def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import atomic_write_text
@@ -28,9 +30,20 @@ def layer_rows(masks: Masks, flops: dict | None = None) -> list[dict]:
     return rows
 
 
-def format_layer_table(masks: Masks, flops: dict | None = None) -> str:
-    """The per-layer table as aligned text, with totals and a collapse warning line."""
-    rows = layer_rows(masks, flops)
+def unpruned_rows(unpruned: Mapping[str, tuple[int, ...]]) -> list[dict]:
+    """Rows for weight tensors the masks leave whole (not Conv/Linear weights)."""
+    return [{"layer": name, "shape": "x".join(map(str, shape)), "kept": math.prod(shape),
+             "total": math.prod(shape), "density": 1.0, "kept_macs": "",
+             "warning": "NOT PRUNED: not a Conv/Linear weight"} for name, shape in
+            unpruned.items()]
+
+
+def format_layer_table(masks: Masks, flops: dict | None = None,
+                       unpruned: Mapping[str, tuple[int, ...]] | None = None) -> str:
+    """The per-layer table as aligned text, with totals and a collapse warning line;
+    ``unpruned`` weight tensors (see :func:`pxprune.masks.unpruned_matrices`) are listed below
+    the pruned ones and counted in a line of their own, never in the density."""
+    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {})
     header = ["layer", "shape", "kept", "total", "density", "kept_macs", "warning"]
 
     def cell(row: dict, h: str) -> str:
@@ -51,15 +64,22 @@ def format_layer_table(masks: Masks, flops: dict | None = None) -> str:
     if collapsed:
         names = ", ".join(collapsed)
         lines.append(f"WARNING: layer collapse in {len(collapsed)} layer(s): {names}")
+    if unpruned:
+        whole = sum(math.prod(shape) for shape in unpruned.values())
+        lines.append(f"NOT PRUNED: {len(unpruned)} weight tensor(s), {whole:,} weights, are not "
+                     f"Conv/Linear weights and were kept whole; density over all weights "
+                     f"{(masks.kept + whole) / (masks.total + whole):.4f}")
     if flops:
         lines.append(f"MACs kept: {flops['kept_macs']:,} of {flops['dense_macs']:,} "
                      f"({flops['kept_macs'] / max(flops['dense_macs'], 1):.2%})")
     return "\n".join(lines)
 
 
-def write_layer_csv(masks: Masks, path: str | Path, flops: dict | None = None) -> None:
-    """``layers.csv``: one row per masked tensor (see :func:`layer_rows`), written atomically."""
-    rows = layer_rows(masks, flops)
+def write_layer_csv(masks: Masks, path: str | Path, flops: dict | None = None,
+                    unpruned: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    """``layers.csv``: one row per masked tensor (see :func:`layer_rows`) and per tensor left
+    whole (``unpruned``), written atomically."""
+    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {})
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
