@@ -4,6 +4,7 @@ the device slots of --jobs, and the one-line message without submitit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,7 +31,8 @@ CELLS = ["random/s50.00/seed0", "random/s90.00/seed0", "magnitude/s50.00/seed0",
 KILLED, FAILING = "random/s90.00/seed0", "magnitude/s50.00/seed0"
 
 # Fault injection inside the submitit job processes only (their controller lacks the variable):
-# a cell that raises, and a cell whose process SIGKILLs itself right after epoch 1 was saved.
+# a cell that raises, a cell whose process SIGKILLs itself right after epoch 1 was saved, and a
+# slow cell (1 s per epoch) for a time limit to stop.
 FAULT_HOOK = '''
 import os
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXPRUNE_FAULTS"):
@@ -46,12 +48,18 @@ if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXP
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_train(*a, **k, callback=after_epoch)
 
+    def slow_train(*a, **k):
+        import time
+        return real_train(*a, **k, callback=lambda record: time.sleep(1.0))
+
     def run_experiment(cfg, folder, **kw):
         fault = next((f for cell, f in faults.items() if str(folder).endswith(cell)), None)
         if fault == "raise":
             raise RuntimeError("boom")
         if fault == "kill":
             train.train = killing_train
+        if fault == "slow":
+            train.train = slow_train
         return real_run(cfg, folder, **kw)
 
     sweep.run_experiment = run_experiment
@@ -106,12 +114,9 @@ def local_run(tmp_path_factory, data):
 def faulty_submission(tmp_path_factory, data):
     """The sweep as local submitit jobs, one cell raising and one job killed after epoch 1;
     returns the folder, the exit code and what --status printed right after."""
-    hooks = tmp_path_factory.mktemp("hooks")
-    (hooks / "sitecustomize.py").write_text(FAULT_HOOK)
     out = tmp_path_factory.mktemp("submitit") / "sweep"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
-        mp.setenv("PXPRUNE_FAULTS", f"kill={KILLED};raise={FAILING}")
+        fault_env(mp, tmp_path_factory.mktemp("hooks"), f"kill={KILLED};raise={FAILING}")
         code = main(args_for(data, out, *SUBMITIT_LOCAL))
     saved = {f: (out / f / "masks.safetensors").read_bytes() for f in (KILLED,)}
     first_epoch = (out / KILLED / "metrics.jsonl").read_text()
@@ -196,6 +201,43 @@ def test_resubmission_resumes_and_matches_the_local_launcher(resubmitted, local_
     for folder in CELLS:
         assert outcome(out / folder) == outcome(local_run / folder), folder
     assert sweep_status(out)["counts"] == {"done": 4, "running": 0, "failed": 0, "pending": 0}
+
+
+def fault_env(mp: pytest.MonkeyPatch, hooks, faults: str) -> None:
+    """Let submitit's local job processes import the fault hook (and only the listed cells)."""
+    (hooks / "sitecustomize.py").write_text(FAULT_HOOK)
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
+    mp.setenv("PXPRUNE_FAULTS", faults)
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_the_job_and_the_cell_resumes(data, tmp_path, monkeypatch):
+    """A job reaching its time limit gets submitit's signal, is requeued (RequeueableCall)
+    and continues its cell after the last saved epoch (about 30 s)."""
+    import submitit
+
+    from pxprune.launchers import RequeueableCall
+    from pxprune.sweep import Cell
+    from pxprune.sweep_submit import run_cell_job
+
+    fault_env(monkeypatch, tmp_path, "slow=random/s90.00/seed0")
+    out = tmp_path / "sweep"
+    cell = Cell("random", 0.9, 0)
+    cfg = RunConfig(model="resnet20", dataset=str(data), holdout=0.25, method="random",
+                    sparsity=0.9, per_class=2, recipe="cpu_small", epochs=6, batch_size=16)
+    executor = submitit.LocalExecutor(tmp_path / "jobs")
+    executor.update_parameters(timeout_min=0.25, signal_delay_s=5)  # signal after 10 s
+    job = executor.submit(RequeueableCall(run_cell_job, dataclasses.asdict(cfg), str(out),
+                                          dataclasses.asdict(cell), "cpu", 1))
+    result = job.result()
+    assert result["ok"] and result["final_test_acc"] is not None
+    log = (out / cell.folder / "sweep.log").read_text()
+    assert "resuming after epoch" in log
+    epochs = [json.loads(line)["epoch"] for line in
+              (out / cell.folder / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 7))
+    job_logs = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
+    assert "Requeued job" in job_logs
 
 
 FAKE_SBATCH = """#!/bin/sh
