@@ -75,8 +75,8 @@ DEMO_METHODS = ("px", "px[variant=bound]", "random")  # the default, the bound, 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """PX at 98.2 % (DESIGN §3, and the authors' 2024 scoring) vs a random mask, same short
-    CPU recipe."""
+    """PX at 98.2 % (the default, the authors' 2024 scoring; then DESIGN §3.2's bound variant)
+    vs a random mask, same short CPU recipe."""
     from .methods.spec import folder_name
 
     out = Path(args.out)
@@ -109,8 +109,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="PX (two scorings) vs random at 98.2 %% on CIFAR-10, "
-                                    "short CPU training")
+    p = sub.add_parser("demo", help="PX (the default, then its bound variant) vs random at "
+                                    "98.2 %% on CIFAR-10, short CPU training")
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--device", default="cpu")
