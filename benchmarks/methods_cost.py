@@ -38,6 +38,8 @@ CASES: list[tuple[str, str, dict]] = [
     ("ntksap", "ntksap", {}),
     ("px", "px", {}),
     ("px (float64)", "px", {"precision": "float64"}),
+    ("px[variant=bound]", "px", {"variant": "bound"}),
+    ("px[variant=bound] (float64)", "px", {"variant": "bound", "precision": "float64"}),
 ]
 
 

@@ -49,8 +49,8 @@ def _reweighted(variant: str, power: int):
 
 
 SCORES = {
-    "paper": ("paper", 0),
-    "paper_x_theta3": ("paper", 3),
+    "paper": ("bound", 0),
+    "paper_x_theta3": ("bound", 3),
     "cvpr2024": ("cvpr2024", 0),
     "cvpr2024_div_theta3": ("cvpr2024", -3),
 }

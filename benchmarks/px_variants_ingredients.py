@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import pxprune.methods.px as px_module
+import pxprune.methods.px.cvpr2024 as px_module
 from pxprune.methods import REGISTRY, register
 from pxprune.pipeline import RunConfig, run_experiment
 from pxprune.sweep import sparsity_label
@@ -31,7 +31,7 @@ SPARSITY = 0.98198627
 PROTOCOL = dict(recipe="cpu_small", epochs=2, lr=0.05, batch_size=32, train_per_class=200,
                 test_per_class=100)  # benchmarks/sweep_resnet20_cpu_small.sh
 ABLATIONS = ("evalbn", "ones1", "xsq1")
-BASE = px_module._Cvpr2024Copy
+BASE = px_module.Cvpr2024Copy
 
 
 class _Ablated(BASE):
@@ -39,29 +39,26 @@ class _Ablated(BASE):
 
     MODE = ""
 
-    def __init__(self, model, weights, biases, square, dtype, **kw):
+    def __init__(self, model, weights, biases, square, dtype):
         if self.MODE == "ones1" and not square:
             weights = {k: (v != 0).to(v.dtype) for k, v in weights.items()}
-        super().__init__(model, weights, biases, square, dtype, **kw)
+        super().__init__(model, weights, biases, square, dtype)
         self._first = True
 
-    def on_weighted(self, name, func, args, kwargs):
+    def _weighted(self, call):
         if self.MODE == "xsq1" and not self.square and self._first:
             self._first = False
-            args = (args[0].square(), *args[1:])
-        return super().on_weighted(name, func, args, kwargs)
+            call = call.with_(input=call.get("input").square())
+        return super()._weighted(call)
 
-    def on_batchnorm(self, name, func, args, kwargs):
+    def _batch_norm(self, call):
         if self.MODE != "evalbn":
-            return super().on_batchnorm(name, func, args, kwargs)
-        self.batchnorm_calls += 1
-        x = args[0]
-        mean, var = args[1], args[2]
-        weight, bias = args[3] if len(args) > 3 else kwargs.get("weight"), (
-            args[4] if len(args) > 4 else kwargs.get("bias"))
-        eps = float(args[7]) if len(args) > 7 else float(kwargs.get("eps", 1e-5))
-        return F.batch_norm(x, mean.to(self.dtype), var.to(self.dtype), self._cast(weight),
-                            self._cast(bias), False, 0.0, eps)
+            return super()._batch_norm(call)
+        self.nonlinear_calls += 1
+        return F.batch_norm(call.get("input"), call.get("running_mean").to(self.dtype),
+                            call.get("running_var").to(self.dtype),
+                            self._cast(call.get("weight")), self._cast(call.get("bias")), False,
+                            0.0, float(call.get("eps", 1e-5)))
 
 
 def _scorer(mode: str):
@@ -69,11 +66,11 @@ def _scorer(mode: str):
 
     def score(model, batches, masks, *, seed=0):
         _Ablated.MODE = mode
-        px_module._Cvpr2024Copy = _Ablated
+        px_module.Cvpr2024Copy = _Ablated
         try:
             return REGISTRY["px"].score(model, batches, masks, seed=seed, variant="cvpr2024")
         finally:
-            px_module._Cvpr2024Copy = BASE
+            px_module.Cvpr2024Copy = BASE
 
     return score
 
