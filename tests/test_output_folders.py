@@ -117,12 +117,12 @@ def test_disk_full_while_saving_masks_is_one_line_and_leaves_no_masks(data, tiny
 
     monkeypatch.setattr(os, "replace", full)
     out = tmp_path / "p"
-    code = main(prune(data, tiny_model, out))
+    code = main(prune(data, tiny_model, out, "--sparsity", "0.5"))
     one_line(code, capsys.readouterr().err, "no space left")
     assert not (out / "masks.safetensors").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(os, "replace", real)  # space again: the same command finishes
-    assert main(prune(data, tiny_model, out)) == 0
+    assert main(prune(data, tiny_model, out, "--sparsity", "0.5")) == 0
     assert (out / "masks.safetensors").exists()
 
 

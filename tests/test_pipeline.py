@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import pxprune.train as train_module
-from pxprune import Masks, PruningError
+from pxprune import Masks
 from pxprune.cli import main
+from pxprune.errors import PxpruneError
 from pxprune.pipeline import RunConfig, run_experiment
 
 
@@ -43,8 +44,8 @@ def model_spec(tmp_path, monkeypatch) -> str:
 
 
 def config(data_file: str, model_spec: str, **changes) -> RunConfig:
-    base = dict(model=model_spec, dataset=data_file, method="snip", sparsity=0.5, seed=0,
-                per_class=4, recipe="cpu_small", epochs=3, batch_size=8, lr=0.05)
+    base = dict(model=model_spec, dataset=data_file, holdout=0.25, method="snip", sparsity=0.5,
+                seed=0, per_class=4, recipe="cpu_small", epochs=3, batch_size=8, lr=0.05)
     return RunConfig(**{**base, **changes})
 
 
@@ -108,8 +109,12 @@ def test_folder_of_another_config_is_refused(tmp_path, data_file, model_spec):
     out = tmp_path / "cell"
     run_experiment(config(data_file, model_spec, epochs=1), out, progress=False,
                    log=lambda m: None)
+    # finished: another config is refused, never answered with the old summary
+    with pytest.raises(PxpruneError, match="another configuration.*sparsity 0.5 there, 0.7"):
+        run_experiment(config(data_file, model_spec, epochs=1, sparsity=0.7), out,
+                       progress=False, log=lambda m: None)
     (out / "summary.json").unlink()
-    with pytest.raises(PruningError, match="different config"):
+    with pytest.raises(PxpruneError, match="another configuration"):
         run_experiment(config(data_file, model_spec, epochs=1, sparsity=0.7), out,
                        progress=False, log=lambda m: None)
 
@@ -121,7 +126,8 @@ def test_dense_cell_keeps_every_weight(tmp_path, data_file, model_spec):
 
 
 def test_run_command_end_to_end(tmp_path, data_file, model_spec, capsys):
-    args = ["run", "--model", model_spec, "--dataset", data_file, "--method", "magnitude",
+    args = ["run", "--model", model_spec, "--dataset", data_file, "--holdout", "0.25",
+            "--method", "magnitude",
             "--sparsity", "60%", "--per-class", "4", "--epochs", "1", "--batch-size", "8",
             "--device", "cpu", "--no-progress", "--out", str(tmp_path / "r")]
     assert main(args) == 0
@@ -162,8 +168,10 @@ def test_demo_command_compares_the_methods(tmp_path, data_file, model_spec, caps
 
     monkeypatch.setattr(commands, "DEMO", replace(commands.DEMO, model=model_spec, epochs=1,
                                                   train_per_class=None, test_per_class=None,
-                                                  per_class=4, batch_size=8))
-    assert main(["demo", "--dataset", data_file, "--out", str(tmp_path), "--no-progress"]) == 0
+                                                  per_class=4, batch_size=8,
+                                                  allow_disconnected=True))  # 232 weights
+    assert main(["demo", "--dataset", data_file, "--holdout", "0.25", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("== demo result"))
     rows = lines[start + 1:]
@@ -192,7 +200,8 @@ def test_run_under_torchrun_two_processes(tmp_path, data_file, model_spec):
     done = subprocess.run(
         [str(torchrun if torchrun.exists() else "torchrun"), "--nproc_per_node", "2",
          "--master_port", "29613", "-m", "pxprune", "run", "--model", model_spec, "--dataset",
-         data_file, "--method", "px", "--sparsity", "0.5", "--per-class", "4", "--epochs", "2",
+         data_file, "--holdout", "0.25", "--method", "px", "--sparsity", "0.5", "--per-class",
+         "4", "--epochs", "2",
          "--batch-size", "8", "--device", "cpu", "--no-progress", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

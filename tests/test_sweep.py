@@ -33,7 +33,8 @@ def write_data(path, n: int = 48, num_classes: int = 4, size: int = 8, seed: int
 
 
 def sweep_args(data, out, *extra: str, methods: str = METHODS, seeds: str = "0,1") -> list[str]:
-    return ["sweep", "--model", "resnet20", "--dataset", str(data), "--methods", methods,
+    return ["sweep", "--model", "resnet20", "--dataset", str(data), "--holdout", "0.25",
+            "--methods", methods,
             "--sparsities", SPARSITIES, "--seeds", seeds, "--recipe", "cpu_small",
             "--epochs", "2", "--batch-size", "16", "--per-class", "2", "--device", "cpu",
             "--no-progress", "--out", str(out), *extra]
@@ -214,7 +215,8 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 def _base(data):
     from pxprune.pipeline import RunConfig
 
-    return RunConfig(model="resnet20", dataset=str(data), method="dense", sparsity=0.0,
+    return RunConfig(model="resnet20", dataset=str(data), holdout=0.25, method="dense",
+                     sparsity=0.0,
                      per_class=2, recipe="cpu_small", epochs=2, batch_size=16)
 
 
@@ -259,11 +261,12 @@ def test_parallel_jobs_isolate_a_failing_cell(data, tmp_path):
     bad.mkdir(parents=True)
     (bad / "config.json").write_text(json.dumps({"method": "random", "sparsity": 0.9,
                                                  "seed": 0, "epochs": 99}))
+    (bad / "metrics.jsonl").write_text("")  # work of that config (a config alone claims nothing)
     assert main(sweep_args(data, out, "--jobs", "2", methods="random", seeds="0")) == 1
     assert (out / "random/s50.00/seed0/summary.json").exists()
     assert (out / "random/s50.00/seed0/sweep.log").exists()
     error = json.loads((bad / "error.json").read_text())
-    assert "different config" in error["error"]
+    assert "another configuration" in error["error"]
     record = json.loads((out / "sweep.json").read_text())
     assert record["invocations"][-1]["jobs"] == 2
     assert record["cells"]["random/s50.00/seed0"]["status"] == "done"

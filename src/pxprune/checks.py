@@ -98,3 +98,26 @@ def log_resume(checkpoint: Path, log: Callable[[str], object]) -> int:
     log(f"{checkpoint.parent}: resuming the pruning after round {done}"
         + (f" of {rounds}" if rounds else ""))
     return done
+
+
+@torch.no_grad()
+def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> None:
+    """Refuse masks (applied to ``model``) that cut every path from input to output: the
+    masked network then gives the same output for different images. Empty layers are named."""
+    if x.shape[0] < 2:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        a = model(x[:4])
+        g = torch.Generator(device="cpu").manual_seed(0)
+        b = model(x[:4] + torch.randn(x[:4].shape, generator=g).to(x.device, x.dtype))
+    finally:
+        model.train(was_training)
+    if torch.equal(a, b):
+        empty = masks.collapsed_layers()
+        named = f" (empty: {', '.join(empty[:4])}{' ...' if len(empty) > 4 else ''})" \
+            if empty else ""
+        raise PxpruneError(f"{method} kept {masks.kept:,} of {masks.total:,} weights and the "
+                           f"masks disconnect the output from the input{named}; lower the "
+                           f"sparsity, or pass --allow-disconnected to keep such masks")

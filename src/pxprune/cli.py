@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, prune_checkpoint
-from .checks import check_inputs, log_resume, log_threads, show_progress
+from .checks import check_connected, check_inputs, log_resume, log_threads, show_progress
 from .errors import USER_ERRNOS, PxpruneError, describe_os_error
 from .masks import Masks
 from .methods import REGISTRY
@@ -23,22 +23,33 @@ from .provenance import cli_argv, set_cli_argv
 
 
 def _common_prune_args(p: argparse.ArgumentParser) -> None:
+    from .models import NAMES
+
     p.add_argument("--model", default="resnet20",
-                   help="built-in name (e.g. resnet20, vgg16_bn) or package.module:function")
-    p.add_argument("--weights", help="optional state_dict file to load before pruning")
+                   help=f"a built-in name ({', '.join(NAMES)}) or package.module:function, "
+                        f"which IMPORTS AND CALLS YOUR CODE (only name modules you trust)")
+    p.add_argument("--weights", help="optional state_dict file to load before pruning (read "
+                                     "with torch.load(weights_only=True): tensors only)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the dataset's number of classes)")
-    p.add_argument("--method", default="px", help=f"one of: {', '.join(sorted(REGISTRY))}")
-    p.add_argument("--sparsity", default="0.982", help="fraction pruned: 0.982 or 98.2%%")
+    p.add_argument("--method", default="px",
+                   help=f"name or name[key=value,...], e.g. px, px[variant=bound], "
+                        f"snip[rounds=10]; names: {', '.join(sorted(REGISTRY))}")
+    p.add_argument("--sparsity", default="0.982",
+                   help="fraction pruned, in [0, 1): 0.982 or 98.2%%")
     p.add_argument("--rounds", type=int, default=None,
                    help="pruning rounds (default: the method's, 100 for PX/SynFlow)")
-    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--scope", choices=("global", "layer"), default="global",
+                   help="one threshold over all layers, or the same density in every layer")
     p.add_argument("--seed", type=int, default=0, help="drives init, the pruning split, data order")
     p.add_argument("--per-class", type=int, default=10, help="pruning split size per class")
     p.add_argument("--norm", choices=("dataset", "imagenet"), default="dataset",
                    help="input normalisation (imagenet for the shared pre-trained CIFAR ResNets)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+    p.add_argument("--allow-disconnected", action="store_true",
+                   help="keep masks that cut every path from input to output (refused otherwise)")
 
 
 # what makes two prunings the same (the folder guard compares these with config.json)
@@ -98,6 +109,8 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
                   seed=args.seed, progress=show_progress(args), checkpoint=checkpoint)
     seconds = time.perf_counter() - start
+    if not args.allow_disconnected:
+        check_connected(model, x, masks, args.method)
     flops = count_flops(model, tuple(x.shape[1:]), masks)
     unpruned = unpruned_matrices(model, masks)
     write_layer_csv(masks, out / "layers.csv", flops, unpruned)
@@ -114,13 +127,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = ("pxprune: foresight pruning of vision models with PX and the usual baselines.\n"
+               "Run 'pxprune COMMAND --help' for a command's options.")
+EPILOG = """\
+examples:
+  pxprune demo                                     PX vs random at 98.2 %, short CPU training
+  pxprune prune --method px --sparsity 98.2% --out runs/p
+  pxprune run --dataset my.npz --holdout 0.2 --method snip --sparsity 0.9 --out runs/r
+
+--model package.module:function imports that module and calls the function: it runs your
+code (only name modules you trust). Weights and checkpoints are read with weights_only=True.
+Bad input is one line on stderr and exit status 2; a folder holding other work is refused."""
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pxprune", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pxprune", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -8,7 +8,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from .checks import log_threads, show_progress
+from .data import DATASETS
 from .pipeline import DENSE, RunConfig, run_experiment
+from .recipes import RECIPES
 from .schedule import parse_sparsity
 
 # The demo's CPU-sized protocol (DESIGN §3 "small"), cut to finish in a few minutes on 2 cores.
@@ -18,11 +21,20 @@ DEMO = RunConfig(model="resnet20", dataset="cifar10", method="px", sparsity=0.98
 
 def _run_args(p: argparse.ArgumentParser, common) -> None:
     common(p)
-    p.add_argument("--dataset", default="cifar10", help="dataset name or .pt/.npz file")
+    p.add_argument("--dataset", default="cifar10",
+                   help=f"dataset name ({', '.join(DATASETS)}) or a .pt/.npz file of "
+                        f"images and labels (then give --test-dataset or --holdout)")
+    p.add_argument("--test-dataset", default=None,
+                   help="a .pt/.npz file to test on (for a --dataset file)")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="test on this fraction of a --dataset file, held out per class with "
+                        "--seed and never trained on (e.g. 0.2)")
     p.add_argument("--recipe", default=None,
-                   help="training preset (default: cifar10_resnet20, or cpu_small on CPU)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+                   help=f"training preset: {', '.join(RECIPES)} (default: cifar10_resnet20, "
+                        f"or cpu_small on CPU)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate (default: the recipe's; the schedule scales it)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--schedule", choices=("multistep", "cosine", "onecycle", "constant"))
     p.add_argument("--train-per-class", type=int, help="use the first N training images per class")
@@ -42,6 +54,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         recipe=recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         schedule=args.schedule, train_per_class=args.train_per_class,
         test_per_class=args.test_per_class, weights=args.weights, norm=args.norm,
+        test_dataset=getattr(args, "test_dataset", None),
+        holdout=float(getattr(args, "holdout", 0.0) or 0.0),
+        allow_disconnected=bool(getattr(args, "allow_disconnected", False)),
         precision=getattr(args, "precision", None),
     )
 
@@ -51,9 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     info = init_distributed(device=args.device)  # torchrun: one process per device
     cfg = config_from_args(args)
+    if info.rank == 0:
+        log_threads(str(info.device), print)
     try:
         summary = run_experiment(cfg, args.out, device=str(info.device),
-                                 progress=not args.no_progress and info.rank == 0)
+                                 progress=show_progress(args) and info.rank == 0)
     finally:
         cleanup()
     if info.rank == 0:
@@ -81,14 +98,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     device = args.device
+    log_threads(device, print)
     results = {}
     for method in DEMO_METHODS:
-        cfg = replace(DEMO, method=method, dataset=args.dataset)
+        cfg = replace(DEMO, method=method, dataset=args.dataset,
+                      test_dataset=args.test_dataset, holdout=args.holdout)
         folder = out / folder_name(method)
         print(f"== {method}: prune ResNet-20 to 98.2 % sparsity on {cfg.dataset}, train "
               f"{cfg.epochs} epochs on {cfg.train_per_class} images/class ==")
         results[method] = run_experiment(cfg, folder, device=device,
-                                         progress=not args.no_progress)
+                                         progress=show_progress(args))
         table = folder / "layers.txt"
         print(table.read_text() if table.exists() else "")
     print("\n== demo result (CIFAR-10 images, short CPU protocol: compare methods, not to the "
@@ -111,7 +130,11 @@ def add_commands(sub, common) -> None:
 
     p = sub.add_parser("demo", help="PX (the default, then its bound variant) vs random at "
                                     "98.2 %% on CIFAR-10, short CPU training")
-    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--dataset", default="cifar10",
+                   help="cifar10 (default) or a .pt/.npz file (then --test-dataset or --holdout)")
+    p.add_argument("--test-dataset", default=None, help="a .pt/.npz file to test on")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="test on this fraction of a --dataset file, held out per class")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

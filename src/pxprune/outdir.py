@@ -1,8 +1,8 @@
 """Output folders: a command refuses one holding another command's or configuration's work.
 
-A folder's owner is its ``config.json`` (``command``; a run's config has no such key but a
-``recipe``). A config.json with no work beside it (a command that failed before producing
-anything) claims nothing, so the corrected command may reuse the folder.
+A folder's owner is its ``config.json`` (``command``; a run's config has no such key). A
+config.json with no work beside it (a command that failed before producing anything) claims
+nothing, so the corrected command may reuse the folder.
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ def read_config(out: Path) -> dict | None:
 
 
 def command_of(config: Mapping) -> str:
-    """The command that wrote ``config`` (a run's config.json has ``recipe``, no ``command``)."""
+    """The command that wrote ``config`` (a run's config.json, a RunConfig, has no
+    ``command``; prune and transfer write theirs)."""
     command = config.get("command")
-    if isinstance(command, str):
-        return command
-    return "run" if "recipe" in config else "unknown"
+    return command if isinstance(command, str) else "run"
 
 
 def work_files(out: Path) -> list[str]:

@@ -17,8 +17,12 @@ import torch
 
 from . import distributed as D
 from . import prune_checkpoint
+from .checks import check_connected, log_resume
 from .data import ImageDataset, limit_per_class
+from .errors import OutputError, atomic_write_text
 from .masks import Masks, PruningError, unpruned_matrices
+from .outdir import claim, differences, read_config, work_files, write_config
+from .run_folder import PruneClock, describe_test_split
 
 DENSE = "dense"
 
@@ -44,6 +48,9 @@ class RunConfig:
     test_per_class: int | None = None
     weights: str | None = None
     norm: str = "dataset"
+    test_dataset: str | None = None  # a separate test file (a .pt/.npz --dataset needs one
+    holdout: float = 0.0  # ... or this fraction of it held out per class, drawn with the seed)
+    allow_disconnected: bool = False  # keep masks that cut the output off the input
     precision: str | None = None  # training precision (recipe's "auto" when None)
     # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
     # filled in by run_experiment; "" in folders written before it was recorded
@@ -62,10 +69,9 @@ class RunConfig:
 def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
     """Train and test sets, cut to the first n per class when the config asks (CPU protocols)."""
     from .models import IMAGENET_MEAN, IMAGENET_STD
-    from .resolve import load_any_dataset
+    from .run_folder import train_test_sets
 
-    train_set = load_any_dataset(cfg.dataset, "train")
-    test_set = load_any_dataset(cfg.dataset, "test")
+    train_set, test_set = train_test_sets(cfg.dataset, cfg.test_dataset, cfg.holdout, cfg.seed)
     if cfg.train_per_class:
         train_set = limit_per_class(train_set, cfg.train_per_class)
     if cfg.test_per_class:
@@ -123,13 +129,14 @@ def split_method(cfg: RunConfig) -> tuple[str, dict]:
 
 def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                device: str, progress: bool, test_set: ImageDataset | None = None,
-               out: Path | None = None) -> tuple[Masks, dict]:
+               out: Path | None = None,
+               log: Callable[[str], object] = print) -> tuple[Masks, dict]:
     """Score and prune on the seeded class-balanced split; dense runs keep every weight;
     ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
     from .api import prune
     from .resolve import pruning_batch
 
-    start = time.perf_counter()
+    start, earlier = time.perf_counter(), 0.0
     name, options = split_method(cfg)
     if name == DENSE or cfg.sparsity == 0:
         masks = Masks.ones(model)
@@ -140,13 +147,23 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
     else:
         x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
         rounds, scope = options.pop("rounds", cfg.rounds), options.pop("scope", cfg.scope)
-        masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
-                      rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
-                      checkpoint=None if out is None else out / prune_checkpoint.FILE_NAME,
-                      **options)
+        checkpoint = None if out is None else out / prune_checkpoint.FILE_NAME
+        if checkpoint is not None:
+            log_resume(checkpoint, log)
+        clock = PruneClock(out, checkpoint)  # time before an interruption counts too
+        try:
+            masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
+                          rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
+                          checkpoint=checkpoint, **options)
+        finally:
+            clock.stop()
+        earlier = clock.previous
+        if not cfg.allow_disconnected:
+            check_connected(model, x.to(device), masks, cfg.method)
     info = {
         "method": cfg.method, "sparsity": cfg.sparsity, "density": masks.density(),
-        "kept": masks.kept, "total": masks.total, "prune_seconds": time.perf_counter() - start,
+        "kept": masks.kept, "total": masks.total,
+        "prune_seconds": time.perf_counter() - start + earlier,  # earlier attempts included
         "layer_density": masks.layer_density(), "collapsed_layers": masks.collapsed_layers(),
     }
     return masks, info
@@ -161,7 +178,7 @@ def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
     flops = count_flops(model, tuple(data.image_shape), masks)
     unpruned = unpruned_matrices(model, masks)
     write_layer_csv(masks, out / "layers.csv", flops, unpruned)
-    (out / "layers.txt").write_text(format_layer_table(masks, flops, unpruned) + "\n")
+    atomic_write_text(out / "layers.txt", format_layer_table(masks, flops, unpruned) + "\n")
 
 
 def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
@@ -191,6 +208,14 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     from .train import train
 
     out = Path(out)
+    claim(out, "run")  # another command's work, a file in the way, unwritable: one line
+    saved = read_config(out)
+    if saved is not None and work_files(out):  # never finish or resume another config's work
+        wanted = {k: v for k, v in asdict(cfg).items() if k != "resolved_method"}
+        diff = differences(asdict(RunConfig.from_dict(saved)), wanted)
+        if diff:
+            raise OutputError(f"{out} holds a run with another configuration "
+                              f"({'; '.join(diff[:3])}); use another --out")
     summary_path = out / "summary.json"
     config_path = out / "config.json"
     cfg = with_resolved_method(cfg)
@@ -201,14 +226,14 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         return json.loads(summary_path.read_text())
     main = D.is_main_process()  # under torchrun only rank 0 writes; masks are broadcast
     out.mkdir(parents=True, exist_ok=True)
-    if config_path.exists():
+    if config_path.exists() and work_files(out):  # a config alone (a failed start) claims nothing
         previous = RunConfig.from_dict(json.loads(config_path.read_text()))
         check_same_method(previous, cfg, out)
         previous = with_resolved_method(previous, legacy=True)
         if previous != cfg:
             raise PruningError(f"{out} holds a run with a different config; use another --out")
     elif main:
-        config_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        write_config(out, asdict(cfg))
 
     train_set, test_set = load_splits(cfg)
     model = initial_model(cfg, train_set.num_classes).to(device)
@@ -222,14 +247,15 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     else:
         is_imp = cfg.method.split("[")[0] == "imp"
         if main or is_imp:  # imp trains: every rank takes part
-            masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out)
+            masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out,
+                                     log=log)
         else:  # scored on rank 0 only; the trainer broadcasts rank 0's masks to this rank
             masks, info = Masks.ones(model), {}
         if is_imp:  # the ticket is trained from the rewound init, like the others
             model = initial_model(cfg, train_set.num_classes).to(device)
         if main:
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
-            prune_path.write_text(json.dumps(info, indent=2) + "\n")
+            atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(masks, model, train_set, out)
     from .recipes import get_recipe
 
@@ -237,7 +263,9 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,
                     seed=cfg.seed, progress=progress, log=log)
     summary = {**summary, "config": asdict(cfg), "prune": info, "dataset_name": train_set.name,
-               "train_examples": len(train_set), "test_examples": len(test_set)}
+               "train_examples": len(train_set), "test_examples": len(test_set),
+               "test_split": describe_test_split(cfg.dataset, cfg.test_dataset, cfg.holdout,
+                                                 cfg.seed)}
     if main:
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

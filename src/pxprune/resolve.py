@@ -131,9 +131,14 @@ def load_data_file(path: str | Path) -> ImageDataset:
     raise DataError(f"{path}: expected {{'images', 'labels'}} or an (images, labels) pair")
 
 
+def is_data_file(spec: str) -> bool:
+    """True for a ``.pt``/``.pth``/``.npz`` file (a user's own data), not a dataset name."""
+    return spec.endswith((".pt", ".pth", ".npz"))
+
+
 def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
     """A dataset name for ``pxprune.data.load_dataset`` or a ``.pt``/``.npz`` file."""
-    if spec.endswith((".pt", ".pth", ".npz")):
+    if is_data_file(spec):
         return load_data_file(spec)
     return load_dataset(spec, split)
 

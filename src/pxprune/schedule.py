@@ -18,7 +18,7 @@ def parse_sparsity(value: float | str) -> float:
     """Accept 0.982, "0.982" or "98.2%"; return a float in [0, 1) or raise PruningError."""
     if isinstance(value, str):
         text = value.strip()
-        match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)", text)
+        match = re.fullmatch(r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)", text)
         if not match:
             raise PruningError(f"sparsity {value!r} is not a number like 0.982 or 98.2%")
         number = float(match.group(1))

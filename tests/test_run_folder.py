@@ -1,0 +1,128 @@
+"""A run cell: explicit test split for a user file, pruning time over resumes, disconnection."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import pxprune.api
+from pxprune import prune_checkpoint
+from pxprune.cli import main
+from pxprune.errors import PxpruneError
+from pxprune.pipeline import RunConfig, run_experiment
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    """Two easy classes (bright and dark 8x8 images) x 16 examples."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 16)
+    images = rng.integers(0, 100, size=(32, 8, 8, 3)) + 120 * labels[:, None, None, None]
+    path = tmp_path_factory.mktemp("data") / "two.npz"
+    np.savez(path, images=images.astype(np.uint8), labels=labels)
+    return str(path)
+
+
+@pytest.fixture()
+def model_spec(tmp_path, monkeypatch) -> str:
+    (tmp_path / "run_folder_models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def tiny():
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("run_folder_models", None)
+    return "run_folder_models:tiny"
+
+
+def run_args(model_spec: str, data_file: str, out, *extra: str) -> list[str]:
+    return ["run", "--model", model_spec, "--dataset", data_file, "--method", "magnitude",
+            "--sparsity", "0.5", "--per-class", "4", "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def test_a_data_file_needs_an_explicit_test_split(tmp_path, data_file, model_spec, capsys):
+    out = tmp_path / "r"
+    code = main(run_args(model_spec, data_file, out))
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--test-dataset" in err and "--holdout" in err
+    # the corrected command runs in the same folder (the failed one left no claim)
+    assert main(run_args(model_spec, data_file, out, "--holdout", "0.25")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_examples"] == 24 and summary["test_examples"] == 8
+    assert "held out per class (seed 0)" in summary["test_split"]
+
+
+def test_a_separate_test_file(tmp_path, data_file, model_spec):
+    rng = np.random.default_rng(1)
+    test_file = tmp_path / "test.npz"
+    np.savez(test_file, images=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+             labels=np.array([0, 1, 0, 1, 0, 1]))
+    out = tmp_path / "r"
+    assert main(run_args(model_spec, data_file, out, "--test-dataset", str(test_file))) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_examples"] == 32 and summary["test_examples"] == 6
+    assert summary["test_split"] == f"the file {test_file}"
+
+
+def test_a_resumed_pruning_counts_its_earlier_time_and_says_so(tmp_path, data_file,
+                                                               model_spec, monkeypatch):
+    cfg = RunConfig(model=model_spec, dataset=data_file, holdout=0.25, method="synflow",
+                    sparsity=0.5, rounds=4, per_class=4, recipe="cpu_small", epochs=1,
+                    batch_size=8)
+    out = tmp_path / "cell"
+    monkeypatch.setattr(prune_checkpoint, "CHECKPOINT_SECONDS", 0.0)  # save every round
+    real, calls = pxprune.api.threshold, {"n": 0}
+
+    def slow_then_ctrl_c(*args, **kwargs):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        time.sleep(0.4)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pxprune.api, "threshold", slow_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(cfg, out, progress=False, log=lambda _m: None)
+    assert (out / prune_checkpoint.FILE_NAME).exists()
+    messages: list[str] = []
+    start = time.perf_counter()
+    summary = run_experiment(cfg, out, progress=False, log=messages.append)
+    assert any("resuming the pruning after round 2 of 4" in m for m in messages), messages
+    seconds = json.loads((out / "prune.json").read_text())["prune_seconds"]
+    assert seconds >= 0.8  # the two slow rounds before the Ctrl-C count
+    assert seconds <= 0.8 + (time.perf_counter() - start) + 1.0
+    assert summary["prune"]["prune_seconds"] == seconds
+
+
+def test_masks_that_disconnect_the_output_are_refused_unless_asked(tmp_path, data_file,
+                                                                   model_spec, capsys):
+    out = tmp_path / "r"
+    args = run_args(model_spec, data_file, out, "--holdout", "0.25")
+    args[args.index("--sparsity") + 1] = "0.995"  # keeps 1 of 232 weights
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and "disconnect the output" in err and "--allow-disconnected" in err
+    assert not (out / "masks.safetensors").exists()
+    assert main([*args, "--allow-disconnected"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["collapsed_layers"]  # flagged in summary.json
+    assert "COLLAPSED" in (out / "layers.txt").read_text()
+
+
+def test_the_config_keeps_its_test_split():
+    cfg = RunConfig.from_dict({"dataset": "x.npz", "holdout": 0.2})
+    assert cfg.holdout == 0.2 and cfg.test_dataset is None
+    with pytest.raises(PxpruneError, match="not both"):
+        from pxprune.run_folder import train_test_sets
+
+        train_test_sets("x.npz", "y.npz", 0.2, 0)
