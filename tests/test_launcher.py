@@ -260,7 +260,7 @@ def test_slurm_parameters_written_to_the_sbatch_file(data, tmp_path, monkeypatch
     args = args_for(data, out, "--launcher", "submitit", "--slurm-partition", "gpu",
                     "--slurm-gpus-per-job", "1", "--slurm-time", "2-00:00:00",
                     "--slurm-cpus-per-task", "8", "--slurm-mem", "32G", "--slurm-account=abc",
-                    "--slurm-qos=high", "--slurm-exclusive", "--slurm-array-parallelism=2",
+                    "--slurm-qos", "high", "--slurm-exclusive", "--slurm-array-parallelism=2",
                     "--slurm-reservation=spring school", device="cuda", threads=None)
     assert main(args) == 0
     lines = capture.read_text().splitlines()
@@ -351,6 +351,16 @@ def test_cli_refuses_mismatched_launcher_options(data, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_no_slurm_here_is_one_line_and_writes_nothing(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no srun on the PATH
+    out = tmp_path / "r20"
+    assert main(args_for(data, out, "--launcher", "submitit", "--slurm-time", "60",
+                         "--slurm-account", "abc")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no Slurm on this machine" in err and "--submitit-cluster local" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_slurm_without_time_limit_is_refused():

@@ -52,16 +52,24 @@ def _seeds(text: str) -> list[int]:
 
 
 class _PassSlurmExtras:
-    """Parser mixin: an unknown ``--slurm-KEY[=VALUE]`` is kept in ``slurm_extra`` (checked by
-    :func:`pxprune.launchers.parse_extra`) instead of being refused by argparse."""
+    """Parser mixin: an unknown ``--slurm-KEY[=VALUE]`` (or ``--slurm-KEY VALUE``) is kept in
+    ``slurm_extra`` (checked by :func:`pxprune.launchers.parse_extra`) instead of being refused
+    by argparse. The sweep has no positional arguments, so a word after it is its value."""
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
         known = self._option_string_actions  # type: ignore[attr-defined]
         extra, rest = [], []
-        for a in args:
-            is_extra = a.startswith(EXTRA_PREFIX) and a.split("=")[0] not in known
-            (extra if is_extra else rest).append(a)
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a.startswith(EXTRA_PREFIX) and a.split("=")[0] not in known:
+                if "=" not in a and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                    a, i = f"{a}={args[i + 1]}", i + 1
+                extra.append(a)
+            else:
+                rest.append(a)
+            i += 1
         namespace, unknown = super().parse_known_args(rest, namespace)  # type: ignore[misc]
         namespace.slurm_extra = list(getattr(namespace, "slurm_extra", None) or []) + extra
         return namespace, unknown

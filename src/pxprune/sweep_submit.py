@@ -86,6 +86,8 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
     env = env if env is not None else environment(device)
     if threads is None:
         threads = slurm.cpus_per_task
+    # before sweep.json is touched: no Slurm here, or options submitit refuses, are one line
+    executor = make_executor(out / JOBS_FOLDER, cluster, slurm, device, f"pxprune-{out.name}")
     record, todo = start_sweep(
         out, cells, protocol_of(base), kind=TRAINING, methods=methods, sparsities=sparsities,
         seeds=seeds, device=device, env=env, extra={"recipe": resolved_recipe(base)},
@@ -93,7 +95,6 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
                     "wait": wait, "slurm": {**asdict(slurm)}}, log=log)
     if not todo:
         return close_sweep(out, record, cells)
-    executor = make_executor(out / JOBS_FOLDER, cluster, slurm, device, f"pxprune-{out.name}")
     calls = [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)), str(out.resolve()),
                              asdict(cell), device, threads) for cell in todo]
     try:
