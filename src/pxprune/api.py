@@ -12,10 +12,18 @@ from tqdm.auto import tqdm
 
 from . import prune_checkpoint
 from .batches import as_batches, require_targets
-from .masks import Masks, PruningError, prunable_parameters
+from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
-from .schedule import parse_sparsity, round_densities, threshold
+from .schedule import (
+    check_keeps_some,
+    check_rounds,
+    check_scores,
+    check_seed,
+    parse_sparsity,
+    round_densities,
+    threshold,
+)
 
 
 def get_method(method: str) -> Method:
@@ -68,6 +76,7 @@ def score(
     weights are already pruned.
     """
     spec, options = method_and_options(method, options, pipeline_keys=False)
+    check_model_device(model)
     check_finite(model)
     masks = Masks.ones(model) if masks is None else Masks(masks)
     batches = as_batches(data, _device(model)) if spec.needs_data else (
@@ -119,9 +128,12 @@ def prune(
     rounds = options.pop("rounds", rounds)
     scope = str(options.pop("scope", scope))
     density = 1.0 - parse_sparsity(sparsity)
+    check_model_device(model)
     check_finite(model)
-    prunable_parameters(model)  # raises when there is nothing to prune
-    rounds = spec.default_rounds if rounds is None else int(rounds)
+    check_keeps_some(density, sum(p.numel() for p in prunable_parameters(model).values()),
+                     sparsity)  # prunable_parameters raises when there is nothing to prune
+    rounds = spec.default_rounds if rounds is None else check_rounds(rounds)
+    seed = check_seed(seed)
     schedule = round_densities(density, rounds)
     batches: list = []
     if spec.needs_data or data is not None:
@@ -151,6 +163,7 @@ def prune(
                                    disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
             scores = spec.score(model, batches, current, seed=seed + r, **options)
+            check_scores(method, scores, current, d, r)  # NaN/inf or all-equal: no mask
             current = threshold(scores, d, current, scope)
             if path is not None and r + 1 < rounds and (
                     time.monotonic() - last_save >= prune_checkpoint.CHECKPOINT_SECONDS):

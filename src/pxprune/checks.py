@@ -13,15 +13,7 @@ from torch import nn
 
 from .data import DataError
 from .errors import PxpruneError
-
-
-def check_model_device(model: nn.Module) -> None:
-    """Refuse a model whose weights live on the ``meta`` device (no values to score)."""
-    meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
-    if meta:
-        raise PxpruneError(f"the model's weights are on the 'meta' device (no values), e.g. "
-                           f"{meta[0]!r}; materialise it first (model.to_empty(device='cpu') "
-                           f"and initialise, or load weights)")
+from .masks import check_model_device
 
 
 def input_channels(model: nn.Module) -> int | None:

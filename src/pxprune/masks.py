@@ -24,6 +24,15 @@ class PruningError(PxpruneError):
     """A user-facing error about pruning inputs (bad sparsity, nothing prunable, ...)."""
 
 
+def check_model_device(model: nn.Module) -> None:
+    """Refuse a model whose weights live on the ``meta`` device (shapes without values)."""
+    meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if meta:
+        raise PruningError(f"the model's weights are on the 'meta' device (no values), e.g. "
+                           f"{meta[0]!r}; materialise it first (model.to_empty(device='cpu') "
+                           f"and initialise, or load weights)")
+
+
 def prunable_parameters(
     model: nn.Module,
     types: Iterable[type[nn.Module]] = DEFAULT_PRUNABLE_TYPES,
@@ -79,6 +88,10 @@ class Masks(Mapping[str, Tensor]):
     """An immutable map from parameter name to a bool keep-mask of the same shape."""
 
     def __init__(self, masks: Mapping[str, Tensor]):
+        if not isinstance(masks, Mapping) or not all(isinstance(m, Tensor)
+                                                     for m in masks.values()):
+            raise PruningError(f"masks must map parameter names to bool tensors, got "
+                               f"{type(masks).__name__}")
         self._masks = {name: m.detach().to(torch.bool).cpu() for name, m in masks.items()}
 
     # -- construction ---------------------------------------------------------------------

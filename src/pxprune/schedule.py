@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping
 
@@ -29,6 +30,55 @@ def parse_sparsity(value: float | str) -> float:
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
         raise PruningError(f"sparsity must be in [0, 1) (e.g. 0.982 or 98.2%), got {value}")
     return value
+
+
+def check_rounds(rounds: object) -> int:
+    """A round count is a positive integer: 2.7 or "3" are refused, never truncated."""
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+        raise PruningError(f"rounds must be a positive integer, got {rounds!r}")
+    return int(rounds)
+
+
+def check_seed(seed: object) -> int:
+    """A seed is an integer (a string or float seed is refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise PruningError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
+
+
+def check_keeps_some(density: float, total: int, sparsity_text: object = None) -> None:
+    """Refuse a target that keeps no weight at all (round(density * N) == 0)."""
+    if round(density * total) == 0:
+        shown = sparsity_text if sparsity_text is not None else f"{1 - density:.6g}"
+        raise PruningError(f"sparsity {shown} keeps 0 of {total:,} prunable weights: the "
+                           f"network would compute nothing; choose a lower sparsity")
+
+
+def check_scores(method: str, scores: Mapping[str, Tensor], masks: Masks, density: float,
+                 round_index: int = 0) -> None:
+    """Refuse scores that cannot rank: NaN/inf, or one value for every live weight while the
+    round must choose among them (e.g. float16 underflow to 0); never a mask from them."""
+    live = []
+    for name, keep in masks.items():
+        s = scores.get(name)
+        if s is None or tuple(s.shape) != tuple(keep.shape):
+            continue  # threshold() names missing or misshapen scores
+        s = s.detach().to("cpu", torch.float64)[keep]
+        if not torch.isfinite(s).all():
+            bad = int((~torch.isfinite(s)).sum())
+            raise PruningError(f"{method} gave NaN/inf scores to {bad} weight(s) of {name!r} "
+                               f"in round {round_index + 1} (numerical overflow, e.g. in "
+                               f"float16); refusing to prune on them")
+        live.append(s)
+    if not live:
+        return
+    flat = torch.cat(live)
+    must_choose = round(density * masks.total) < masks.kept
+    if must_choose and flat.numel() > 1 and bool((flat == flat[0]).all()):
+        raise PruningError(f"{method} gave all {flat.numel():,} remaining weights the same score "
+                           f"({float(flat[0]):g}) in round {round_index + 1}: nothing to rank "
+                           f"them by (e.g. float16 underflow to 0; use float32); refusing to "
+                           f"prune on it")
 
 
 def round_densities(density: float, rounds: int) -> list[float]:
