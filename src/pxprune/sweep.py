@@ -16,8 +16,8 @@ still run, and the command exits 1. While a cell runs it holds ``<cell>/running.
 heartbeat (:mod:`pxprune.cell_lock`): ``sweep --status`` counts it as running, and no other
 launcher or invocation starts the same cell meanwhile.
 
-``--jobs K`` runs K cells at once, each in its own (spawned) process: on a CPU the cores are
-split between them (``--threads``, default ``cpu_count // K`` per cell); on one GPU the K small
+``--jobs K`` runs K cells at once, each in its own (spawned) process, the cores split between
+them (``--threads``, default ``cpu_count // K`` per cell, on a GPU too); on one GPU the K small
 trainings share the device as K processes (each with its own CUDA context), which helps when a
 single CIFAR ResNet-20 run cannot fill it; with ``--device cuda`` and several visible GPUs the K
 slots go round-robin over them (:class:`DeviceSlots`). Running the K trainings as CUDA streams
@@ -405,7 +405,7 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
     out = Path(out)
     cells = plan_cells(methods, sparsities, seeds)
     env = env if env is not None else environment(device)
-    if threads is None and jobs > 1 and not str(device).startswith("cuda"):
+    if threads is None and jobs > 1:  # also on a GPU: K processes x all cores would contend
         threads = max(1, (os.cpu_count() or 1) // jobs)
     record, todo = start_sweep(out, cells, protocol_of(base), kind=TRAINING, methods=methods,
                                sparsities=sparsities, seeds=seeds, device=device, env=env,

@@ -221,7 +221,8 @@ def add_command(sub, common) -> None:
                    help="local launcher: cells run at once, one process each (they share one "
                         "GPU)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per cell (default: cpu_count // jobs on CPU with jobs > 1)")
+                   help="torch threads per cell (default: cpu_count // jobs with jobs > 1; "
+                        "with submitit: --slurm-cpus-per-task)")
     p.add_argument("--out", default=None, help="sweep folder, e.g. sweeps/resnet20_cifar10")
     _add_launcher_args(p)
     g = p.add_argument_group(
