@@ -11,8 +11,8 @@ import pytest
 from pxprune.cli import main
 from pxprune.data import DataError, DatasetNotFoundError
 from pxprune.errors import OutputError, PxpruneError, atomic_write_text
-from pxprune.intercept import UnsupportedLayerError
 from pxprune.masks import PruningError
+from pxprune.pathview import UnsupportedLayerError
 from pxprune.resolve import UsageError
 from pxprune.transfer import BackboneLoadError
 

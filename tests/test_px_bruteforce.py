@@ -279,7 +279,7 @@ def test_layer_sums_equal_R_on_a_chain():
 
 def test_dilated_max_pool_is_refused_by_name():
     """A dilated max-pool window has no average-pool equivalent in copy 2: clear error."""
-    from pxprune.intercept import UnsupportedLayerError
+    from pxprune.pathview import UnsupportedLayerError
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(),

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pxprune
-from pxprune.intercept import UnsupportedLayerError
 from pxprune.masks import Masks, PruningError
 from pxprune.methods.px import PXNumericsError
+from pxprune.pathview import UnsupportedLayerError
 
 F64 = torch.float64
 

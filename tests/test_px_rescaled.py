@@ -18,7 +18,6 @@ from torch import nn
 
 import pxprune
 from pxprune import models
-from pxprune.intercept import PathActivationCopy, RangeError, weighted_modules
 from pxprune.masks import Masks
 from pxprune.methods.px.bound import (
     PXPrecisionFallback,
@@ -27,6 +26,7 @@ from pxprune.methods.px.bound import (
     _copy_weights,
     record_gates,
 )
+from pxprune.pathview import PathActivationCopy, RangeError, weighted_modules
 
 
 class DeepMixer(nn.Module):
@@ -187,7 +187,7 @@ def test_an_operation_it_cannot_align_falls_back_to_float64(images, monkeypatch)
 @pytest.mark.parametrize("peak_log2", [120, 3, -20, -130])
 def test_renormalising_is_exact_at_the_ends_of_float32(peak_log2):
     """Peaks from near float32's top to its subnormals come back to [0.5, 1) exactly."""
-    from pxprune.intercept import RescaledPathActivationCopy, tensor_exponent
+    from pxprune.pathview import RescaledPathActivationCopy, tensor_exponent
 
     values = torch.tensor([2.0**peak_log2 * 1.5, 2.0 ** (peak_log2 - 3), 0.0], dtype=torch.float32)
     out = RescaledPathActivationCopy._renormalised(values.clone(), 7)

@@ -9,7 +9,6 @@ import torch
 
 import pxprune
 from pxprune import models
-from pxprune.intercept import PathKernelCopy
 from pxprune.methods.px.bound import (
     PXPrecisionFallback,
     _copy_weights,
@@ -17,6 +16,7 @@ from pxprune.methods.px.bound import (
     path_activation_sum,
     px_terms,
 )
+from pxprune.pathview import PathKernelCopy
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_classifier_is_found_by_call_order(resnet20, images):
 def test_all_ones_classifier_makes_every_class_weight_equal(resnet20, images):
     """With an all-ones classifier Z1_k is the same for every k: PX would be data-free."""
     masks = pxprune.Masks.ones(resnet20)
-    weights = pxprune.intercept.weighted_modules(resnet20)
+    weights = pxprune.pathview.weighted_modules(resnet20)
     ones_c1, _, _ = _copy_weights(weights, masks, "fc.weight", False, "cpu")
     real_c1, _, _ = _copy_weights(weights, masks, "fc.weight", True, "cpu")
     z_ones = path_activation_sum(resnet20, [(images, None)], ones_c1, "float64", False)
@@ -74,8 +74,8 @@ def test_signs_of_the_shares(resnet20, images):
 class _TrainModeBN(PathKernelCopy):
     """The official code's copy 2: BatchNorm with batch statistics (no running-stat update)."""
 
-    def on_batchnorm(self, name, func, args, kwargs):
-        x = args[0]
+    def on_batchnorm(self, call):
+        x = call.input
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims, keepdim=True)
         var = x.var(dims, unbiased=False, keepdim=True)
@@ -85,7 +85,7 @@ class _TrainModeBN(PathKernelCopy):
 def test_train_mode_copy_two_has_zero_gradient(resnet20, images):
     """With an all-ones input, batch-statistics BN zeroes every path: scores are rounding noise."""
     masks = pxprune.Masks.ones(resnet20)
-    weights = pxprune.intercept.weighted_modules(resnet20)
+    weights = pxprune.pathview.weighted_modules(resnet20)
     c1, c2, leaves = _copy_weights(weights, masks, "fc.weight", True, "cpu")
     z1 = path_activation_sum(resnet20, [(images, None)], c1, "float64", False)
     ones = torch.ones(2, 3, 32, 32, dtype=torch.float64)

@@ -34,15 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .intercept import (
+from .masks import Masks, PruningError
+from .methods.px import PXNumericsError, _copy_weights
+from .pathview import (
     GateRecorder,
+    OpCall,
     PathActivationCopy,
     PathKernelCopy,
-    _arg,
     maxpool_geometry,
     weighted_modules,
 )
-from .masks import Masks, PruningError
 
 PARAM_SETS = ("prunable", "all")
 EIGEN_METHODS = ("auto", "exact", "lanczos")
@@ -317,10 +318,10 @@ def ntk_top_eigenvalues(
 class _SumPoolKernelCopy(PathKernelCopy):
     """PX copy 2 for the bound: max-pool as a *sum* over its window (every path has factor 1)."""
 
-    def on_maxpool(self, name, func, args, kwargs):
-        x = args[0]
-        wants_indices = bool(_arg(args, kwargs, 6, "return_indices", False))
-        kernel, stride, padding, ceil_mode = maxpool_geometry(args, kwargs, self.current_module)
+    def on_maxpool(self, call: OpCall):
+        x = call.input
+        wants_indices = bool(call.get("return_indices", False))
+        kernel, stride, padding, ceil_mode = maxpool_geometry(call, self.current_module)
         squeeze = x.dim() == 3
         if squeeze:  # avg_pool1d has no divisor_override: pool a 1 x L image instead
             x = x.unsqueeze(2)
@@ -370,8 +371,6 @@ def px_bound(
     crosses the same such maps (a global average pool before the classifier, as in the CIFAR
     ResNets/VGGs). With biases or BN shifts the quantity is still reported but is no bound.
     """
-    from .methods.px import PXNumericsError, _copy_weights
-
     with _eval_mode(model):
         f = _Sparse(model, masks, "prunable")
         masks = f.masks

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ..batches import Batch
-from ..intercept import PathKernelCopy, weighted_modules
 from ..masks import Masks, PruningError
+from ..pathview import PathKernelCopy, weighted_modules
 from . import register
 from ._common import preserved_modes
 

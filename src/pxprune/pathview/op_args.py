@@ -31,20 +31,38 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     **{name: _MAXPOOL for name in ("max_pool1d", "max_pool2d", "max_pool3d",
                                    "max_pool1d_with_indices", "max_pool2d_with_indices",
                                    "max_pool3d_with_indices")},
+    # smooth activations (gated like a ReLU by the bound's approximate_unsupported=True)
+    "gelu": ("input", "approximate"),
+    **{name: _INPLACE for name in ("silu", "hardswish", "hardsigmoid", "mish", "selu")},
+    **{name: ("input", "alpha", "inplace") for name in ("elu", "celu")},
+    **{name: ("input",) for name in ("sigmoid", "sigmoid_", "tanh", "tanh_", "silu_",
+                                     "hardswish_", "elu_", "selu_", "celu_")},
+    "softplus": ("input", "beta", "threshold"),
 }
 
 
 class OpCall:
     """One intercepted call with its arguments bound to the operation's parameter names."""
 
-    def __init__(self, name: str, func: Callable, args: tuple, kwargs: dict):
+    def __init__(self, name: str, func: Callable, args: tuple, kwargs: dict | None = None):
         if name not in SIGNATURES:
             raise KeyError(f"no signature recorded for {name!r}")
         self.name, self.func = name, func
         self.params = SIGNATURES[name]
         if len(args) > len(self.params):
             raise TypeError(f"{name} called with {len(args)} positional arguments")
-        self.args, self.kwargs = list(args), dict(kwargs)
+        self.args, self.kwargs = list(args), dict(kwargs or {})
+
+    @property
+    def input(self) -> Any:
+        """The first argument (the tensor the operation transforms)."""
+        return self.get("input")
+
+    @property
+    def inplace(self) -> bool:
+        """Whether the call overwrites its input (``relu_`` or ``inplace=True``)."""
+        return self.name.endswith("_") or (
+            "inplace" in self.params and bool(self.get("inplace", False)))
 
     def get(self, key: str, default: Any = None) -> Any:
         """The argument called ``key`` as the model passed it, or ``default``."""

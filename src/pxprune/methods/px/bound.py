@@ -45,7 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...intercept import (
+from ...masks import Masks, PruningError
+from ...pathview import (
     BN_SOURCES,
     Gate,
     GateRecorder,
@@ -58,7 +59,6 @@ from ...intercept import (
     weighted_modules,
     with_exponent,
 )
-from ...masks import Masks, PruningError
 from .errors import PXNumericsError, PXPrecisionFallback
 
 PRECISIONS = ("float64", "float32")

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...intercept import Interceptor, UnsupportedLayerError, weighted_modules
 from ...masks import Masks, PruningError
+from ...pathview import Interceptor, UnsupportedLayerError, weighted_modules
 from ...pathview.op_args import OpCall
 from .errors import PXNumericsError
 
