@@ -345,6 +345,8 @@ def test_cli_refuses_mismatched_launcher_options(data, tmp_path, capsys):
         (args_for(data, out, "--launcher", "submitit", "--submitit-cluster", "local",
                   "--slurm-time", "soon"), "not a Slurm time"),
     ]
+    cases += [(["sweep", "--status", str(tmp_path / "nothing")], "no sweep in"),
+              (["sweep", "--methods", "random"], "sweep needs --out DIR (or --status DIR)")]
     for argv, message in cases:
         capsys.readouterr()
         assert main(argv) == 2, argv
