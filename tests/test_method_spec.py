@@ -149,11 +149,12 @@ def test_report_names_and_styles_for_specs():
 
 def test_every_registered_method_has_a_report_name_and_its_own_colour():
     import pxprune
-    from pxprune.sweep_report import COLORS, DISPLAY
+    from pxprune.sweep_report import method_color, method_display
 
-    assert set(pxprune.METHODS) <= set(DISPLAY) and set(pxprune.METHODS) <= set(COLORS)
-    colours = [COLORS[m] for m in pxprune.METHODS]
-    assert len(set(colours)) == len(colours)
+    names = [method_display(m) for m in pxprune.METHODS]
+    colours = [method_color(m) for m in pxprune.METHODS]
+    assert all(colours) and len(set(colours)) == len(colours)
+    assert len(set(names)) == len(names) and method_display("ntksap") == "NTK-SAP"
 
 
 def test_sweep_end_to_end_with_specs(tmp_path, capsys):

@@ -21,6 +21,8 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .methods import REGISTRY
+from .methods.spec import resolved_spec
 from .pipeline import DENSE
 from .resolve import UsageError
 from .sweep import (
@@ -35,12 +37,23 @@ from .sweep import (
 )
 
 RESULTS_FORMAT = "pxprune.sweep_results/1"
-DISPLAY = {"px": "PX", "ntksap": "NTK-SAP", "grasp": "GraSP", "synflow": "SynFlow",
-           "synflow_l2": "SynFlow-L2", "snip": "SNIP", "random": "Random",
-           "magnitude": "Magnitude", "imp": "IMP", DENSE: "Dense"}
-COLORS = {"px": "#d62728", "ntksap": "#1f77b4", "grasp": "#2ca02c", "synflow": "#9467bd",
-          "synflow_l2": "#17becf", "snip": "#ff7f0e", "random": "#7f7f7f",
-          "magnitude": "#8c564b", "imp": "#e377c2"}
+DENSE_STYLE = ("Dense", "#000000")  # the dense reference is not a registered method
+
+
+def method_display(name: str) -> str:
+    """A registered method's display name (PX, NTK-SAP, GraSP, ...), from the registry."""
+    if name == DENSE:
+        return DENSE_STYLE[0]
+    method = REGISTRY.get(name)
+    return method.display_name if method is not None else name
+
+
+def method_color(name: str) -> str | None:
+    """A registered method's colour in figures, from the registry."""
+    if name == DENSE:
+        return DENSE_STYLE[1]
+    method = REGISTRY.get(name)
+    return method.color if method is not None else None
 METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
 
 
@@ -53,7 +66,7 @@ def _base(method: str) -> tuple[str, str]:
 def display_name(method: str) -> str:
     """The paper's spelling of a method name (PX, NTK-SAP, GraSP, ...), options kept."""
     name, options = _base(method)
-    return DISPLAY.get(method, DISPLAY.get(name, name) + (f" {options}" if options else ""))
+    return method_display(name) + (f" {options}" if options else "")
 
 
 def _style(method: str, methods: list[str]) -> tuple[str | None, str]:
@@ -61,7 +74,7 @@ def _style(method: str, methods: list[str]) -> tuple[str | None, str]:
     name, _ = _base(method)
     siblings = [m for m in methods if _base(m)[0] == name and m != name]
     style = "-" if method == name else ("--", ":", "-.")[siblings.index(method) % 3]
-    return COLORS.get(name), style
+    return method_color(name), style
 
 
 def _read_cell(summary_path: Path) -> dict:
@@ -72,6 +85,9 @@ def _read_cell(summary_path: Path) -> dict:
         cfg = json.loads((summary_path.parent / "config.json").read_text())
     cfg = cfg or {}
     method = cfg.get("method", DENSE)
+    if "resolved_method" not in cfg and method != DENSE:  # written before it was recorded:
+        old = resolved_spec(method, legacy=True)  # label it by what it computed then
+        method = old if old != resolved_spec(method) else method
     sparsity = 0.0 if method == DENSE else float(cfg.get("sparsity", 0.0))
     return {
         "method": method, "sparsity": sparsity, "seed": int(cfg.get("seed", 0)),
