@@ -23,21 +23,19 @@ import torch
 from . import provenance
 from .api import get_method, prune
 from .masks import Masks, PruningError
+from .methods import REGISTRY
 from .methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
 from .ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from .schedule import parse_sparsity
 
 PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
 SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
-EXCLUDED_METHODS = ("imp",)  # needs training: not a foresight method
 FORMAT = "pxprune.ntk_study/1"
 
 
 def study_methods() -> list[str]:
-    """Every registered foresight method (all but IMP, which needs training)."""
-    from . import METHODS
-
-    return [m for m in METHODS if m not in EXCLUDED_METHODS]
+    """Every registered foresight method (all but those that train, such as IMP)."""
+    return [name for name in sorted(REGISTRY) if not REGISTRY[name].trains]
 
 
 def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
