@@ -141,3 +141,26 @@ def test_ntk_command_takes_specs_keyed_by_the_resolved_method(tmp_path, monkeypa
     assert sorted(cells) == ["px[rounds=2,variant=bound]@50.0000",
                              "px[rounds=2,variant=cvpr2024]@50.0000"]
     assert all(c["rounds"] == 2 for c in cells.values())
+
+
+def test_a_resumed_sweep_refuses_cells_of_the_old_default(tmp_path, capsys):
+    """A sweep folder whose px cells were written when px meant the bound: re-running the
+    sweep stops before any cell runs, with one line; the folder is left as it was."""
+    from test_sweep import sweep_args, write_data
+
+    data = tmp_path / "tiny.pt"
+    write_data(data)
+    out = tmp_path / "sweep"
+    argv = sweep_args(data, out, methods="px[rounds=2],random", seeds="0")
+    assert main(argv) == 0
+    cell = next(out.glob("px+rounds=2/*/seed0"))
+    config = json.loads((cell / "config.json").read_text())
+    assert config["resolved_method"] == "px[rounds=2,variant=cvpr2024]"
+    del config["resolved_method"]  # as written before 2026-11-30
+    (cell / "config.json").write_text(json.dumps(config))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was pruned with 'px[rounds=2,variant=bound]'" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -39,6 +39,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from .cell_lock import CellBusy, CellLock, describe, live_holder
+from .methods.spec import resolved_spec
 from .pipeline import DENSE, RunConfig, run_experiment
 from .resolve import UsageError
 
@@ -176,6 +177,22 @@ def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
     return "missing"
 
 
+def check_resolved_method(folder: Path, method: str) -> None:
+    """Refuse a cell folder whose method meant something else when it was written (``px``
+    before 2026-11-30 was the bound): finished or not, it is never reused or reported as the
+    current definition."""
+    path = folder / "config.json"
+    if method == DENSE or not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    before = saved.get("resolved_method") or resolved_spec(saved.get("method", method),
+                                                            legacy=True)
+    now = resolved_spec(method)
+    if before != now:
+        raise UsageError(f"{folder} was pruned with {before!r}, but {method!r} now means "
+                         f"{now!r} (a default changed); use another --out")
+
+
 def _merge(old: Sequence, new: Sequence) -> list:
     return list(old) + [x for x in new if x not in old]
 
@@ -281,6 +298,8 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
         "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
         "torch": env.get("torch"),
     })
+    for cell in cells:  # before anything runs: no cell of another definition is reused
+        check_resolved_method(out / cell.folder, cell.method)
     todo, busy = [], []
     for cell in cells:
         status = cell_status(out, cell, DONE_FILES[kind])
