@@ -386,3 +386,15 @@ def test_attention_weights_left_whole_are_listed_in_the_layer_table():
     want = (masks.kept + whole) / (masks.total + whole)
     assert f"density over all weights {want:.4f}" in table
     assert len(layer_rows(masks)) == len(masks)  # the masked rows are unchanged
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: a.__name__)
+def test_float32_copies_of_a_float64_model(arch):
+    """The copies run in the precision asked for, whatever the model's dtype (a float64 layer
+    scale must not promote copy activations and break the float32 convolutions)."""
+    model = _randomise(arch())
+    x = torch.randn(4, 3, 16, 16, dtype=F64)
+    s32 = pxprune.score(model, "px", x)
+    s64 = pxprune.score(model, "px", x, precision="float64")
+    for name in s64:
+        torch.testing.assert_close(s32[name], s64[name], rtol=0, atol=1e-4 * s64[name].max())

@@ -109,19 +109,26 @@ class Cvpr2024Copy(Interceptor):
                 raise UnsupportedLayerError(f"{call.name} in module {self.current_module} uses a "
                                             "bias that is not its module's parameter")
             bias = self.biases[id(bias)]
-        return call.with_(weight=self.weights[id(weight)], bias=bias)()
+        return call.with_(input=self._input(call), weight=self.weights[id(weight)], bias=bias)()
 
     def _batch_norm(self, call: OpCall) -> Tensor:
         self.nonlinear_calls += 1
         eps = float(call.get("eps", 1e-5))
-        return F.batch_norm(call.get("input"), None, None, self._cast(call.get("weight")),
+        return F.batch_norm(self._input(call), None, None, self._cast(call.get("weight")),
                             self._cast(call.get("bias")), True, 0.0, eps)
 
     def _per_example_norm(self, call: OpCall) -> Tensor:
-        changes = {"weight": self._cast(call.get("weight")), "bias": self._cast(call.get("bias"))}
+        changes = {"input": self._input(call), "weight": self._cast(call.get("weight")),
+                   "bias": self._cast(call.get("bias"))}
         if call.name == "instance_norm":  # statistics of the example, nothing updated
             changes.update(running_mean=None, running_var=None, use_input_stats=True)
         return call.with_(**changes)()
+
+    def _input(self, call: OpCall) -> Tensor:
+        """The call's input in the copies' dtype (a parameter of the model's own dtype used on
+        the way, such as a layer scale, may have promoted the activations)."""
+        x = call.input
+        return x if x.dtype == self.dtype else x.to(self.dtype)
 
     def _cast(self, t: Tensor | None) -> Tensor | None:
         """An affine parameter of a normalisation, detached, in the copies' dtype."""
