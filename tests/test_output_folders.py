@@ -150,3 +150,15 @@ def test_printed_table_has_a_macs_column():
     assert lines[0].split() == ["layer", "shape", "kept", "total", "density", "kept_macs",
                                 "warning"]
     assert "1,234" in lines[2] and "COLLAPSED" in lines[3]
+
+
+def test_transfer_refuses_a_pruning_folder_before_loading_anything(data, tiny_model, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "p"
+    assert main(prune(data, tiny_model, out, "--sparsity", "0.5")) == 0
+    before = hashes(out)
+    capsys.readouterr()
+    code = main(["transfer", "--backbone", "resnet20_a", "--dataset", "no-such-dataset",
+                 "--method", "random", "--out", str(out), "--device", "cpu"])
+    one_line(code, capsys.readouterr().err, "pxprune prune", "pxprune transfer")
+    assert hashes(out) == before

@@ -123,7 +123,10 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    prune_to_folder(args, Path(args.out))
+    from .outdir import left_as_found_on_failure
+
+    with left_as_found_on_failure(args.out):
+        prune_to_folder(args, Path(args.out))
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .checks import log_threads, show_progress
 from .data import DATASETS
+from .outdir import left_as_found_on_failure
 from .pipeline import DENSE, RunConfig, run_experiment
 from .recipes import RECIPES
 from .schedule import parse_sparsity
@@ -69,8 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if info.rank == 0:
         log_threads(str(info.device), print)
     try:
-        summary = run_experiment(cfg, args.out, device=str(info.device),
-                                 progress=show_progress(args) and info.rank == 0)
+        with left_as_found_on_failure(args.out):  # a failed start leaves no config behind
+            summary = run_experiment(cfg, args.out, device=str(info.device),
+                                     progress=show_progress(args) and info.rank == 0)
     finally:
         cleanup()
     if info.rank == 0:

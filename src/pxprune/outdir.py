@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError, atomic_write_text, make_output_dir
@@ -92,3 +93,27 @@ def claim(out: str | os.PathLike, command: str, identity: Mapping | None = None)
 def write_config(out: Path, config: Mapping) -> None:
     """Write ``config.json`` atomically (indented, one key per line)."""
     atomic_write_text(Path(out) / CONFIG, json.dumps(dict(config), indent=2, default=str) + "\n")
+
+
+@contextmanager
+def left_as_found_on_failure(out: str | os.PathLike) -> Iterator[None]:
+    """A command failing before it produced any work leaves ``out`` as it found it: its
+    config.json restored (or removed), the folder removed when the command created it empty."""
+    out = Path(out)
+    existed = out.is_dir()
+    path = out / CONFIG
+    old = path.read_bytes() if path.is_file() else None
+    try:
+        yield
+    except BaseException:
+        if out.is_dir() and not work_files(out):
+            try:
+                if old is None:
+                    path.unlink(missing_ok=True)
+                elif not path.is_file() or path.read_bytes() != old:
+                    path.write_bytes(old)
+                if not existed and not any(out.iterdir()):
+                    out.rmdir()
+            except OSError:
+                pass  # the original error matters more than the tidying
+        raise

@@ -39,6 +39,20 @@ def build_model(spec: str, num_classes: int = 10) -> nn.Module:
         raise UsageError(str(exc)) from exc
 
 
+def _matching_model_hint(state: dict, own: dict) -> str:
+    """A hint naming the built-in model that fits an Idelbayev CIFAR ResNet file (option-A
+    shortcuts, a ``linear`` classifier: the shared ``resnet20-*.th``), else ""."""
+    if "linear.weight" not in state or "linear.weight" in own:
+        return ""
+    blocks = {k.split(".")[1] for k in state if k.startswith("layer1.")}
+    depth = 6 * len(blocks) + 2
+    name = f"resnet{depth}_a"
+    if name not in models.NAMES:
+        return ""
+    return (f"; these are CIFAR ResNet-{depth} weights with option-A shortcuts: use --model "
+            f"{name} (and --norm imagenet)")
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state_dict file (``module.`` prefixes and ``{'state_dict': ...}`` wrappers)."""
     try:
@@ -60,6 +74,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             f"{path} does not match the model: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, wrong shape {wrong[:5]}"
             + (" ..." if len(missing) + len(unexpected) + len(wrong) > 15 else "")
+            + _matching_model_hint(state, own)
         )
     model.load_state_dict(state, strict=False)
     return model

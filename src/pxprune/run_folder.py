@@ -66,6 +66,7 @@ class PruneClock:
 
     def __init__(self, out: Path | None, checkpoint: Path | None = None):
         self.path = None if out is None else Path(out) / CLOCK_FILE
+        self.checkpoint = checkpoint
         self.previous = self._earlier(checkpoint)
         self.start = time.perf_counter()
         if self.path is not None:
@@ -93,6 +94,11 @@ class PruneClock:
         return self.previous + time.perf_counter() - self.start
 
     def stop(self) -> None:
-        """Record this attempt's time (on success, error or Ctrl-C)."""
-        if self.path is not None:
+        """Record this attempt's time for a resume (on error or Ctrl-C with rounds saved);
+        without a pruning checkpoint to resume from (done, or nothing saved) the file goes."""
+        if self.path is None:
+            return
+        if self.checkpoint is not None and self.checkpoint.is_file():
             atomic_write_text(self.path, json.dumps({"seconds": self.seconds()}) + "\n")
+        else:
+            self.path.unlink(missing_ok=True)

@@ -32,6 +32,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .checks import log_threads, show_progress
+from .errors import atomic_write_text
+from .methods.spec import resolved_spec
+from .outdir import claim, read_config
 from .provenance import cli_argv
 from .resolve import UsageError
 
@@ -322,12 +326,13 @@ def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: st
         "command": "transfer", "argv": cli_argv(), "pxprune": __version__,
         "torch": torch.__version__, "python": platform.python_version(),
         **asdict(cfg), **extra, "weights": weights,
+        "resolved_method": resolved_spec(cfg.method),
         "normalization": {"mean": list(data.mean), "std": list(data.std)},
         "dataset_name": data.full_train.name, "num_classes": data.num_classes,
         "num_train": len(data.train), "num_test": len(data.test),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str))
 
 
 def _probe_summary(res, seconds: float) -> dict:
@@ -416,7 +421,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     flops = count_flops(model, data.shape, masks)
     write_layer_csv(masks, out / "layers.csv", flops)
     table = format_layer_table(masks, flops)
-    (out / "layers.txt").write_text(table + "\n")
+    atomic_write_text(out / "layers.txt", table + "\n")
     if show_layers:
         log(table)
 
@@ -444,7 +449,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                         out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     log(f"dense {result['dense']['test_acc']} %, {cfg.method} {result['pruned']['test_acc']} % "
         f"({cfg.mode}) -> {out}")
     return result
@@ -453,10 +458,18 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
 def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print) -> dict:
     """Run the transfer command as ``args`` say; write the output folder; return result.json."""
     cfg = config_from_args(args)
+    out = Path(args.out)
+    # another command's or another configuration's work is refused before anything is loaded
+    claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
+                               if not (k == "weights" and v is None)},
+                            "resolved_method": resolved_spec(cfg.method)})
+    if (out / "result.json").is_file() and read_config(out) is not None:
+        log(f"{out}: already finished (result.json); choose another --out to run it again")
+        return json.loads((out / "result.json").read_text())
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    progress = not args.no_progress
+    log_threads(args.device, log)
+    progress = show_progress(args)
     data = load_transfer_data(cfg)
     model, weights = load_pretrained(cfg, data, args.device)
     write_config(out, cfg, data, weights, device=args.device, threads=args.threads)
@@ -468,7 +481,10 @@ def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print)
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     """Entry point of ``pxprune transfer``."""
-    run_transfer(args)
+    from .outdir import left_as_found_on_failure
+
+    with left_as_found_on_failure(args.out):
+        run_transfer(args)
     return 0
 
 
