@@ -62,13 +62,13 @@ def run_cell_job(cfg: dict, out: str, cell: dict, device: str, threads: int | No
     return result
 
 
-def _ended_without_result(out: Path, cell: Cell, why: str) -> tuple[dict, bool]:
-    """A job that returned nothing (killed, cancelled): done if its folder says so, else a
-    failure the submitter writes to the folder (the job could not)."""
+def _ended_without_result(out: Path, cell: Cell, why: str) -> dict:
+    """The outcome of a job that returned nothing (killed, cancelled): done if its folder says
+    so, else a failure, which the submitter writes to the folder since the job could not."""
     if cell_status(out, cell) == "done":
         summary = json.loads((out / cell.folder / "summary.json").read_text())
-        return {"ok": True, "final_test_acc": summary.get("final_test_acc"), "seconds": 0.0}, True
-    return {"ok": False, "error": why, "seconds": 0.0}, True
+        return {"ok": True, "final_test_acc": summary.get("final_test_acc"), "seconds": 0.0}
+    return {"ok": False, "error": why, "seconds": 0.0}
 
 
 def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
@@ -113,8 +113,8 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
         if poll_s is None:  # local processes are cheap to poll; Slurm's accounting is not
             poll_s = 2.0 if cluster == "local" else 30.0
         for i, result, why in wait_for_jobs(jobs, poll_s):
-            write_folder = False
             if result is None:
-                result, write_folder = _ended_without_result(out, todo[i], why)
-            record_cell(out, record, todo[i], result, log, write_folder=write_folder)
+                record_cell(out, record, todo[i], _ended_without_result(out, todo[i], why), log)
+            else:  # the job already left its outcome in the folder
+                record_cell(out, record, todo[i], result, log, write_folder=False)
     return close_sweep(out, record, cells)
