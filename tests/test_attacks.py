@@ -167,6 +167,35 @@ def test_a_sparsity_that_keeps_nothing(world, tmp_path, capsys):
            "keeps 0 of")
 
 
+def test_wrong_channels_through_run_and_a_full_disk_while_checkpointing(world, tmp_path, capsys,
+                                                                        monkeypatch):
+    rng = np.random.default_rng(2)
+    grey = tmp_path / "grey.npz"
+    np.savez(grey, images=rng.integers(0, 256, (12, 8, 8, 1), dtype=np.uint8),
+             labels=np.arange(12) % 3)
+    out = tmp_path / "g"
+    attack(world, run_cmd(str(grey), out), out, capsys, "1 channel(s)", "expects 3")
+    assert not out.exists()  # a failed start leaves no folder behind
+
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    out = tmp_path / "full"
+    capsys.readouterr()
+    code = main(run_cmd(world["data"], out))
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no space left" in err, err
+    assert not (out / "checkpoint.pt").exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(os, "replace", real)  # space again: the same command finishes
+    assert main(run_cmd(world["data"], out)) == 0
+
+
 def test_the_finished_folder_still_reads_back(world, capsys):
     """After every attack the finished run is intact and says so."""
     assert main(run_cmd(world["data"], world["finished"])) == 0

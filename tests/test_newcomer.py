@@ -72,3 +72,10 @@ def test_the_shared_resnet_weights_name_their_model(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "use --model resnet20_a" in err
+
+
+def test_a_negative_sparsity_says_what_is_wrong(tmp_path, capsys):
+    code = main(["prune", "--sparsity", "-1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "must be in [0, 1)" in err and "got -1.0" in err
+    assert "not a number" not in err

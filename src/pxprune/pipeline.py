@@ -17,7 +17,7 @@ import torch
 
 from . import distributed as D
 from . import prune_checkpoint
-from .checks import check_connected, log_resume
+from .checks import check_connected, check_inputs, log_resume
 from .data import ImageDataset, limit_per_class
 from .errors import OutputError, atomic_write_text
 from .masks import Masks, PruningError, unpruned_matrices
@@ -146,6 +146,7 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
         masks = imp_masks(cfg, model, train_set, test_set, out, device, progress)
     else:
         x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
+        check_inputs(model, x.to(device), y.to(device))  # channels, labels: one line, not deep
         rounds, scope = options.pop("rounds", cfg.rounds), options.pop("scope", cfg.scope)
         checkpoint = None if out is None else out / prune_checkpoint.FILE_NAME
         if checkpoint is not None:
