@@ -126,3 +126,31 @@ def test_the_config_keeps_its_test_split():
         from pxprune.run_folder import train_test_sets
 
         train_test_sets("x.npz", "y.npz", 0.2, 0)
+
+
+def test_the_new_fields_keep_older_folders_and_sweeps_valid(tmp_path, data_file, model_spec):
+    from dataclasses import replace
+
+    from pxprune.cli import build_parser
+    from pxprune.commands import config_from_args
+    from pxprune.sweep import protocol_of
+
+    assert not {"test_dataset", "holdout", "allow_disconnected"} & set(protocol_of(RunConfig()))
+    assert protocol_of(RunConfig(holdout=0.2))["holdout"] == 0.2
+    args = build_parser().parse_args(["run", "--out", "x", "--device", "cpu"])
+    assert config_from_args(args).allow_disconnected is False
+    args.command = "sweep"  # a sweep measures collapse: its cells keep such masks
+    assert config_from_args(args).allow_disconnected is True
+
+    cfg = RunConfig(model=model_spec, dataset=data_file, holdout=0.25, method="magnitude",
+                    sparsity=0.5, per_class=4, recipe="cpu_small", epochs=1, batch_size=8)
+    out = tmp_path / "c"
+    run_experiment(cfg, out, progress=False, log=lambda _m: None)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["allow_disconnected"]  # a folder written before the field existed
+    (out / "config.json").write_text(json.dumps(saved))
+    (out / "summary.json").unlink()
+    messages: list[str] = []
+    run_experiment(replace(cfg, allow_disconnected=True), out, progress=False,
+                   log=messages.append)
+    assert any("resuming with the saved masks" in m for m in messages)

@@ -49,7 +49,8 @@ def _common_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are off anyway when stderr is not a terminal)")
     p.add_argument("--allow-disconnected", action="store_true",
-                   help="keep masks that cut every path from input to output (refused otherwise)")
+                   help="keep masks that cut every path from input to output (refused "
+                        "otherwise; a sweep keeps them, flagged in each summary.json)")
 
 
 # what makes two prunings the same (the folder guard compares these with config.json)

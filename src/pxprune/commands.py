@@ -57,7 +57,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         test_per_class=args.test_per_class, weights=args.weights, norm=args.norm,
         test_dataset=getattr(args, "test_dataset", None),
         holdout=float(getattr(args, "holdout", 0.0) or 0.0),
-        allow_disconnected=bool(getattr(args, "allow_disconnected", False)),
+        # a sweep measures layer collapse: its cells keep disconnected masks (flagged)
+        allow_disconnected=bool(getattr(args, "allow_disconnected", False))
+        or getattr(args, "command", None) == "sweep",
         precision=getattr(args, "precision", None),
     )
 

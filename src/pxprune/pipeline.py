@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -212,7 +212,8 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     claim(out, "run")  # another command's work, a file in the way, unwritable: one line
     saved = read_config(out)
     if saved is not None and work_files(out):  # never finish or resume another config's work
-        wanted = {k: v for k, v in asdict(cfg).items() if k != "resolved_method"}
+        wanted = {k: v for k, v in asdict(cfg).items()
+                  if k not in ("resolved_method", "allow_disconnected")}  # not the result
         diff = differences(asdict(RunConfig.from_dict(saved)), wanted)
         if diff:
             raise OutputError(f"{out} holds a run with another configuration "
@@ -231,6 +232,7 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         previous = RunConfig.from_dict(json.loads(config_path.read_text()))
         check_same_method(previous, cfg, out)
         previous = with_resolved_method(previous, legacy=True)
+        previous = replace(previous, allow_disconnected=cfg.allow_disconnected)
         if previous != cfg:
             raise PruningError(f"{out} holds a run with a different config; use another --out")
     elif main:

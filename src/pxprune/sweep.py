@@ -124,15 +124,17 @@ def plan_cells(methods: Sequence[str], sparsities: Sequence[float],
     return cells
 
 
-# RunConfig fields added after sweeps were recorded: left out of the protocol while unset, so
-# that an older sweep.json still matches.
-LATER_FIELDS = ("precision",)
+# RunConfig fields added after sweeps were recorded: left out of the protocol while at their
+# default, so that an older sweep.json still matches.
+LATER_FIELDS = {"precision": None, "test_dataset": None, "holdout": 0.0}
+NOT_PROTOCOL = ("allow_disconnected",)  # changes whether a cell may finish, not its result
 
 
 def protocol_of(base: RunConfig) -> dict:
     """The fields shared by every cell (the RunConfig without method, sparsity and seed)."""
     return {k: v for k, v in asdict(base).items()
-            if k not in CELL_FIELDS and not (k in LATER_FIELDS and v is None)}
+            if k not in CELL_FIELDS and k not in NOT_PROTOCOL
+            and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def resolved_recipe(base: RunConfig) -> dict:
