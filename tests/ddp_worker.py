@@ -36,7 +36,7 @@ def main() -> None:
     rank = info.rank
     train_set, test_set = synthetic(96, seed=1), synthetic(40, seed=2)
     recipe = Recipe(lr=0.05, momentum=0.9, weight_decay=5e-3, epochs=3, batch_size=16,
-                    milestones=(2,), eval_batch_size=16)
+                    milestones=(2,), eval_batch_size=16, precision="fp32")  # exact comparison
 
     # (a) BN net, masks scored differently on each rank, rank 0's broadcast inside train()
     model = tiny_net(seed=100 + rank)

@@ -119,7 +119,7 @@ def test_ddp_weights_identical_and_training_works(ddp_run):
 
 def test_ddp_equals_single_process_with_same_global_batch(ddp_run, tmp_path):
     recipe = Recipe(lr=0.05, momentum=0.9, weight_decay=5e-3, epochs=3, batch_size=16,
-                    milestones=(2,), eval_batch_size=16)
+                    milestones=(2,), eval_batch_size=16, precision="fp32")  # exact comparison
     ref = plain_net(seed=200)
     s = train(ref, None, synthetic(96, seed=1), synthetic(40, seed=2), recipe,
               out_dir=tmp_path / "single", progress=False, log=None)
