@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from . import distributed as D
 from .data.dataset import ImageDataset
 from .data.loader import iterate_batches, num_batches
+from .errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
+from .errors import atomic_write_text as _atomic_write_text
 from .masks import Masks
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
 from .safe_load import load_tensors
@@ -217,25 +219,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    """Write a file via a temp file in the same folder, fsync, then os.replace (no torn files)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Atomically replace a text file."""
-    _atomic_write_bytes(path, lambda f: f.write(text.encode()))  # type: ignore[attr-defined]
 
 
 def _steps_per_epoch(n: int, batch_size: int, world: int) -> int:
