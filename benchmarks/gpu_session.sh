@@ -65,7 +65,7 @@ print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.
   echo "METHODS=$METHODS SPARSITIES=$SPARSITIES SEEDS=$SEEDS EPOCHS=$EPOCHS RECIPE=$RECIPE JOBS=$JOBS"
 }
 # decode the JPEG copy once (the cells then read the cache instead of decoding 60,000 JPEGs each)
-$PY -c "from pxprune.resolve import load_any_dataset as L; L('cifar10','train'); L('cifar10','test')"
+$PY -c "from pxprune.experiments.resolve import load_any_dataset as L; L('cifar10','train'); L('cifar10','test')"
 
 stamp "2 px_speed"
 timeout 120 $PY benchmarks/px_speed.py --device "$DEVICE" --repeats 11 \

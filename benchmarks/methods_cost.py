@@ -45,7 +45,7 @@ CASES: list[tuple[str, str, dict]] = [
 
 def cifar_images(per_class: int = 10):
     """The seeded class-balanced pruning split (``per_class`` per class) of CIFAR-10, normalised."""
-    from pxprune.resolve import load_any_dataset, pruning_batch
+    from pxprune.experiments.resolve import load_any_dataset, pruning_batch
 
     x, y = pruning_batch(load_any_dataset("cifar10", "train"), per_class=per_class, seed=0)
     return x, y, f"CIFAR-10 (JPEG copy) train, pruning split, {per_class} per class"
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(f"{label:14s} {row['seconds']:8.3f} s {row['peak_mb']:8.1f} MB", file=sys.stderr)
 
-    from pxprune.provenance import device_description, git_commit
+    from pxprune.experiments.provenance import device_description, git_commit
 
     device = device_description(args.device)
     result = {

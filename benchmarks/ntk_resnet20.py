@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pxprune.ntk_study import run_ntk_study, trace_table
+from pxprune.experiments.ntk_study import run_ntk_study, trace_table
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("px", "snip", "synflow", "random", "magnitude", "grasp", "ntksap")

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.experiments.provenance import environment
+from pxprune.experiments.resolve import load_any_dataset, pruning_batch
 from pxprune.methods.px.bound import record_gates
 from pxprune.models import get
-from pxprune.provenance import environment
-from pxprune.resolve import load_any_dataset, pruning_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSITY = 0.982

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.experiments.provenance import device_description, git_commit
+from pxprune.experiments.resolve import load_any_dataset, pruning_batch
 from pxprune.models import get
-from pxprune.provenance import device_description, git_commit
-from pxprune.resolve import load_any_dataset, pruning_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "px_speed.json"

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.experiments.resolve import pruning_batch
+from pxprune.experiments.run import RunConfig, initial_model, load_splits, run_experiment
+from pxprune.experiments.sweep import sparsity_label
 from pxprune.methods import REGISTRY, register
-from pxprune.pipeline import RunConfig, initial_model, load_splits, run_experiment
-from pxprune.resolve import pruning_batch
-from pxprune.sweep import sparsity_label
 
 PX = REGISTRY["px"].score
 

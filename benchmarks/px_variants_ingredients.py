@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 import pxprune.methods.px.cvpr2024 as px_module
+from pxprune.experiments.run import RunConfig, run_experiment
+from pxprune.experiments.sweep import sparsity_label
 from pxprune.methods import REGISTRY, register
-from pxprune.pipeline import RunConfig, run_experiment
-from pxprune.sweep import sparsity_label
 
 SPARSITY = 0.98198627
 PROTOCOL = dict(recipe="cpu_small", epochs=2, lr=0.05, batch_size=32, train_per_class=200,

@@ -1,7 +1,8 @@
 """Training throughput (images/s) of ResNet-20 on 32x32 input for every precision x memory format.
 
 Each combination (CPU: fp32 / bf16 autocast x NCHW / channels_last; CUDA: fp32 / fp16 AMP x the
-same) takes the step ``pxprune.train.train`` takes: a crop+flip+normalised batch from the data
+same) takes the step ``pxprune.training.train.train`` takes: a crop+flip+normalised batch
+from the data
 pipeline, forward and loss under autocast, backward, SGD Nesterov step, re-zeroing of a 98 %
 random mask (gradient hooks from ``Masks.attach``). The combinations and thread counts are
 interleaved step by step inside one run (round r: 1 thread fp32 NCHW, 1 thread fp32 NHWC, ...,
@@ -27,10 +28,10 @@ from pathlib import Path
 import torch
 
 from pxprune.data import ImageDataset, iterate_batches
+from pxprune.experiments.provenance import device_description, git_commit
 from pxprune.masks import Masks
-from pxprune.provenance import device_description, git_commit
-from pxprune.train import _Rezero
-from pxprune.train_precision import CPU_BF16_FLAGS, autocast, cpu_flags, resolve_precision
+from pxprune.training.precision import CPU_BF16_FLAGS, autocast, cpu_flags, resolve_precision
+from pxprune.training.train import _Rezero
 
 ROOT = Path(__file__).resolve().parents[1]
 

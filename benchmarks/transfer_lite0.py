@@ -39,7 +39,7 @@ from transfer_resnet56 import (  # noqa: E402
     run,
 )
 
-from pxprune import transfer as T  # noqa: E402
+from pxprune.transfer import backbones as T  # noqa: E402
 
 # Cheapest first, so a cut run still has the required five methods.
 METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap", "grasp")

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 import pxprune
-from pxprune import transfer as T
 from pxprune.api import get_method
 from pxprune.data import limit_per_class, load_dataset
+from pxprune.experiments.provenance import cpu_name, dirty_files, git_commit
 from pxprune.masks import Masks
-from pxprune.provenance import cpu_name, dirty_files, git_commit
+from pxprune.transfer import backbones as T
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -1,7 +1,7 @@
 """Worker for tests/test_distributed.py, launched by ``python -m torch.distributed.run``.
 
 Each rank draws its own random masks and its own initial weights, broadcasts rank 0's masks,
-trains with pxprune.train under a gloo process group, and writes what it ended with to OUT.
+trains with pxprune.training.train under a gloo process group, and writes what it ended with to OUT.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_train import random_masks, synthetic, tiny_net  # noqa: E402
 
-from pxprune import distributed as D  # noqa: E402
-from pxprune.recipes import Recipe  # noqa: E402
-from pxprune.train import masks_fingerprint, train  # noqa: E402
+from pxprune.training import distributed as D  # noqa: E402
+from pxprune.training.recipes import Recipe  # noqa: E402
+from pxprune.training.train import masks_fingerprint, train  # noqa: E402
 
 
 def plain_net(seed: int) -> nn.Module:

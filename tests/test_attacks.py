@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pxprune.cli import main
+from pxprune.cli.main import main
 
 MODULE = "attack_models"
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from pxprune.checks import check_inputs
-from pxprune.cli import main
+from pxprune.cli.main import main
 from pxprune.data import DataError
 from pxprune.errors import PxpruneError
-from pxprune.resolve import integer_labels, load_data_file
+from pxprune.experiments.checks import check_inputs
+from pxprune.experiments.resolve import integer_labels, load_data_file
 
 
 def npz(path, images, labels) -> str:

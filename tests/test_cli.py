@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pxprune import Masks
-from pxprune.cli import main
+from pxprune.cli.main import main
 
 PER_CLASS = 4
 

@@ -1,4 +1,5 @@
-"""Tests of pxprune.distributed: sharded batches, and a real two-process gloo DDP training run."""
+"""Tests of pxprune.training.distributed: sharded batches, and a real two-process gloo DDP
+training run."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pxprune import distributed as D
 from pxprune.data import iterate_batches
 from pxprune.masks import Masks
-from pxprune.recipes import Recipe
-from pxprune.train import train
+from pxprune.training import distributed as D
+from pxprune.training.recipes import Recipe
+from pxprune.training.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import plain_net  # noqa: E402

@@ -8,13 +8,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from pxprune.cli import main
+from pxprune.cli.main import main
 from pxprune.data import DataError, DatasetNotFoundError
 from pxprune.errors import OutputError, PxpruneError, atomic_write_text
+from pxprune.experiments.resolve import UsageError
 from pxprune.masks import PruningError
 from pxprune.pathview import UnsupportedLayerError
-from pxprune.resolve import UsageError
-from pxprune.transfer import BackboneLoadError
+from pxprune.transfer.backbones import BackboneLoadError
 
 
 @pytest.mark.parametrize("cls", [PruningError, UsageError, DataError, DatasetNotFoundError,
@@ -48,7 +48,7 @@ def test_unsupported_layer_is_one_line_in_the_cli(tmp_path, monkeypatch, capsys)
 
 
 def test_a_real_bug_keeps_its_traceback(monkeypatch):
-    import pxprune.cli as cli
+    import pxprune.cli.main as cli
 
     def boom(args):
         raise ZeroDivisionError("a bug")

@@ -1,4 +1,5 @@
-"""Tests for pxprune.flops: hand-computed MACs on a tiny net and known CIFAR/ImageNet numbers."""
+"""Tests for pxprune.analysis.flops: hand-computed MACs on a tiny net and known CIFAR/ImageNet
+numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from pxprune import models as M
-from pxprune.flops import count_flops
+from pxprune.analysis.flops import count_flops
 
 
 class Tiny(nn.Module):

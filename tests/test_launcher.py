@@ -15,14 +15,14 @@ import pytest
 import torch
 from test_sweep import write_data
 
-import pxprune.cell_lock as cell_lock
-from pxprune.cli import main
-from pxprune.launchers import SlurmOptions, parse_extra, parse_mem_gb, parse_slurm_time
+import pxprune.experiments.cell_lock as cell_lock
+from pxprune.cli.main import main
+from pxprune.experiments.launchers import SlurmOptions, parse_extra, parse_mem_gb, parse_slurm_time
+from pxprune.experiments.resolve import UsageError
+from pxprune.experiments.run import RunConfig
+from pxprune.experiments.status import sweep_status
+from pxprune.experiments.sweep import DeviceSlots, plan_cells, run_sweep
 from pxprune.masks import Masks
-from pxprune.pipeline import RunConfig
-from pxprune.resolve import UsageError
-from pxprune.sweep import DeviceSlots, plan_cells, run_sweep
-from pxprune.sweep_status import sweep_status
 
 pytest.importorskip("submitit")
 
@@ -216,9 +216,9 @@ def test_time_limit_requeues_the_job_and_the_cell_resumes(data, tmp_path, monkey
     and continues its cell after the last saved epoch (about 30 s)."""
     import submitit
 
-    from pxprune.launchers import RequeueableCall
-    from pxprune.sweep import Cell
-    from pxprune.sweep_submit import run_cell_job
+    from pxprune.experiments.launchers import RequeueableCall
+    from pxprune.experiments.submit import run_cell_job
+    from pxprune.experiments.sweep import Cell
 
     fault_env(monkeypatch, tmp_path, "slow=random/s90.00/seed0")
     out = tmp_path / "sweep"
@@ -306,7 +306,7 @@ def test_extra_slurm_options_parse_and_type():
         {"account": "abc", "exclusive": True, "mail_type": "END"}
     import submitit
 
-    from pxprune.launchers import _slurm_defaults, executor_parameters
+    from pxprune.experiments.launchers import _slurm_defaults, executor_parameters
 
     params = executor_parameters(
         SlurmOptions(time_min=90, extra={"array_parallelism": "4", "qos": "high",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pxprune.experiments.resolve import UsageError
+from pxprune.experiments.run import RunConfig, split_method
+from pxprune.experiments.sweep import Cell, canonical_methods, plan_cells
 from pxprune.masks import PruningError
 from pxprune.methods.spec import (
     canonical,
@@ -13,9 +16,6 @@ from pxprune.methods.spec import (
     parse_method_spec,
     split_method_list,
 )
-from pxprune.pipeline import RunConfig, split_method
-from pxprune.resolve import UsageError
-from pxprune.sweep import Cell, canonical_methods, plan_cells
 
 
 def test_parse_values_are_typed():
@@ -110,7 +110,7 @@ def test_split_method_overrides_and_refusals():
 def test_prune_step_passes_options(monkeypatch):
     """scope/rounds from the spec override the config; other options reach pxprune.prune."""
     import pxprune.api
-    import pxprune.pipeline as P
+    import pxprune.experiments.run as P
 
     seen = {}
 
@@ -120,7 +120,7 @@ def test_prune_step_passes_options(monkeypatch):
         return Masks.ones(model)
 
     monkeypatch.setattr(pxprune.api, "prune", fake_prune)
-    monkeypatch.setattr("pxprune.resolve.pruning_batch",
+    monkeypatch.setattr("pxprune.experiments.resolve.pruning_batch",
                         lambda ds, n, seed: (torch.zeros(2, 3, 8, 8), torch.zeros(2).long()))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
                                 torch.nn.LazyLinear(2))
@@ -137,7 +137,7 @@ def test_prune_step_passes_options(monkeypatch):
 
 
 def test_report_names_and_styles_for_specs():
-    from pxprune.sweep_report import _style, display_name
+    from pxprune.experiments.report import _style, display_name
 
     methods = ["px", "snip", "px[variant=cvpr2024]", "px[scope=layer]"]
     assert display_name("px[variant=cvpr2024]") == "PX [variant=cvpr2024]"
@@ -149,7 +149,7 @@ def test_report_names_and_styles_for_specs():
 
 def test_every_registered_method_has_a_report_name_and_its_own_colour():
     import pxprune
-    from pxprune.sweep_report import method_color, method_display
+    from pxprune.experiments.report import method_color, method_display
 
     names = [method_display(m) for m in pxprune.METHODS]
     colours = [method_color(m) for m in pxprune.METHODS]
@@ -163,8 +163,8 @@ def test_sweep_end_to_end_with_specs(tmp_path, capsys):
 
     from test_sweep import sweep_args, write_data
 
-    from pxprune.cli import main
-    from pxprune.sweep_report import collect
+    from pxprune.cli.main import main
+    from pxprune.experiments.report import collect
 
     data = tmp_path / "tiny.pt"
     write_data(data)

@@ -25,8 +25,8 @@ TOY = textwrap.dedent('''
 def test_a_method_from_one_file_reaches_every_surface(tmp_path, monkeypatch, capsys):
     from test_sweep import sweep_args, write_data
 
-    from pxprune.cli import main
-    from pxprune.sweep_report import _style, collect, display_name
+    from pxprune.cli.main import main
+    from pxprune.experiments.report import _style, collect, display_name
 
     (tmp_path / "toy_method.py").write_text(TOY)
     monkeypatch.syspath_prepend(str(tmp_path))

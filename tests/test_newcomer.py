@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pxprune.cli import main
+from pxprune.cli.main import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained"
 

@@ -1,4 +1,5 @@
-"""pxprune.ntk against explicit Jacobians, eigvalsh and path enumeration; the ``ntk`` command."""
+"""pxprune.analysis.ntk against explicit Jacobians, eigvalsh and path enumeration; the ``ntk``
+command."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from pxprune.analysis.ntk import ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from pxprune.masks import Masks, PruningError
-from pxprune.ntk import ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 
 F64 = torch.float64
 DATA = Path(os.environ.get("PXPRUNE_DATA",
@@ -350,7 +351,7 @@ def tiny():
 @pytest.mark.skipif(not (DATA / "cifar10-jpeg.tar.gz").exists()
                     and not (DATA / "cifar-10-batches-py").exists(), reason="no CIFAR-10 copy")
 def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys):
-    from pxprune import cli
+    from pxprune.cli import main as cli
 
     monkeypatch.setenv("PXPRUNE_DATA", str(DATA))
     (tmp_path / "ntk_tiny_model.py").write_text(TINY_MODEL)
@@ -394,14 +395,14 @@ def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys
 
 
 def test_ntk_command_rejects_unknown_method(tmp_path, capsys):
-    from pxprune import cli
+    from pxprune.cli import main as cli
 
     assert cli.main(["ntk", "--methods", "px,nosuch", "--out", str(tmp_path)]) == 2
     assert "nosuch" in capsys.readouterr().err
 
 
 def test_paper_sparsities():
-    from pxprune.ntk_study import parse_sparsities
+    from pxprune.experiments.ntk_study import parse_sparsities
 
     grid = parse_sparsities("paper")
     assert len(grid) == 9 and abs(grid[0] - 0.36) < 1e-12 and abs(grid[-1] - 0.98198) < 1e-5

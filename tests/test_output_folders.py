@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from pxprune import Masks, PruningError
-from pxprune.cli import main
+from pxprune.analysis.layers import format_layer_table
+from pxprune.cli.main import main
 from pxprune.errors import OutputError
-from pxprune.outdir import claim
-from pxprune.report import format_layer_table
+from pxprune.experiments.folder import claim
 
 
 @pytest.fixture()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import pxprune.train as train_module
+import pxprune.training.train as train_module
 from pxprune import Masks
-from pxprune.cli import main
+from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
-from pxprune.pipeline import RunConfig, run_experiment
+from pxprune.experiments.run import RunConfig, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_demo_command_compares_the_methods(tmp_path, data_file, model_spec, caps
     """``pxprune demo`` runs every demo method with one protocol and prints one line each."""
     from dataclasses import replace
 
-    from pxprune import commands
+    from pxprune.cli import commands
     from pxprune.methods.spec import folder_name
 
     monkeypatch.setattr(commands, "DEMO", replace(commands.DEMO, model=model_spec, epochs=1,

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import pxprune.api
-from pxprune import prune, prune_checkpoint
-from pxprune.cli import main
+from pxprune import checkpoint as prune_checkpoint
+from pxprune import prune
+from pxprune.cli.main import main
 from pxprune.masks import PruningError
 from pxprune.models import get
 

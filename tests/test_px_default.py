@@ -371,8 +371,8 @@ def test_spec_options_are_checked_like_keywords():
 def test_attention_weights_left_whole_are_listed_in_the_layer_table():
     """in_proj_weight is not a Conv/Linear weight: no method prunes it, and the per-layer table
     lists it as not pruned instead of silently leaving it out of the counts."""
+    from pxprune.analysis.layers import format_layer_table, layer_rows
     from pxprune.masks import unpruned_matrices
-    from pxprune.report import format_layer_table, layer_rows
 
     model = WithAttention()
     masks = pxprune.prune(model, "magnitude", 0.5, progress=False)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from pxprune import Masks, PruningError
-from pxprune.cli import main
+from pxprune.cli.main import main
+from pxprune.experiments.run import RunConfig, run_experiment
 from pxprune.methods.spec import resolved_spec
-from pxprune.pipeline import RunConfig, run_experiment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

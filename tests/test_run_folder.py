@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import pxprune.api
-from pxprune import prune_checkpoint
-from pxprune.cli import main
+from pxprune import checkpoint as prune_checkpoint
+from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
-from pxprune.pipeline import RunConfig, run_experiment
+from pxprune.experiments.run import RunConfig, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_the_config_keeps_its_test_split():
     cfg = RunConfig.from_dict({"dataset": "x.npz", "holdout": 0.2})
     assert cfg.holdout == 0.2 and cfg.test_dataset is None
     with pytest.raises(PxpruneError, match="not both"):
-        from pxprune.run_folder import train_test_sets
+        from pxprune.experiments.data_split import train_test_sets
 
         train_test_sets("x.npz", "y.npz", 0.2, 0)
 
@@ -131,9 +131,9 @@ def test_the_config_keeps_its_test_split():
 def test_the_new_fields_keep_older_folders_and_sweeps_valid(tmp_path, data_file, model_spec):
     from dataclasses import replace
 
-    from pxprune.cli import build_parser
-    from pxprune.commands import config_from_args
-    from pxprune.sweep import protocol_of
+    from pxprune.cli.commands import config_from_args
+    from pxprune.cli.main import build_parser
+    from pxprune.experiments.sweep import protocol_of
 
     assert not {"test_dataset", "holdout", "allow_disconnected"} & set(protocol_of(RunConfig()))
     assert protocol_of(RunConfig(holdout=0.2))["holdout"] == 0.2

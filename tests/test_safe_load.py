@@ -12,10 +12,10 @@ from torch import nn
 from pxprune.data import ImageDataset
 from pxprune.errors import PxpruneError
 from pxprune.models.cifar_resnet import cifar_resnet, load_cifar_pretrained
-from pxprune.recipes import Recipe
 from pxprune.safe_load import FileFormatError, load_tensors
-from pxprune.train import train
-from pxprune.transfer import _read_state
+from pxprune.training.recipes import Recipe
+from pxprune.training.train import train
+from pxprune.transfer.backbones import _read_state
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained"
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import pxprune.api
-import pxprune.sweep
-import pxprune.train
-from pxprune.cli import main
-from pxprune.sweep import plan_cells, sparsity_label
-from pxprune.sweep_report import collect, format_markdown
+import pxprune.experiments.sweep
+import pxprune.training.train
+from pxprune.cli.main import main
+from pxprune.experiments.report import collect, format_markdown
+from pxprune.experiments.sweep import plan_cells, sparsity_label
 
 METHODS = "random,magnitude,dense"
 SPARSITIES = "50%,0.9"
@@ -101,7 +101,7 @@ def test_finished_cells_are_skipped(finished, data, monkeypatch):
     def must_not_run(*a, **k):
         raise AssertionError("run_experiment called for a finished cell")
 
-    monkeypatch.setattr(pxprune.sweep, "run_experiment", must_not_run)
+    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", must_not_run)
     assert main(sweep_args(data, finished)) == 0
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("summary.json")} == mtimes
     assert len(json.loads((finished / "sweep.json").read_text())["invocations"]) == 2
@@ -170,7 +170,7 @@ class Stop(KeyboardInterrupt):
 
 def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch):
     out = tmp_path / "cut"
-    real_train = pxprune.train.train
+    real_train = pxprune.training.train.train
 
     def train_stopping_after_epoch_1(*a, **k):
         def cb(record):
@@ -179,9 +179,9 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 
         return real_train(*a, **k, callback=cb)
 
-    monkeypatch.setattr(pxprune.train, "train", train_stopping_after_epoch_1)
+    monkeypatch.setattr(pxprune.training.train, "train", train_stopping_after_epoch_1)
     with pytest.raises(Stop):
-        pxprune.sweep.run_sweep(
+        pxprune.experiments.sweep.run_sweep(
             _base(data), ["random", "dense"], [0.9], [0], out, progress=False, log=lambda m: None,
             env={"command": "test"})
     cell = out / "random/s90.00/seed0"
@@ -198,13 +198,13 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
     assert "`random/s90.00/seed0` — partial" in md and "`dense/seed0` — missing" in md
     assert (out / "report.png").exists()
 
-    monkeypatch.setattr(pxprune.train, "train", real_train)
+    monkeypatch.setattr(pxprune.training.train, "train", real_train)
 
     def no_pruning(*a, **k):
         raise AssertionError("a resumed cell must reuse its saved masks")
 
     monkeypatch.setattr(pxprune.api, "prune", no_pruning)
-    record = pxprune.sweep.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
+    record = pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
                                      progress=False, log=lambda m: None, env={"command": "t"})
     assert record["cells"]["random/s90.00/seed0"]["status"] == "done", record["cells"]
     lines = (cell / "metrics.jsonl").read_text().splitlines()
@@ -213,7 +213,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 
 
 def _base(data):
-    from pxprune.pipeline import RunConfig
+    from pxprune.experiments.run import RunConfig
 
     return RunConfig(model="resnet20", dataset=str(data), holdout=0.25, method="dense",
                      sparsity=0.0,
@@ -222,14 +222,14 @@ def _base(data):
 
 def test_failed_cell_is_recorded_and_others_run(data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "fail"
-    real = pxprune.sweep.run_experiment
+    real = pxprune.experiments.sweep.run_experiment
 
     def flaky(cfg, folder, **kw):
         if cfg.method == "magnitude" and cfg.sparsity == 0.5:
             raise RuntimeError("boom")
         return real(cfg, folder, **kw)
 
-    monkeypatch.setattr(pxprune.sweep, "run_experiment", flaky)
+    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", flaky)
     assert main(sweep_args(data, out, seeds="0")) == 1
     assert "magnitude/s50.00/seed0" in capsys.readouterr().err
     error = json.loads((out / "magnitude/s50.00/seed0/error.json").read_text())
@@ -248,7 +248,7 @@ def test_failed_cell_is_recorded_and_others_run(data, tmp_path, monkeypatch, cap
     assert magnitude_50 == []
     assert re.search(r"\| Magnitude \| – \|", format_markdown(result))
 
-    monkeypatch.setattr(pxprune.sweep, "run_experiment", real)  # the re-run finishes it
+    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", real)  # the re-run finishes it
     assert main(sweep_args(data, out, seeds="0")) == 0
     assert not (out / "magnitude/s50.00/seed0/error.json").exists()
     assert collect(out)["missing"] == []

@@ -1,4 +1,5 @@
-"""Tests of the paired head-to-head report section (pxprune.sweep_compare, report --paired)."""
+"""Tests of the paired head-to-head report section (pxprune.experiments.compare,
+report --paired)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import json
 
 import pytest
 
-from pxprune.cli import main
-from pxprune.sweep_compare import paired, paper_value, verdict
-from pxprune.sweep_report import collect, format_markdown
+from pxprune.cli.main import main
+from pxprune.experiments.compare import paired, paper_value, verdict
+from pxprune.experiments.report import collect, format_markdown
 
 # (method, sparsity, seed) -> final accuracy; kept weights per layer (conv1, layer1, fc)
 ACC = {("px", 0.98198627, 0): 80.0, ("px", 0.98198627, 1): 79.0,

@@ -1,4 +1,4 @@
-"""Tests of pxprune.train: masks held at zero, exact resume, run folder files, recipes."""
+"""Tests of pxprune.training.train: masks held at zero, exact resume, run folder files, recipes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch import nn
 
 from pxprune.data import ImageDataset, iterate_batches
 from pxprune.masks import Masks
-from pxprune.recipes import RECIPES, Recipe, get_recipe, scale_milestones
-from pxprune.train import evaluate, make_scheduler, masks_fingerprint, train
+from pxprune.training.recipes import RECIPES, Recipe, get_recipe, scale_milestones
+from pxprune.training.train import evaluate, make_scheduler, masks_fingerprint, train
 
 
 def tiny_net(num_classes: int = 4, seed: int = 0) -> nn.Module:
@@ -112,7 +112,7 @@ def test_training_learns_and_writes_files(tmp_path, data):
 
 
 def test_flops_in_summary_when_available(tmp_path, data):
-    pytest.importorskip("pxprune.flops")
+    pytest.importorskip("pxprune.analysis.flops")
     _, masks, summary = run(tmp_path, data, Recipe(epochs=1, batch_size=32, milestones=()))
     f = summary["flops"]
     assert f["dense_macs"] == (3 * 8 * 9 + 8 * 8 * 9) * 64 + 8 * 4

@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_train import Stop, random_masks, stop_after, synthetic, tiny_net
 
-from pxprune.commands import _run_args, config_from_args
-from pxprune.recipes import Recipe, get_recipe
-from pxprune.train import train
-from pxprune.train_precision import cpu_has_bf16, resolve_channels_last, resolve_precision
+from pxprune.cli.commands import _run_args, config_from_args
+from pxprune.training.precision import cpu_has_bf16, resolve_channels_last, resolve_precision
+from pxprune.training.recipes import Recipe, get_recipe
+from pxprune.training.train import train
 
 RECIPE = Recipe(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, epochs=2,
                 batch_size=16, schedule="onecycle", milestones=())

@@ -1,4 +1,5 @@
-"""pxprune.transfer: strict loading, key maps, features, ridge probe (train only), pruning."""
+"""pxprune.transfer.backbones: strict loading, key maps, features, ridge probe (train only),
+pruning."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 from torch import nn
 
 from pxprune import models as M
-from pxprune import transfer as T
 from pxprune.data import ImageDataset
 from pxprune.masks import Masks
+from pxprune.transfer import backbones as T
 
 DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pxprune import transfer as T
-from pxprune.cli import main
+from pxprune.cli.main import main
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.masks import Masks
+from pxprune.transfer import backbones as T
 
 DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 import pxprune
-import pxprune.transfer_sweep as TS
-from pxprune import transfer as T
-from pxprune.cli import main
+import pxprune.experiments.transfer_sweep as TS
+from pxprune.cli.main import main
+from pxprune.experiments.report import collect
 from pxprune.masks import Masks
-from pxprune.sweep_report import collect
+from pxprune.transfer import backbones as T
 
 DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
@@ -351,8 +351,8 @@ def test_rounds_per_cell_from_the_round_factor():
     sparsities; one-shot methods keep 1; a spec's rounds= and --rounds win."""
     from dataclasses import replace
 
-    from pxprune.ntk_study import parse_sparsities
-    from pxprune.transfer_command import TransferConfig, effective_rounds
+    from pxprune.experiments.ntk_study import parse_sparsities
+    from pxprune.experiments.transfer_run import TransferConfig, effective_rounds
 
     base = TransferConfig(backbone="resnet20_a", round_factor=0.8)
     for method in ("px", "px[variant=cvpr2024]", "synflow", "ntksap"):

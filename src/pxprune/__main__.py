@@ -1,5 +1,5 @@
 """``python -m pxprune`` (also what torchrun launches)."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

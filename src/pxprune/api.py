@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import prune_checkpoint
+from . import checkpoint as prune_checkpoint
 from .batches import as_batches, require_targets
 from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method

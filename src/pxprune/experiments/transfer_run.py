@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .. import __version__
+from ..errors import atomic_write_text
+from ..methods.spec import resolved_spec
 from .checks import log_threads, show_progress
-from .errors import atomic_write_text
-from .methods.spec import resolved_spec
-from .outdir import claim, read_config
+from .folder import claim, read_config
 from .provenance import cli_argv
 from .resolve import UsageError
 
@@ -164,7 +164,7 @@ def _positive(name: str, value: int | None) -> None:
 
 def split_transfer_method(method: str) -> tuple[str, dict]:
     """The method's name and options (``px[variant=cvpr2024]``); refuses IMP (it trains)."""
-    from .methods.spec import check_method_spec
+    from ..methods.spec import check_method_spec
 
     name, options = check_method_spec(method)  # PruningError listing the valid names
     if name == "imp":
@@ -175,7 +175,7 @@ def split_transfer_method(method: str) -> tuple[str, dict]:
 
 def check_config(cfg: TransferConfig) -> None:
     """Validate names, files and numbers before any heavy work (one-line errors)."""
-    from . import models
+    from .. import models
 
     if cfg.backbone not in models.NAMES:
         raise UsageError(f"unknown backbone {cfg.backbone!r}; valid names: "
@@ -206,7 +206,7 @@ def check_config(cfg: TransferConfig) -> None:
 def config_from_args(args: argparse.Namespace, **cell: object) -> TransferConfig:
     """A checked TransferConfig from ``pxprune transfer`` (or ``sweep --transfer``) arguments;
     ``cell`` overrides method / sparsity / seed. Options left None take the transfer defaults."""
-    from .schedule import parse_sparsity
+    from ..schedule import parse_sparsity
 
     def get(name: str):
         value = getattr(args, name, None)
@@ -234,7 +234,7 @@ def config_from_args(args: argparse.Namespace, **cell: object) -> TransferConfig
 
 def recipe_of(cfg: TransferConfig):
     """The fine-tuning recipe (``--recipe`` with ``--lr`` / ``--batch-size`` applied)."""
-    from .recipes import get_recipe
+    from ..training.recipes import get_recipe
 
     overrides = {k: getattr(cfg, k) for k in ("lr", "batch_size") if getattr(cfg, k)}
     try:
@@ -246,7 +246,7 @@ def recipe_of(cfg: TransferConfig):
 def effective_rounds(cfg: TransferConfig) -> int:
     """Rounds of the cell: the spec's ``rounds=``, else ``--rounds``, else (multi-round methods
     with ``--round-factor F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
-    from .api import get_method
+    from ..api import get_method
 
     name, options = split_transfer_method(cfg.method)
     if "rounds" in options:
@@ -275,10 +275,10 @@ class TransferData:
 
 def load_transfer_data(cfg: TransferConfig) -> TransferData:
     """Train / test sets cut and normalised as the config says."""
-    from .data import limit_per_class
-    from .models import IMAGENET_MEAN, IMAGENET_STD
+    from ..data import limit_per_class
+    from ..models import IMAGENET_MEAN, IMAGENET_STD
+    from ..transfer.backbones import backbone_normalization
     from .resolve import load_any_dataset
-    from .transfer import backbone_normalization
 
     full_train = load_any_dataset(cfg.dataset, "train")
     test = load_any_dataset(cfg.dataset, "test")
@@ -304,7 +304,7 @@ def load_transfer_data(cfg: TransferConfig) -> TransferData:
 def load_pretrained(cfg: TransferConfig, data: TransferData,
                     device: str = "cpu") -> tuple[torch.nn.Module, str]:
     """(backbone with pre-trained weights and a fresh head seeded by ``cfg.seed``, weights path)."""
-    from . import transfer as T
+    from ..transfer import backbones as T
 
     try:
         model = T.load_backbone(cfg.backbone, cfg.weights, num_classes=data.num_classes,
@@ -367,7 +367,7 @@ def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Mod
                     finetune_dir: Path, device: str = "cpu", progress: bool = False,
                     log: Callable[[str], object] = print) -> DenseReference:
     """Ridge probe on the dense features (and, in finetune mode, the dense fine-tuning run)."""
-    from . import transfer as T
+    from ..transfer import backbones as T
 
     t = time.perf_counter()
     dense = T.linear_probe(model, data.train, data.test, l2=cfg.l2, seed=cfg.seed,
@@ -397,9 +397,9 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
     (it is written to ``layers.txt`` either way).
     """
-    from . import transfer as T
-    from .flops import count_flops
-    from .report import format_layer_table, write_layer_csv
+    from ..analysis.flops import count_flops
+    from ..analysis.layers import format_layer_table, write_layer_csv
+    from ..transfer import backbones as T
 
     name, options = split_transfer_method(cfg.method)
     rounds = effective_rounds(cfg)
@@ -481,7 +481,7 @@ def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print)
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     """Entry point of ``pxprune transfer``."""
-    from .outdir import left_as_found_on_failure
+    from .folder import left_as_found_on_failure
 
     with left_as_found_on_failure(args.out):
         run_transfer(args)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from . import distributed as D
-from . import prune_checkpoint
+from .. import checkpoint as prune_checkpoint
+from ..data import ImageDataset, limit_per_class
+from ..errors import OutputError, atomic_write_text
+from ..masks import Masks, PruningError, unpruned_matrices
+from ..training import distributed as D
 from .checks import check_connected, check_inputs, log_resume
-from .data import ImageDataset, limit_per_class
-from .errors import OutputError, atomic_write_text
-from .masks import Masks, PruningError, unpruned_matrices
-from .outdir import claim, differences, read_config, work_files, write_config
-from .run_folder import PruneClock, describe_test_split
+from .data_split import PruneClock, describe_test_split
+from .folder import claim, differences, read_config, work_files, write_config
 
 DENSE = "dense"
 
@@ -68,8 +68,8 @@ class RunConfig:
 
 def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
     """Train and test sets, cut to the first n per class when the config asks (CPU protocols)."""
-    from .models import IMAGENET_MEAN, IMAGENET_STD
-    from .run_folder import train_test_sets
+    from ..models import IMAGENET_MEAN, IMAGENET_STD
+    from .data_split import train_test_sets
 
     train_set, test_set = train_test_sets(cfg.dataset, cfg.test_dataset, cfg.holdout, cfg.seed)
     if cfg.train_per_class:
@@ -98,9 +98,9 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
               log: Callable[[str], object] = print) -> Masks:
     """Iterative magnitude pruning with rewinding to init, each training in its own resumable
     folder ``out/imp/iterK`` (a finished iteration is read back, not retrained)."""
-    from .methods.imp import run_imp
-    from .recipes import get_recipe
-    from .train import train
+    from ..methods.imp import run_imp
+    from ..training.recipes import get_recipe
+    from ..training.train import train
 
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     iteration = iter(range(10_000))
@@ -117,7 +117,7 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def split_method(cfg: RunConfig) -> tuple[str, dict]:
     """The cell's method name and options (``px[variant=cvpr2024]``); ``rounds`` and ``scope``
     options override the config's. Dense and imp take no options."""
-    from .methods.spec import check_method_spec, parse_method_spec
+    from ..methods.spec import check_method_spec, parse_method_spec
 
     name, options = parse_method_spec(cfg.method)
     if name in (DENSE, "imp"):
@@ -133,7 +133,7 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                log: Callable[[str], object] = print) -> tuple[Masks, dict]:
     """Score and prune on the seeded class-balanced split; dense runs keep every weight;
     ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
-    from .api import prune
+    from ..api import prune
     from .resolve import pruning_batch
 
     start, earlier = time.perf_counter(), 0.0
@@ -173,8 +173,8 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
                       out: Path) -> None:
     """``layers.csv`` and ``layers.txt``: kept, density and MACs per layer, collapse flagged."""
-    from .flops import count_flops
-    from .report import format_layer_table, write_layer_csv
+    from ..analysis.flops import count_flops
+    from ..analysis.layers import format_layer_table, write_layer_csv
 
     flops = count_flops(model, tuple(data.image_shape), masks)
     unpruned = unpruned_matrices(model, masks)
@@ -187,7 +187,7 @@ def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
     the last change of a default (for folders written before the resolution was recorded)."""
     from dataclasses import replace
 
-    from .methods.spec import resolved_spec
+    from ..methods.spec import resolved_spec
 
     if cfg.resolved_method:
         return cfg
@@ -206,7 +206,7 @@ def check_same_method(previous: RunConfig, cfg: RunConfig, out: Path) -> None:
 def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
                    progress: bool = True, log: Callable[[str], object] = print) -> dict:
     """Run (or resume, or just read back) one cell; returns its summary."""
-    from .train import train
+    from ..training.train import train
 
     out = Path(out)
     claim(out, "run")  # another command's work, a file in the way, unwritable: one line
@@ -260,7 +260,7 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(masks, model, train_set, out)
-    from .recipes import get_recipe
+    from ..training.recipes import get_recipe
 
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .launchers import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
 from .launchers import wait_for as wait_for_jobs
-from .pipeline import RunConfig
 from .resolve import UsageError
+from .run import RunConfig
 from .sweep import (
     TRAINING,
     Cell,

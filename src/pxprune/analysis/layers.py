@@ -8,8 +8,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import atomic_write_text
-from .masks import Masks
+from ..errors import atomic_write_text
+from ..masks import Masks
 
 
 def layer_rows(masks: Masks, flops: dict | None = None) -> list[dict]:

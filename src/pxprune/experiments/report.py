@@ -21,10 +21,10 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .methods import REGISTRY
-from .methods.spec import resolved_spec
-from .pipeline import DENSE
+from ..methods import REGISTRY
+from ..methods.spec import resolved_spec
 from .resolve import UsageError
+from .run import DENSE
 from .sweep import (
     DONE_FILES,
     ERROR_FILE,
@@ -401,7 +401,7 @@ def format_markdown(result: dict, title: str | None = None,
         lines += [f"{dense_label(result)}: {_fmt(dense, with_n=True)}.", ""]
     lines += [f"Protocol: {_protocol_text(result)}.", ""]
     if paired:
-        from .sweep_compare import format_section
+        from .compare import format_section
 
         lines += format_section(result, paired, paper, display_name)
     lines += _cost_lines(result)
@@ -541,7 +541,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     plot(result, out / "report.png", title)
     data = {**results_json(result, report_command), "notes": list(notes or [])}
     if paired:
-        from .sweep_compare import results_extra
+        from .compare import results_extra
 
         data.update(results_extra(result, paired, paper))
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])

@@ -38,10 +38,10 @@ from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from ..methods.spec import resolved_spec
 from .cell_lock import CellBusy, CellLock, describe, live_holder
-from .methods.spec import resolved_spec
-from .pipeline import DENSE, RunConfig, run_experiment
 from .resolve import UsageError
+from .run import DENSE, RunConfig, run_experiment
 
 FORMAT = "pxprune.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -76,15 +76,15 @@ class Cell:
 
 def method_folder(method: str) -> str:
     """The folder of a method spec: ``px`` or ``px+variant=cvpr2024`` for px[variant=cvpr2024]."""
-    from .methods.spec import folder_name
+    from ..methods.spec import folder_name
 
     return method if method == DENSE else folder_name(method)
 
 
 def canonical_methods(methods: Sequence[str]) -> list[str]:
     """Check each method spec (name and options) and write it canonically (sorted keys)."""
-    from .masks import PruningError
-    from .methods.spec import canonical, check_method_spec
+    from ..masks import PruningError
+    from ..methods.spec import canonical, check_method_spec
 
     out = []
     for m in methods:
@@ -139,7 +139,7 @@ def protocol_of(base: RunConfig) -> dict:
 
 def resolved_recipe(base: RunConfig) -> dict:
     """The training recipe every cell uses, with the sweep's overrides applied."""
-    from .recipes import get_recipe
+    from ..training.recipes import get_recipe
 
     return get_recipe(base.recipe, **base.recipe_overrides()).to_dict()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import DataError
-from .errors import PxpruneError
-from .masks import check_model_device
+from ..data import DataError
+from ..errors import PxpruneError
+from ..masks import check_model_device
 
 
 def input_channels(model: nn.Module) -> int | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .launchers import (
+from ..experiments.launchers import (
     CLUSTERS,
     EXTRA_PREFIX,
     SlurmOptions,
@@ -33,9 +33,9 @@ from .launchers import (
     parse_mem_gb,
     parse_slurm_time,
 )
-from .pipeline import DENSE
-from .resolve import UsageError
-from .sweep import CELL_FIELDS, DEFAULT_METHODS, run_sweep
+from ..experiments.resolve import UsageError
+from ..experiments.run import DENSE
+from ..experiments.sweep import CELL_FIELDS, DEFAULT_METHODS, run_sweep
 
 LAUNCHERS = ("local", "submitit")
 # Options whose default depends on the sweep's kind (None in the parser): training defaults.
@@ -106,13 +106,13 @@ def _check_launcher_flags(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or submit) the grid; exit 1 when any cell failed (after every other cell ran)."""
+    from ..experiments.ntk_study import parse_sparsities
+    from ..experiments.report import collect, format_text_table
+    from ..experiments.transfer_sweep import check_transfer_flags, run_from_args
     from .commands import config_from_args
-    from .ntk_study import parse_sparsities
-    from .sweep_report import collect, format_text_table
-    from .transfer_sweep import check_transfer_flags, run_from_args
 
     if args.status is not None:
-        from .sweep_status import format_status, sweep_status
+        from ..experiments.status import format_status, sweep_status
 
         print(format_status(sweep_status(args.status)))
         return 0
@@ -120,8 +120,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("sweep needs --out DIR (or --status DIR)")
     if args.method is not None or args.sparsity is not None or args.seed is not None:
         raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
-    from .masks import PruningError
-    from .methods.spec import split_method_list
+    from ..masks import PruningError
+    from ..methods.spec import split_method_list
 
     try:
         methods = split_method_list(args.methods)
@@ -139,7 +139,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         base = config_from_args(argparse.Namespace(**{**vars(args), **defaults, "method": DENSE,
                                                       "sparsity": "0", "seed": 0}))
         if args.launcher == "submitit":
-            from .sweep_submit import submit_sweep
+            from ..experiments.submit import submit_sweep
 
             record = submit_sweep(base, methods, sparsities, args.seeds, args.out,
                                   device=args.device, cluster=args.submitit_cluster or "slurm",
@@ -188,9 +188,9 @@ def _add_launcher_args(p: argparse.ArgumentParser) -> None:
 
 def add_command(sub, common) -> None:
     """Register ``sweep`` and ``report`` on the top-level sub-parser."""
+    from ..experiments.report import add_report_command
+    from ..experiments.transfer_run import add_transfer_args
     from .commands import _run_args
-    from .sweep_report import add_report_command
-    from .transfer_command import add_transfer_args
 
     parser_class = sub._parser_class  # the sweep's parser also keeps --slurm-KEY=VALUE extras
     sub._parser_class = type("SweepParser", (_PassSlurmExtras, parser_class), {})

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 
-from .masks import Masks
-from .pipeline import DENSE
+from ..masks import Masks
+from ..schedule import round_densities
 from .resolve import UsageError
-from .schedule import round_densities
+from .run import DENSE
 from .sweep import (
     TRANSFER,
     Cell,
@@ -54,7 +54,7 @@ from .sweep import (
     run_guarded,
     start_sweep,
 )
-from .transfer_command import (
+from .transfer_run import (
     TRANSFER_DEFAULTS,
     DenseReference,
     TransferConfig,
@@ -122,7 +122,7 @@ def _save_probe(probe, path: Path) -> None:
 def _load_probe(path: Path, block: dict):
     from safetensors.torch import load_file
 
-    from .transfer import Probe
+    from ..transfer.backbones import Probe
 
     t = load_file(str(path))
     p = block["probe"]  # accuracies in percent there, fractions in a Probe

@@ -18,10 +18,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data.augment import crop_flip, normalize
-from .data.dataset import ImageDataset
-from .data.loader import derive_seed, epoch_order, num_batches
-from .masks import Masks
+from ..data.augment import crop_flip, normalize
+from ..data.dataset import ImageDataset
+from ..data.loader import derive_seed, epoch_order, num_batches
+from ..masks import Masks
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, prune_checkpoint
-from .checks import check_connected, check_inputs, log_resume, log_threads, show_progress
-from .errors import USER_ERRNOS, PxpruneError, describe_os_error
-from .masks import Masks
-from .methods import REGISTRY
-from .provenance import cli_argv, set_cli_argv
+from .. import __version__
+from .. import checkpoint as prune_checkpoint
+from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
+from ..experiments.checks import (
+    check_connected,
+    check_inputs,
+    log_resume,
+    log_threads,
+    show_progress,
+)
+from ..experiments.provenance import cli_argv, set_cli_argv
+from ..masks import Masks
+from ..methods import REGISTRY
 
 # --------------------------------------------------------------------------------------------
 # prune
@@ -23,7 +30,7 @@ from .provenance import cli_argv, set_cli_argv
 
 
 def _common_prune_args(p: argparse.ArgumentParser) -> None:
-    from .models import NAMES
+    from ..models import NAMES
 
     p.add_argument("--model", default="resnet20",
                    help=f"a built-in name ({', '.join(NAMES)}) or package.module:function, "
@@ -65,15 +72,15 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     before pruning (an interrupted multi-round pruning resumes), the masks last (all files
     atomically), so a folder with masks.safetensors is finished and is not pruned again.
     """
-    from .api import prune
-    from .flops import count_flops
-    from .masks import unpruned_matrices
-    from .methods.spec import resolved_spec
-    from .models import IMAGENET_MEAN, IMAGENET_STD
-    from .outdir import claim, read_config, write_config
-    from .report import format_layer_table, write_layer_csv
-    from .resolve import build_model, load_any_dataset, load_weights, pruning_batch
-    from .schedule import parse_sparsity
+    from ..analysis.flops import count_flops
+    from ..analysis.layers import format_layer_table, write_layer_csv
+    from ..api import prune
+    from ..experiments.folder import claim, read_config, write_config
+    from ..experiments.resolve import build_model, load_any_dataset, load_weights, pruning_batch
+    from ..masks import unpruned_matrices
+    from ..methods.spec import resolved_spec
+    from ..models import IMAGENET_MEAN, IMAGENET_STD
+    from ..schedule import parse_sparsity
 
     sparsity = parse_sparsity(args.sparsity)
     # the resolved method (px -> px[variant=cvpr2024]): a folder pruned under an older
@@ -124,7 +131,7 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .outdir import left_as_found_on_failure
+    from ..experiments.folder import left_as_found_on_failure
 
     with left_as_found_on_failure(args.out):
         prune_to_folder(args, Path(args.out))

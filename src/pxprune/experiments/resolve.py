@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import models
-from .data import DataError, ImageDataset, load_dataset, normalize, pruning_split
-from .errors import PxpruneError
-from .masks import PruningError
+from .. import models
+from ..data import DataError, ImageDataset, load_dataset, normalize, pruning_split
+from ..errors import PxpruneError
+from ..masks import PruningError
 
 
 class UsageError(PxpruneError):

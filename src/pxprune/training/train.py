@@ -27,20 +27,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.dataset import ImageDataset
+from ..data.loader import iterate_batches, num_batches
+from ..errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
+from ..errors import atomic_write_text as _atomic_write_text
+from ..masks import Masks
+from ..safe_load import load_tensors
 from . import distributed as D
-from .data.dataset import ImageDataset
-from .data.loader import iterate_batches, num_batches
-from .errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
-from .errors import atomic_write_text as _atomic_write_text
-from .masks import Masks
+from .precision import autocast, memory_format_name, resolve_channels_last, resolve_precision
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
-from .safe_load import load_tensors
-from .train_precision import (
-    autocast,
-    memory_format_name,
-    resolve_channels_last,
-    resolve_precision,
-)
 
 __all__ = [
     "RECIPES",
@@ -232,7 +227,7 @@ def _steps_per_epoch(n: int, batch_size: int, world: int) -> int:
 def _flops(model: nn.Module, shape: tuple[int, ...], masks: Masks | None) -> dict | None:
     """Dense and kept MACs via pxprune.flops when that module exists, else None."""
     try:
-        from .flops import count_flops
+        from ..analysis.flops import count_flops
     except ImportError:
         return None
     try:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError, atomic_write_text, make_output_dir
+from ..errors import OutputError, atomic_write_text, make_output_dir
 
 CONFIG = "config.json"
 # what pxprune commands leave in a folder; any of these means the folder holds work

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import ImageDataset, normalize, pruning_split
-from .errors import PxpruneError
-from .masks import Masks
-from .safe_load import load_tensors
+from ..data import ImageDataset, normalize, pruning_split
+from ..errors import PxpruneError
+from ..masks import Masks
+from ..safe_load import load_tensors
 
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
 
@@ -62,7 +62,7 @@ def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, .
 def default_weights(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Path of the pre-trained file for ``name`` (shared data folder or installed package)."""
     if name in CIFAR_A_NAMES:
-        from .data.paths import resolve_root
+        from ..data.paths import resolve_root
 
         folder = resolve_root(root) / "pretrained"
         depth = name.removeprefix("resnet").removesuffix("_a")
@@ -74,7 +74,7 @@ def default_weights(name: str, root: str | os.PathLike[str] | None = None) -> Pa
             )
         return found[0]
     if name == "efficientnet_lite0":
-        from .models.efficientnet import default_lite0_weights
+        from ..models.efficientnet import default_lite0_weights
 
         return default_lite0_weights()
     raise FileNotFoundError(
@@ -206,7 +206,7 @@ def load_backbone(
     new task has other classes. ``keep_head=True`` loads the checkpoint's classifier instead
     (same task, e.g. to check the weights' accuracy; its shape must match ``num_classes``).
     """
-    from . import models
+    from .. import models
 
     model = models.get(name, num_classes=num_classes)
     source = "weights"
@@ -535,7 +535,7 @@ def prune_for_transfer(
     The classifier is pruned like any other layer; refit the probe afterwards with
     ``linear_probe(model, ..., masks=masks)`` so it respects the classifier's mask.
     """
-    from .api import prune
+    from ..api import prune
 
     if head not in HEAD_MODES:
         raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
@@ -590,8 +590,8 @@ def finetune(
     or a preset name; ``epochs`` overrides its length; ``size`` resizes the images first. Pass
     datasets normalised for the backbone (``ds.with_normalization(*backbone_normalization(n))``).
     """
-    from .recipes import Recipe, get_recipe
-    from .train import train
+    from ..training.recipes import Recipe, get_recipe
+    from ..training.train import train
 
     if isinstance(recipe, str):
         rec = get_recipe(recipe) if epochs is None else get_recipe(recipe, epochs=epochs)

@@ -8,12 +8,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .checks import log_threads, show_progress
-from .data import DATASETS
-from .outdir import left_as_found_on_failure
-from .pipeline import DENSE, RunConfig, run_experiment
-from .recipes import RECIPES
-from .schedule import parse_sparsity
+from ..data import DATASETS
+from ..experiments.checks import log_threads, show_progress
+from ..experiments.folder import left_as_found_on_failure
+from ..experiments.run import DENSE, RunConfig, run_experiment
+from ..schedule import parse_sparsity
+from ..training.recipes import RECIPES
 
 # The demo's CPU-sized protocol (DESIGN §3 "small"), cut to finish in a few minutes on 2 cores.
 DEMO = RunConfig(model="resnet20", dataset="cifar10", method="px", sparsity=0.982, seed=0,
@@ -65,7 +65,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .distributed import cleanup, init_distributed
+    from ..training.distributed import cleanup, init_distributed
 
     info = init_distributed(device=args.device)  # torchrun: one process per device
     cfg = config_from_args(args)
@@ -98,7 +98,7 @@ DEMO_METHODS = ("px", "px[variant=bound]", "random")  # the default, the bound, 
 def cmd_demo(args: argparse.Namespace) -> int:
     """PX at 98.2 % (the default, the authors' 2024 scoring; then DESIGN §3.2's bound variant)
     vs a random mask, same short CPU recipe."""
-    from .methods.spec import folder_name
+    from ..methods.spec import folder_name
 
     out = Path(args.out)
     device = args.device

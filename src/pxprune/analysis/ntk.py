@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .masks import Masks, PruningError
-from .methods.px import PXNumericsError, _copy_weights
-from .pathview import (
+from ..masks import Masks, PruningError
+from ..methods.px import PXNumericsError, _copy_weights
+from ..pathview import (
     GateRecorder,
     OpCall,
     PathActivationCopy,

@@ -1,0 +1,1 @@
+"""pxprune.analysis."""
