@@ -163,7 +163,7 @@ def test_demo_command_compares_the_methods(tmp_path, data_file, model_spec, caps
     """``pxprune demo`` runs every demo method with one protocol and prints one line each."""
     from dataclasses import replace
 
-    from pxprune.cli import commands
+    from pxprune.cli import demo as commands
     from pxprune.methods.spec import folder_name
 
     monkeypatch.setattr(commands, "DEMO", replace(commands.DEMO, model=model_spec, epochs=1,

