@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import pxprune.methods.px.cvpr2024 as px_module
-from pxprune.experiments.run import RunConfig, run_experiment
+from pxprune.experiments.config import RunConfig
+from pxprune.experiments.run import run_experiment
 from pxprune.experiments.sweep import sparsity_label
 from pxprune.methods import REGISTRY, register
 

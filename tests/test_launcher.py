@@ -17,9 +17,9 @@ from test_sweep import write_data
 
 import pxprune.experiments.cell_lock as cell_lock
 from pxprune.cli.main import main
+from pxprune.experiments.config import RunConfig
 from pxprune.experiments.launchers import SlurmOptions, parse_extra, parse_mem_gb, parse_slurm_time
 from pxprune.experiments.resolve import UsageError
-from pxprune.experiments.run import RunConfig
 from pxprune.experiments.status import sweep_status
 from pxprune.experiments.sweep import DeviceSlots, plan_cells, run_sweep
 from pxprune.masks import Masks

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pxprune.experiments.config import RunConfig
 from pxprune.experiments.resolve import UsageError
-from pxprune.experiments.run import RunConfig, split_method
+from pxprune.experiments.run import split_method
 from pxprune.experiments.sweep import Cell, canonical_methods, plan_cells
 from pxprune.masks import PruningError
 from pxprune.methods.spec import (

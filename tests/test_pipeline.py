@@ -14,7 +14,8 @@ import pxprune.training.train as train_module
 from pxprune import Masks
 from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
-from pxprune.experiments.run import RunConfig, run_experiment
+from pxprune.experiments.config import RunConfig
+from pxprune.experiments.run import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import pytest
 
 from pxprune import Masks, PruningError
 from pxprune.cli.main import main
-from pxprune.experiments.run import RunConfig, run_experiment
+from pxprune.experiments.config import RunConfig
+from pxprune.experiments.run import run_experiment
 from pxprune.methods.spec import resolved_spec
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

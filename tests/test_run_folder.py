@@ -14,7 +14,8 @@ import pxprune.api
 from pxprune import checkpoint as prune_checkpoint
 from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
-from pxprune.experiments.run import RunConfig, run_experiment
+from pxprune.experiments.config import RunConfig
+from pxprune.experiments.run import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -213,7 +213,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 
 
 def _base(data):
-    from pxprune.experiments.run import RunConfig
+    from pxprune.experiments.config import RunConfig
 
     return RunConfig(model="resnet20", dataset=str(data), holdout=0.25, method="dense",
                      sparsity=0.0,

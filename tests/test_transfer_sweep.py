@@ -351,8 +351,9 @@ def test_rounds_per_cell_from_the_round_factor():
     sparsities; one-shot methods keep 1; a spec's rounds= and --rounds win."""
     from dataclasses import replace
 
+    from pxprune.experiments.config import TransferConfig
     from pxprune.experiments.ntk_study import parse_sparsities
-    from pxprune.experiments.transfer_run import TransferConfig, effective_rounds
+    from pxprune.experiments.transfer_run import effective_rounds
 
     base = TransferConfig(backbone="resnet20_a", round_factor=0.8)
     for method in ("px", "px[variant=cvpr2024]", "synflow", "ntksap"):

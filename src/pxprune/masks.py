@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import PxpruneError
+from .errors import PxpruneError, atomic_write_bytes
 
 DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -218,7 +218,6 @@ class Masks(Mapping[str, Tensor]):
         old file or the new one, never half of one (a full disk is a one-line OutputError)."""
         from safetensors.torch import save
 
-        from .errors import atomic_write_bytes
 
         meta = {"format": "pxprune.masks", "extra": json.dumps(dict(metadata or {}))}
         blob = save({n: m.contiguous() for n, m in self._masks.items()}, metadata=meta)

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from ..data import DATASETS
-from ..experiments.run import DENSE, RunConfig
+from ..experiments.config import DENSE, RunConfig
 from ..methods import REGISTRY
 from ..models import NAMES
 from ..schedule import parse_sparsity

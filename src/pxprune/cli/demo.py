@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..experiments.checks import log_threads
-from ..experiments.run import RunConfig, run_experiment
+from ..experiments.config import RunConfig
+from ..experiments.run import run_experiment
 from ..methods.spec import folder_name
 from .common import show_progress
 

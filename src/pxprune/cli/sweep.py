@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..experiments.config import DENSE, TRANSFER_DEFAULTS
 from ..experiments.launchers import (
     CLUSTERS,
     EXTRA_PREFIX,
@@ -36,11 +37,9 @@ from ..experiments.launchers import (
 from ..experiments.ntk_study import parse_sparsities
 from ..experiments.report import collect, format_text_table
 from ..experiments.resolve import UsageError
-from ..experiments.run import DENSE
 from ..experiments.status import format_status, sweep_status
 from ..experiments.submit import submit_sweep
 from ..experiments.sweep import DEFAULT_METHODS, run_sweep
-from ..experiments.transfer_run import TRANSFER_DEFAULTS
 from ..experiments.transfer_sweep import run_transfer_sweep
 from ..masks import PruningError
 from ..methods.spec import split_method_list

@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..experiments.folder import left_as_found_on_failure
-from ..experiments.transfer_run import (
+from ..experiments.config import (
     MODES,
     NATIVE_SIZE,
     SHARED_DEFAULTS,
     TRANSFER_DEFAULTS,
     TransferConfig,
-    check_config,
-    run_transfer,
 )
+from ..experiments.folder import left_as_found_on_failure
+from ..experiments.transfer_run import check_config, run_transfer
 from ..schedule import parse_sparsity
 from .common import add_model_args, show_progress
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .run import DENSE
+from .config import DENSE
 from .sweep import sparsity_label
 
 TIE_POINTS = 0.5

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data import DataError, ImageDataset
 from ..errors import atomic_write_text
+from ..transfer.backbones import holdout_split
 from .resolve import UsageError, is_data_file, load_any_dataset
 
 CLOCK_FILE = "prune_time.json"
@@ -18,8 +19,6 @@ def train_test_sets(dataset: str, test_dataset: str | None, holdout: float,
     """Train and test sets. A named dataset has its own test split; a ``.pt``/``.npz`` file
     needs ``test_dataset`` (a second file) or ``holdout`` (a per-class fraction held out,
     drawn with ``seed``): testing on the training images would report training accuracy."""
-    from ..transfer.backbones import holdout_split
-
     if holdout and test_dataset:
         raise UsageError("give a test file (--test-dataset) or a held-out fraction (--holdout), "
                          "not both")

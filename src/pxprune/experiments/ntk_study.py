@@ -21,11 +21,13 @@ import torch
 
 from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from ..api import get_method, prune
+from ..data import load_dataset, normalize, pruning_split
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
 from ..methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
 from ..schedule import parse_sparsity
 from . import provenance
+from .resolve import build_model
 
 PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
 SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
@@ -142,9 +144,6 @@ def run_ntk_study(
     ``out_dir/{stem}.json`` after every cell (cells already there are skipped on a re-run, which
     must use the same configuration) and ``{stem}.png`` / ``{stem}_spectrum.png``.
     """
-    from ..data import load_dataset, normalize, pruning_split
-    from .resolve import build_model
-
     if methods is None or methods == "all":
         methods = study_methods()
     elif isinstance(methods, str):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
+from .compare import format_section, results_extra
+from .config import DENSE
 from .resolve import UsageError
-from .run import DENSE
 from .sweep import (
     DONE_FILES,
     ERROR_FILE,
@@ -399,8 +400,6 @@ def format_markdown(result: dict, title: str | None = None,
         lines += [f"{dense_label(result)}: {_fmt(dense, with_n=True)}.", ""]
     lines += [f"Protocol: {_protocol_text(result)}.", ""]
     if paired:
-        from .compare import format_section
-
         lines += format_section(result, paired, paper, display_name)
     lines += _cost_lines(result)
     env = (result["record"].get("environment") or {})
@@ -539,8 +538,6 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     plot(result, out / "report.png", title)
     data = {**results_json(result, report_command), "notes": list(notes or [])}
     if paired:
-        from .compare import results_extra
-
         data.update(results_extra(result, paired, paper))
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:

@@ -10,67 +10,33 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as prune_checkpoint
+from ..analysis.flops import count_flops
+from ..analysis.layers import format_layer_table, write_layer_csv
+from ..api import prune
 from ..data import ImageDataset, limit_per_class
 from ..errors import OutputError, atomic_write_text
 from ..masks import Masks, PruningError, unpruned_matrices
+from ..methods.imp import run_imp
+from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training import distributed as D
+from ..training.recipes import get_recipe
+from ..training.train import train
 from .checks import check_connected, check_inputs, log_resume
-from .data_split import PruneClock, describe_test_split
+from .config import DENSE, RunConfig
+from .data_split import PruneClock, describe_test_split, train_test_sets
 from .folder import claim, differences, read_config, work_files, write_config
-
-DENSE = "dense"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's result (device and progress are not part of it)."""
-
-    model: str = "resnet20"
-    dataset: str = "cifar10"
-    method: str = "px"
-    sparsity: float = 0.982
-    seed: int = 0
-    rounds: int | None = None
-    scope: str = "global"
-    per_class: int = 10
-    recipe: str = "cifar10_resnet20"
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    schedule: str | None = None
-    train_per_class: int | None = None
-    test_per_class: int | None = None
-    weights: str | None = None
-    norm: str = "dataset"
-    test_dataset: str | None = None  # a separate test file (a .pt/.npz --dataset needs one
-    holdout: float = 0.0  # ... or this fraction of it held out per class, drawn with the seed)
-    allow_disconnected: bool = False  # keep masks that cut the output off the input
-    precision: str | None = None  # training precision (recipe's "auto" when None)
-    # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
-    # filled in by run_experiment; "" in folders written before it was recorded
-    resolved_method: str = ""
-
-    def recipe_overrides(self) -> dict:
-        names = ("epochs", "lr", "batch_size", "schedule", "precision")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+from .resolve import build_model, load_weights, pruning_batch
 
 
 def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
     """Train and test sets, cut to the first n per class when the config asks (CPU protocols)."""
-    from ..models import IMAGENET_MEAN, IMAGENET_STD
-    from .data_split import train_test_sets
-
     train_set, test_set = train_test_sets(cfg.dataset, cfg.test_dataset, cfg.holdout, cfg.seed)
     if cfg.train_per_class:
         train_set = limit_per_class(train_set, cfg.train_per_class)
@@ -84,8 +50,6 @@ def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
 
 def initial_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
     """The seeded initialisation (identical for every method of a sweep with the same seed)."""
-    from .resolve import build_model, load_weights
-
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes)
     if cfg.weights:
@@ -98,10 +62,6 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
               log: Callable[[str], object] = print) -> Masks:
     """Iterative magnitude pruning with rewinding to init, each training in its own resumable
     folder ``out/imp/iterK`` (a finished iteration is read back, not retrained)."""
-    from ..methods.imp import run_imp
-    from ..training.recipes import get_recipe
-    from ..training.train import train
-
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     iteration = iter(range(10_000))
 
@@ -117,8 +77,6 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def split_method(cfg: RunConfig) -> tuple[str, dict]:
     """The cell's method name and options (``px[variant=cvpr2024]``); ``rounds`` and ``scope``
     options override the config's. Dense and imp take no options."""
-    from ..methods.spec import check_method_spec, parse_method_spec
-
     name, options = parse_method_spec(cfg.method)
     if name in (DENSE, "imp"):
         if options:
@@ -133,9 +91,6 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                log: Callable[[str], object] = print) -> tuple[Masks, dict]:
     """Score and prune on the seeded class-balanced split; dense runs keep every weight;
     ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
-    from ..api import prune
-    from .resolve import pruning_batch
-
     start, earlier = time.perf_counter(), 0.0
     name, options = split_method(cfg)
     if name == DENSE or cfg.sparsity == 0:
@@ -173,9 +128,6 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
                       out: Path) -> None:
     """``layers.csv`` and ``layers.txt``: kept, density and MACs per layer, collapse flagged."""
-    from ..analysis.flops import count_flops
-    from ..analysis.layers import format_layer_table, write_layer_csv
-
     flops = count_flops(model, tuple(data.image_shape), masks)
     unpruned = unpruned_matrices(model, masks)
     write_layer_csv(masks, out / "layers.csv", flops, unpruned)
@@ -187,7 +139,6 @@ def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
     the last change of a default (for folders written before the resolution was recorded)."""
     from dataclasses import replace
 
-    from ..methods.spec import resolved_spec
 
     if cfg.resolved_method:
         return cfg
@@ -206,8 +157,6 @@ def check_same_method(previous: RunConfig, cfg: RunConfig, out: Path) -> None:
 def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
                    progress: bool = True, log: Callable[[str], object] = print) -> dict:
     """Run (or resume, or just read back) one cell; returns its summary."""
-    from ..training.train import train
-
     out = Path(out)
     claim(out, "run")  # another command's work, a file in the way, unwritable: one line
     saved = read_config(out)
@@ -260,7 +209,6 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(masks, model, train_set, out)
-    from ..training.recipes import get_recipe
 
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from .config import RunConfig
 from .launchers import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
 from .launchers import wait_for as wait_for_jobs
 from .resolve import UsageError
-from .run import RunConfig
 from .sweep import (
     TRAINING,
     Cell,

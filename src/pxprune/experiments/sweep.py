@@ -38,16 +38,20 @@ from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..methods.spec import resolved_spec
+from ..masks import PruningError
+from ..methods.spec import canonical, check_method_spec, folder_name, resolved_spec
+from ..training.recipes import get_recipe
 from .cell_lock import CellBusy, CellLock, describe, live_holder
+from .config import CELL_FIELDS, DENSE, RunConfig
+from .provenance import cli_argv
+from .provenance import environment as base_environment
 from .resolve import UsageError
-from .run import DENSE, RunConfig, run_experiment
+from .run import run_experiment
 
 FORMAT = "pxprune.sweep/1"
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "error.json"
 DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
-CELL_FIELDS = ("method", "sparsity", "seed")
 ENV_VARS = ("PXPRUNE_DATA", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # recorded with the command
 TRAINING, TRANSFER = "training", "transfer"  # sweep kinds (``sweep.json``'s "kind")
 DONE_FILES = {TRAINING: "summary.json", TRANSFER: "result.json"}  # a finished cell has it
@@ -76,16 +80,11 @@ class Cell:
 
 def method_folder(method: str) -> str:
     """The folder of a method spec: ``px`` or ``px+variant=cvpr2024`` for px[variant=cvpr2024]."""
-    from ..methods.spec import folder_name
-
     return method if method == DENSE else folder_name(method)
 
 
 def canonical_methods(methods: Sequence[str]) -> list[str]:
     """Check each method spec (name and options) and write it canonically (sorted keys)."""
-    from ..masks import PruningError
-    from ..methods.spec import canonical, check_method_spec
-
     out = []
     for m in methods:
         if m == DENSE:
@@ -139,16 +138,11 @@ def protocol_of(base: RunConfig) -> dict:
 
 def resolved_recipe(base: RunConfig) -> dict:
     """The training recipe every cell uses, with the sweep's overrides applied."""
-    from ..training.recipes import get_recipe
-
     return get_recipe(base.recipe, **base.recipe_overrides()).to_dict()
 
 
 def environment(device: str) -> dict:
     """Device name, torch/Python versions, git commit, uncommitted files and the command line."""
-    from .provenance import cli_argv
-    from .provenance import environment as base_environment
-
     env = base_environment(device)
     env["command"] = "pxprune " + shlex.join(cli_argv())
     env["env_vars"] = {k: os.environ[k] for k in ENV_VARS if k in os.environ}

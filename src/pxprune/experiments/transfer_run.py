@@ -25,74 +25,29 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, models
+from ..analysis.flops import count_flops
+from ..analysis.layers import format_layer_table, write_layer_csv
+from ..api import get_method
+from ..data import limit_per_class
 from ..errors import atomic_write_text
-from ..methods.spec import resolved_spec
+from ..methods.spec import check_method_spec, resolved_spec
+from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..training.recipes import get_recipe
+from ..transfer import backbones as T
+from ..transfer.backbones import backbone_normalization
 from .checks import log_threads
+from .config import (
+    TransferConfig,
+)
 from .folder import claim, read_config
 from .provenance import cli_argv
-from .resolve import UsageError
-
-MODES = ("probe", "finetune")
-# Input side the ImageNet backbones expect when --image-size is not given (others: native size).
-NATIVE_SIZE = {"efficientnet_lite0": 224, "resnet50": 224}
-# Options only transfer runs take, with their ``pxprune transfer`` defaults. ``pxprune sweep``
-# registers them with default None (so it can tell whether they were given without --transfer).
-TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "head": "probe",
-                     "l2": None, "dense_finetune": True, "px_precision": "float32",
-                     "round_factor": None}
-# Options that a training sweep has too, with other defaults there (None: not given).
-SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "cpu_small",
-                   "norm": "backbone"}
-CELL_FIELDS = ("method", "sparsity", "seed")
-
-
-
-
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """Everything that determines a transfer run's result (not device, threads, progress)."""
-
-    backbone: str
-    dataset: str = "cifar10"
-    method: str = "px"
-    sparsity: float = 0.982
-    seed: int = 0
-    mode: str = "probe"
-    weights: str | None = None  # as given; None = the backbone's default file
-    num_classes: int | None = None
-    image_size: int | None = None  # resolved: --image-size or the backbone's native side
-    train_per_class: int = 100
-    test_per_class: int = 100
-    head: str = "probe"
-    l2: float | None = None
-    per_class: int = 10
-    rounds: int | None = None
-    round_factor: float | None = None
-    scope: str = "global"
-    norm: str = "backbone"
-    px_precision: str = "float32"
-    recipe: str = "cpu_small"
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    dense_finetune: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TransferConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def protocol(self) -> dict:
-        """The fields every cell of a transfer sweep shares (all but method, sparsity, seed)."""
-        return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS}
+from .resolve import UsageError, load_any_dataset
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -103,8 +58,6 @@ def _positive(name: str, value: int | None) -> None:
 
 def split_transfer_method(method: str) -> tuple[str, dict]:
     """The method's name and options (``px[variant=cvpr2024]``); refuses IMP (it trains)."""
-    from ..methods.spec import check_method_spec
-
     name, options = check_method_spec(method)  # PruningError listing the valid names
     if name == "imp":
         raise UsageError("method imp trains the network; transfer prunes without training: "
@@ -114,8 +67,6 @@ def split_transfer_method(method: str) -> tuple[str, dict]:
 
 def check_config(cfg: TransferConfig) -> None:
     """Validate names, files and numbers before any heavy work (one-line errors)."""
-    from .. import models
-
     if cfg.backbone not in models.NAMES:
         raise UsageError(f"unknown backbone {cfg.backbone!r}; valid names: "
                          f"{', '.join(models.NAMES)}")
@@ -146,8 +97,6 @@ def check_config(cfg: TransferConfig) -> None:
 
 def recipe_of(cfg: TransferConfig):
     """The fine-tuning recipe (``--recipe`` with ``--lr`` / ``--batch-size`` applied)."""
-    from ..training.recipes import get_recipe
-
     overrides = {k: getattr(cfg, k) for k in ("lr", "batch_size") if getattr(cfg, k)}
     try:
         return get_recipe(cfg.recipe, **overrides)
@@ -158,8 +107,6 @@ def recipe_of(cfg: TransferConfig):
 def effective_rounds(cfg: TransferConfig) -> int:
     """Rounds of the cell: the spec's ``rounds=``, else ``--rounds``, else (multi-round methods
     with ``--round-factor F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
-    from ..api import get_method
-
     name, options = split_transfer_method(cfg.method)
     if "rounds" in options:
         return int(options["rounds"])
@@ -187,11 +134,6 @@ class TransferData:
 
 def load_transfer_data(cfg: TransferConfig) -> TransferData:
     """Train / test sets cut and normalised as the config says."""
-    from ..data import limit_per_class
-    from ..models import IMAGENET_MEAN, IMAGENET_STD
-    from ..transfer.backbones import backbone_normalization
-    from .resolve import load_any_dataset
-
     full_train = load_any_dataset(cfg.dataset, "train")
     test = load_any_dataset(cfg.dataset, "test")
     if cfg.norm == "imagenet":
@@ -216,8 +158,6 @@ def load_transfer_data(cfg: TransferConfig) -> TransferData:
 def load_pretrained(cfg: TransferConfig, data: TransferData,
                     device: str = "cpu") -> tuple[torch.nn.Module, str]:
     """(backbone with pre-trained weights and a fresh head seeded by ``cfg.seed``, weights path)."""
-    from ..transfer import backbones as T
-
     try:
         model = T.load_backbone(cfg.backbone, cfg.weights, num_classes=data.num_classes,
                                 head_seed=cfg.seed)
@@ -279,8 +219,6 @@ def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Mod
                     finetune_dir: Path, device: str = "cpu", progress: bool = False,
                     log: Callable[[str], object] = print) -> DenseReference:
     """Ridge probe on the dense features (and, in finetune mode, the dense fine-tuning run)."""
-    from ..transfer import backbones as T
-
     t = time.perf_counter()
     dense = T.linear_probe(model, data.train, data.test, l2=cfg.l2, seed=cfg.seed,
                            device=device, size=data.size, install=False)
@@ -309,10 +247,6 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
     (it is written to ``layers.txt`` either way).
     """
-    from ..analysis.flops import count_flops
-    from ..analysis.layers import format_layer_table, write_layer_csv
-    from ..transfer import backbones as T
-
     name, options = split_transfer_method(cfg.method)
     rounds = effective_rounds(cfg)
     options.pop("rounds", None)
@@ -390,6 +324,6 @@ def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
     return prune_cell(cfg, data, model, dense, out, device=device, progress=progress, log=log)
 
 
-__all__ = ["MODES", "DenseReference", "TransferConfig", "TransferData", "check_config",
+__all__ = ["DenseReference", "TransferData", "check_config",
            "dense_reference", "effective_rounds", "load_pretrained", "load_transfer_data",
            "prune_cell", "run_transfer"]

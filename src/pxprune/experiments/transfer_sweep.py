@@ -40,7 +40,8 @@ import torch
 
 from ..masks import Masks
 from ..schedule import round_densities
-from .run import DENSE
+from ..transfer.backbones import Probe
+from .config import DENSE, TransferConfig
 from .sweep import (
     TRANSFER,
     Cell,
@@ -54,7 +55,6 @@ from .sweep import (
 )
 from .transfer_run import (
     DenseReference,
-    TransferConfig,
     TransferData,
     dense_reference,
     effective_rounds,
@@ -118,7 +118,6 @@ def _save_probe(probe, path: Path) -> None:
 def _load_probe(path: Path, block: dict):
     from safetensors.torch import load_file
 
-    from ..transfer.backbones import Probe
 
     t = load_file(str(path))
     p = block["probe"]  # accuracies in percent there, fractions in a Probe

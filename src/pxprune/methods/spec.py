@@ -12,6 +12,7 @@ import re
 
 from ..masks import PruningError
 from ..schedule import SCOPES
+from . import REGISTRY
 
 Value = int | float | str
 
@@ -108,7 +109,6 @@ def check_options(name: str, options: dict[str, Value], spec: str | None = None,
     """
     import inspect
 
-    from . import REGISTRY
 
     where = repr(spec) if spec is not None else f"method {name!r}"
     if name not in REGISTRY:
@@ -152,8 +152,6 @@ def resolved_spec(spec: str, legacy: bool = False) -> str:
     ``px[variant=cvpr2024]``. Recorded in run configs, so that a folder scored under an older
     default is never resumed under a newer one (``legacy``: the meaning before the last change
     of a default, for folders that recorded none)."""
-    from . import REGISTRY
-
     name, options = parse_method_spec(spec)
     if name not in REGISTRY:
         return format_method_spec(name, options)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..analysis.flops import count_flops
 from ..data.dataset import ImageDataset
 from ..data.loader import iterate_batches, num_batches
 from ..errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
@@ -225,11 +226,7 @@ def _steps_per_epoch(n: int, batch_size: int, world: int) -> int:
 
 
 def _flops(model: nn.Module, shape: tuple[int, ...], masks: Masks | None) -> dict | None:
-    """Dense and kept MACs via pxprune.flops when that module exists, else None."""
-    try:
-        from ..analysis.flops import count_flops
-    except ImportError:
-        return None
+    """Dense and kept MACs (pxprune.analysis.flops), or the error that stopped the count."""
     try:
         f = count_flops(model, shape, masks)
     except Exception as exc:  # a model the counter cannot trace must not fail a finished run

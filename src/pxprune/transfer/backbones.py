@@ -28,10 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import models
+from ..api import prune
 from ..data import ImageDataset, normalize, pruning_split
+from ..data.paths import resolve_root
 from ..errors import PxpruneError
 from ..masks import Masks
+from ..models.efficientnet import default_lite0_weights
 from ..safe_load import load_tensors
+from ..training.recipes import Recipe, get_recipe
+from ..training.train import train
 
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
 
@@ -62,8 +68,6 @@ def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, .
 def default_weights(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Path of the pre-trained file for ``name`` (shared data folder or installed package)."""
     if name in CIFAR_A_NAMES:
-        from ..data.paths import resolve_root
-
         folder = resolve_root(root) / "pretrained"
         depth = name.removeprefix("resnet").removesuffix("_a")
         found = sorted(folder.glob(f"resnet{depth}-*.th"))
@@ -74,8 +78,6 @@ def default_weights(name: str, root: str | os.PathLike[str] | None = None) -> Pa
             )
         return found[0]
     if name == "efficientnet_lite0":
-        from ..models.efficientnet import default_lite0_weights
-
         return default_lite0_weights()
     raise FileNotFoundError(
         f"no default pre-trained weights for {name!r}: pass weights= (a path or a state_dict)"
@@ -206,8 +208,6 @@ def load_backbone(
     new task has other classes. ``keep_head=True`` loads the checkpoint's classifier instead
     (same task, e.g. to check the weights' accuracy; its shape must match ``num_classes``).
     """
-    from .. import models
-
     model = models.get(name, num_classes=num_classes)
     source = "weights"
     if weights is None:
@@ -535,8 +535,6 @@ def prune_for_transfer(
     The classifier is pruned like any other layer; refit the probe afterwards with
     ``linear_probe(model, ..., masks=masks)`` so it respects the classifier's mask.
     """
-    from ..api import prune
-
     if head not in HEAD_MODES:
         raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
     model.to(device).eval()
@@ -590,9 +588,6 @@ def finetune(
     or a preset name; ``epochs`` overrides its length; ``size`` resizes the images first. Pass
     datasets normalised for the backbone (``ds.with_normalization(*backbone_normalization(n))``).
     """
-    from ..training.recipes import Recipe, get_recipe
-    from ..training.train import train
-
     if isinstance(recipe, str):
         rec = get_recipe(recipe) if epochs is None else get_recipe(recipe, epochs=epochs)
     elif isinstance(recipe, Recipe):

@@ -1,0 +1,108 @@
+"""The package's shape (DESIGN §2): imports point down the layers, no cycle even inside
+functions, argparse only under cli/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# lower number = lower layer; a module may import its own layer or lower ones
+LAYERS = {
+    "pxprune.__main__": 6, "pxprune.cli": 5,
+    "pxprune.experiments": 4,
+    "pxprune.training": 3, "pxprune.transfer": 3, "pxprune.analysis": 3,
+    "pxprune.api": 2, "pxprune.methods": 2, "pxprune": 2,  # pxprune/__init__: the public API
+    "pxprune.checkpoint": 1, "pxprune.models": 1, "pxprune.data": 1, "pxprune.pathview": 1,
+    "pxprune.masks": 0, "pxprune.schedule": 0, "pxprune.batches": 0, "pxprune.errors": 0,
+    "pxprune.safe_load": 0,
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _layer(module: str) -> int:
+    best = max((k for k in LAYERS if module == k or module.startswith(k + ".")), key=len)
+    return LAYERS[best]
+
+
+def _imports(modules: dict[str, Path]) -> list[tuple[str, str, bool, str]]:
+    """(importer, imported pxprune module, inside a function?, imported name) for every import
+    statement, function-level ones included."""
+    found = []
+    for mod, path in modules.items():
+        tree = ast.parse(path.read_text())
+        parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+        package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[:len(package) - node.level + 1]
+                                    + ([node.module] if node.module else []))
+                names = [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            q, inside = node, False
+            while q in parents:
+                q = parents[q]
+                if isinstance(q, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    inside = True
+            for name in names:
+                target = name
+                while target not in modules and "." in target:
+                    target = target.rsplit(".", 1)[0]
+                if target in modules and target != mod:
+                    found.append((mod, target, inside, name))
+                elif name.split(".")[0] == "argparse":
+                    found.append((mod, "argparse", inside, name))
+    return found
+
+
+def test_no_import_cycle_even_inside_functions():
+    modules = _modules()
+    edges: dict[str, set[str]] = {}
+    for a, b, _, _ in _imports(modules):
+        if b in modules:
+            edges.setdefault(a, set()).add(b)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for m in modules:
+        if m not in state:
+            visit(m, [])
+
+
+def test_few_function_level_imports_of_the_package():
+    inside = [(a, b) for a, b, fn, _ in _imports(_modules()) if fn and b != "argparse"]
+    assert len(inside) < 10, inside
+
+
+def test_argparse_only_under_cli():
+    users = {a for a, b, _, _ in _imports(_modules()) if b == "argparse"}
+    assert users and all(u.startswith("pxprune.cli.") for u in users), sorted(users)
+
+
+def test_imports_point_down_the_layers():
+    upward = [(a, b) for a, b, _, _ in _imports(_modules())
+              if b != "argparse" and _layer(b) > _layer(a)]
+    assert not upward, upward
