@@ -45,7 +45,8 @@ CASES: list[tuple[str, str, dict]] = [
 
 def cifar_images(per_class: int = 10):
     """The seeded class-balanced pruning split (``per_class`` per class) of CIFAR-10, normalised."""
-    from pxprune.experiments.resolve import load_any_dataset, pruning_batch
+    from pxprune.data.sampling import pruning_batch
+    from pxprune.experiments.resolve import load_any_dataset
 
     x, y = pruning_batch(load_any_dataset("cifar10", "train"), per_class=per_class, seed=0)
     return x, y, f"CIFAR-10 (JPEG copy) train, pruning split, {per_class} per class"

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.data.sampling import pruning_batch
 from pxprune.experiments.provenance import environment
-from pxprune.experiments.resolve import load_any_dataset, pruning_batch
+from pxprune.experiments.resolve import load_any_dataset
 from pxprune.methods.px.bound import record_gates
 from pxprune.models import get
 

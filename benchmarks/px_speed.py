@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.data.sampling import pruning_batch
 from pxprune.experiments.provenance import device_description, git_commit
-from pxprune.experiments.resolve import load_any_dataset, pruning_batch
+from pxprune.experiments.resolve import load_any_dataset
 from pxprune.models import get
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import pxprune
+from pxprune.data.sampling import pruning_batch
 from pxprune.experiments.config import RunConfig
-from pxprune.experiments.resolve import pruning_batch
 from pxprune.experiments.run import initial_model, load_splits, run_experiment
 from pxprune.experiments.sweep import sparsity_label
 from pxprune.methods import REGISTRY, register

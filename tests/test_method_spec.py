@@ -110,7 +110,6 @@ def test_split_method_overrides_and_refusals():
 
 def test_prune_step_passes_options(monkeypatch):
     """scope/rounds from the spec override the config; other options reach pxprune.prune."""
-    import pxprune.api
     import pxprune.experiments.run as P
 
     seen = {}
@@ -120,8 +119,8 @@ def test_prune_step_passes_options(monkeypatch):
         from pxprune.masks import Masks
         return Masks.ones(model)
 
-    monkeypatch.setattr(pxprune.api, "prune", fake_prune)
-    monkeypatch.setattr("pxprune.experiments.resolve.pruning_batch",
+    monkeypatch.setattr("pxprune.experiments.run.prune", fake_prune)
+    monkeypatch.setattr("pxprune.experiments.run.pruning_batch",
                         lambda ds, n, seed: (torch.zeros(2, 3, 8, 8), torch.zeros(2).long()))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
                                 torch.nn.LazyLinear(2))

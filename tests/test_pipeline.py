@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import pxprune.training.train as train_module
+import pxprune.experiments.run as run_module
 from pxprune import Masks
 from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
@@ -81,7 +81,7 @@ def test_killed_run_resumes_with_saved_masks_to_the_same_result(tmp_path, data_f
     cfg = config(data_file, model_spec, method="random")
     full = run_experiment(cfg, tmp_path / "full", progress=False, log=lambda m: None)
 
-    real_train = train_module.train
+    real_train = run_module.train
 
     def stop_after_first_epoch(*args, **kwargs):
         def callback(record):
@@ -89,11 +89,11 @@ def test_killed_run_resumes_with_saved_masks_to_the_same_result(tmp_path, data_f
                 raise Stop
         return real_train(*args, **kwargs, callback=callback)
 
-    monkeypatch.setattr(train_module, "train", stop_after_first_epoch)
+    monkeypatch.setattr(run_module, "train", stop_after_first_epoch)
     with pytest.raises(Stop):
         run_experiment(cfg, tmp_path / "cut", progress=False, log=lambda m: None)
     assert not (tmp_path / "cut" / "summary.json").exists()
-    monkeypatch.setattr(train_module, "train", real_train)
+    monkeypatch.setattr(run_module, "train", real_train)
 
     messages: list[str] = []
     resumed = run_experiment(cfg, tmp_path / "cut", progress=False, log=messages.append)

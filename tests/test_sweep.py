@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import pxprune.api
+import pxprune.experiments.run
 import pxprune.experiments.sweep
-import pxprune.training.train
 from pxprune.cli.main import main
 from pxprune.experiments.report import collect, format_markdown
 from pxprune.experiments.sweep import plan_cells, sparsity_label
@@ -179,7 +179,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 
         return real_train(*a, **k, callback=cb)
 
-    monkeypatch.setattr(pxprune.training.train, "train", train_stopping_after_epoch_1)
+    monkeypatch.setattr(pxprune.experiments.run, "train", train_stopping_after_epoch_1)
     with pytest.raises(Stop):
         pxprune.experiments.sweep.run_sweep(
             _base(data), ["random", "dense"], [0.9], [0], out, progress=False, log=lambda m: None,
@@ -198,12 +198,12 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
     assert "`random/s90.00/seed0` — partial" in md and "`dense/seed0` — missing" in md
     assert (out / "report.png").exists()
 
-    monkeypatch.setattr(pxprune.training.train, "train", real_train)
+    monkeypatch.setattr(pxprune.experiments.run, "train", real_train)
 
     def no_pruning(*a, **k):
         raise AssertionError("a resumed cell must reuse its saved masks")
 
-    monkeypatch.setattr(pxprune.api, "prune", no_pruning)
+    monkeypatch.setattr(pxprune.experiments.run, "prune", no_pruning)
     record = pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
                                      progress=False, log=lambda m: None, env={"command": "t"})
     assert record["cells"]["random/s90.00/seed0"]["status"] == "done", record["cells"]

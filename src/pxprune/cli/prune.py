@@ -14,10 +14,11 @@ from .. import checkpoint as prune_checkpoint
 from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import prune
+from ..data.sampling import pruning_batch
 from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
 from ..experiments.folder import claim, left_as_found_on_failure, read_config, write_config
 from ..experiments.provenance import cli_argv
-from ..experiments.resolve import build_model, load_any_dataset, load_weights, pruning_batch
+from ..experiments.resolve import build_model, load_any_dataset, load_weights
 from ..masks import Masks, unpruned_matrices
 from ..methods.spec import resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .augment import normalize
 from .dataset import ImageDataset
 from .errors import DataError
 from .loader import derive_seed
@@ -56,3 +57,13 @@ def limit_per_class(
     rank[order] = torch.arange(len(labels)) - starts[labels[order]]
     keep = (rank >= offset) & (rank < offset + n)
     return dataset.subset(torch.nonzero(keep).flatten())
+
+
+def pruning_batch(dataset: ImageDataset, per_class: int = 10, seed: int = 0,
+                  mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class-balanced pruning split as one (input, target) batch, normalised with the
+    dataset's statistics (or ``mean`` / ``std``): what every data-driven method scores."""
+    images, labels = pruning_split(dataset, per_class=per_class, seed=seed)
+    x = normalize(images, mean or dataset.mean, std or dataset.std) \
+        if images.dtype == torch.uint8 else images.float()
+    return x, labels

@@ -48,11 +48,6 @@ def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
     return [parse_sparsity(s) for s in sparsities]
 
 
-def environment() -> dict[str, object]:
-    """Where and how the study ran: CPU/GPU name, torch and Python versions, git commit, command."""
-    return provenance.environment("cpu")
-
-
 def _cell_key(method: str, sparsity: float) -> str:
     return f"{method}@{sparsity * 100:.4f}"
 
@@ -175,7 +170,7 @@ def run_ntk_study(
     else:
         results = {"format": FORMAT, "config": config, "environment": {}, "dense": None,
                    "cells": {}}
-    results["environment"] = {**environment(), **dict(meta or {})}
+    results["environment"] = {**provenance.environment("cpu"), **dict(meta or {})}
 
     xp_u8, yp = pruning_split(train, per_class=per_class, seed=seed)
     xp = normalize(xp_u8, train.mean, train.std)

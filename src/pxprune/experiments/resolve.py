@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import models
-from ..data import DataError, ImageDataset, load_dataset, normalize, pruning_split
+from ..data import DataError, ImageDataset, load_dataset
 from ..errors import PxpruneError
 from ..masks import PruningError
 
@@ -158,14 +158,7 @@ def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
     return load_dataset(spec, split)
 
 
-def pruning_batch(dataset: ImageDataset, per_class: int, seed: int,
-                  mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The normalised class-balanced pruning split as one (input, target) batch."""
-    images, labels = pruning_split(dataset, per_class=per_class, seed=seed)
-    x = normalize(images, mean or dataset.mean, std or dataset.std) \
-        if images.dtype == torch.uint8 else images.float()
-    return x, labels
 
 
 __all__ = ["PruningError", "UsageError", "build_model", "load_any_dataset", "load_data_file",
-           "load_weights", "pruning_batch"]
+           "load_weights"]

@@ -20,6 +20,7 @@ from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import prune
 from ..data import ImageDataset, limit_per_class
+from ..data.sampling import pruning_batch
 from ..errors import OutputError, atomic_write_text
 from ..masks import Masks, PruningError, unpruned_matrices
 from ..methods.imp import run_imp
@@ -32,7 +33,7 @@ from .checks import check_connected, check_inputs, log_resume
 from .config import DENSE, RunConfig
 from .data_split import PruneClock, describe_test_split, train_test_sets
 from .folder import claim, differences, read_config, work_files, write_config
-from .resolve import build_model, load_weights, pruning_batch
+from .resolve import build_model, load_weights
 
 
 def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:

@@ -36,6 +36,7 @@ from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import get_method
 from ..data import limit_per_class
 from ..errors import atomic_write_text
+from ..methods import REGISTRY
 from ..methods.spec import check_method_spec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training.recipes import get_recipe
@@ -57,10 +58,11 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def split_transfer_method(method: str) -> tuple[str, dict]:
-    """The method's name and options (``px[variant=cvpr2024]``); refuses IMP (it trains)."""
+    """The method's name and options (``px[variant=cvpr2024]``); refuses a method that trains
+    (IMP): transfer prunes without training."""
     name, options = check_method_spec(method)  # PruningError listing the valid names
-    if name == "imp":
-        raise UsageError("method imp trains the network; transfer prunes without training: "
+    if REGISTRY[name].trains:
+        raise UsageError(f"method {name} trains the network; transfer prunes without training: "
                          "use a foresight method")
     return name, dict(options)
 

@@ -12,6 +12,7 @@ from functools import partial
 
 from torch import nn
 
+from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from .cifar_resnet import CifarResNet, PadShortcut, cifar_resnet, load_cifar_pretrained
 from .efficientnet import (
     EfficientNetLite,
@@ -37,8 +38,6 @@ _BUILDERS["efficientnet_lite0"] = efficientnet_lite0
 NAMES: list[str] = list(_BUILDERS)
 
 # Mean and std the pre-trained weights expect, per model family (inputs in [0, 1]).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get(name: str, num_classes: int = 10, **kwargs: object) -> nn.Module:

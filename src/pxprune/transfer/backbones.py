@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from .. import models
 from ..api import prune
-from ..data import ImageDataset, normalize, pruning_split
+from ..data import ImageDataset, normalize, sampling
+from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from ..data.paths import resolve_root
 from ..errors import PxpruneError
 from ..masks import Masks
@@ -42,8 +43,6 @@ from ..training.train import train
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
 
 # Normalisation (on [0, 1] pixels) that each family of pre-trained weights expects.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127.0 / 255.0,) * 3  # (255 x - 127) / 128 == (x - 127/255) / (128/255)
 LITE_STD = (128.0 / 255.0,) * 3
 
@@ -494,8 +493,8 @@ def pruning_batch(
 ) -> tuple[Tensor, Tensor]:
     """(float inputs, labels) to score with: the seeded class-balanced pruning split."""
     if isinstance(data, ImageDataset):
-        images, labels = pruning_split(data, per_class, seed)
-        return prepare_inputs(images, data.mean, data.std, size), labels
+        x, labels = sampling.pruning_batch(data, per_class, seed)
+        return prepare_inputs(x, None, None, size), labels
     x, y = data
     return (prepare_inputs(x, None, None, size) if x.dtype != torch.uint8 else x), y
 
