@@ -59,7 +59,7 @@ def main() -> None:
     p = base_parser("transfer_lite0.json", 40, 60, rounds_per_step=1)
     # Copy 1 of PX (all-ones weights) grows by ~2**260 through Lite0's convs, beyond float32.
     # The committed study ran PX in float64 (before the rescaled float32 copy existed); the
-    # default float32 now gives the same top 2 % (tests/test_px_rescaled.py), faster.
+    # default float32 now gives the same top 2 % (tests/px/test_px_rescaled.py), faster.
     p.set_defaults(methods=list(METHODS), px_precision="float64")
     p.add_argument("--size", type=int, default=128, help="input side after bilinear upscaling")
     args = finish_args(p.parse_args(), "transfer_lite0.json")

@@ -339,7 +339,7 @@ def main() -> None:
     p = base_parser("transfer_resnet56.json", 200, 200, rounds_per_step=2)
     # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56, beyond float32. The committed
     # study ran PX in float64 (before the rescaled float32 copy existed); the default float32
-    # now gives the same top 2 % (tests/test_px_rescaled.py), faster.
+    # now gives the same top 2 % (tests/px/test_px_rescaled.py), faster.
     p.set_defaults(px_precision="float64")
     p.add_argument("--size", type=int, default=None)
     args = finish_args(p.parse_args(), "transfer_resnet56.json")

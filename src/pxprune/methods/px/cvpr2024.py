@@ -13,7 +13,7 @@ The score of a prunable weight is ``|dR/d(theta^2)| * |theta|**5`` (the authors'
 ``|dR/dtheta^2 * theta^2 * theta * theta^2|``).
 
 What copy 2 does with the blocks of modern vision networks (decided here, tested against copies
-built by hand in tests/test_px_default.py):
+built by hand in tests/px/test_px_default.py):
 
 - a gating multiplication (squeeze-excite ``x * sigmoid(fc2(act(fc1(pool(x)))))``, SiLU written
   as ``x * x.sigmoid()``) stays a multiplication; with its activations removed the gate becomes

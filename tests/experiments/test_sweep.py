@@ -10,6 +10,7 @@ import shlex
 
 import pytest
 import torch
+from helpers import sweep_args
 
 import pxprune.api
 import pxprune.experiments.run
@@ -18,33 +19,10 @@ from pxprune.cli.main import main
 from pxprune.experiments.report import collect, format_markdown
 from pxprune.experiments.sweep import plan_cells, sparsity_label
 
-METHODS = "random,magnitude,dense"
-SPARSITIES = "50%,0.9"
-
-
-def write_data(path, n: int = 48, num_classes: int = 4, size: int = 8, seed: int = 0) -> None:
-    """Tiny learnable uint8 images (the class sets the bright channel) saved as a .pt file."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % num_classes
-    images = torch.randint(0, 120, (n, 3, size, size), generator=g)
-    for c in range(num_classes):
-        images[labels == c, c % 3] += 100 + 30 * (c // 3)
-    torch.save({"images": images.to(torch.uint8), "labels": labels}, path)
-
-
-def sweep_args(data, out, *extra: str, methods: str = METHODS, seeds: str = "0,1") -> list[str]:
-    return ["sweep", "--model", "resnet20", "--dataset", str(data), "--holdout", "0.25",
-            "--methods", methods,
-            "--sparsities", SPARSITIES, "--seeds", seeds, "--recipe", "cpu_small",
-            "--epochs", "2", "--batch-size", "16", "--per-class", "2", "--device", "cpu",
-            "--no-progress", "--out", str(out), *extra]
-
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.pt"
-    write_data(path)
-    return path
+def data(tiny_pt):
+    return tiny_pt
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from pxprune import Masks, PruningError
 from pxprune.cli.main import main
@@ -20,7 +21,7 @@ from pxprune.experiments.config import RunConfig
 from pxprune.experiments.run import run_experiment
 from pxprune.methods.spec import resolved_spec
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_ntk_command_takes_specs_keyed_by_the_resolved_method(tmp_path, monkeypa
 def test_a_resumed_sweep_refuses_cells_of_the_old_default(tmp_path, capsys):
     """A sweep folder whose px cells were written when px meant the bound: re-running the
     sweep stops before any cell runs, with one line; the folder is left as it was."""
-    from test_sweep import sweep_args, write_data
+    from helpers import sweep_args, write_data
 
     data = tmp_path / "tiny.pt"
     write_data(data)

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_worker import plain_net  # noqa: E402
+from helpers import random_masks, synthetic, tiny_net  # noqa: E402
 
 from pxprune.data import iterate_batches
 from pxprune.masks import Masks
 from pxprune.training import distributed as D
 from pxprune.training.recipes import Recipe
 from pxprune.training.train import train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from ddp_worker import plain_net  # noqa: E402
-from test_train import random_masks, synthetic, tiny_net  # noqa: E402
 
 HERE = Path(__file__).parent
 

@@ -3,11 +3,9 @@ pruning."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import SHARED_DATA
 from torch import nn
 
 from pxprune import models as M
@@ -15,7 +13,7 @@ from pxprune.data import ImageDataset
 from pxprune.masks import Masks
 from pxprune.transfer import backbones as T
 
-DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
 CIFAR = DATA / "cifar10-jpeg.tar.gz"
 

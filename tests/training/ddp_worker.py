@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers
 
-from test_train import random_masks, synthetic, tiny_net  # noqa: E402
+from helpers import random_masks, synthetic, tiny_net  # noqa: E402
 
 from pxprune.training import distributed as D  # noqa: E402
 from pxprune.training.recipes import Recipe  # noqa: E402

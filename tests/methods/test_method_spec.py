@@ -161,7 +161,7 @@ def test_sweep_end_to_end_with_specs(tmp_path, capsys):
     """A tiny sweep with option specs: spec folders, per-layer threshold applied, report rows."""
     import json
 
-    from test_sweep import sweep_args, write_data
+    from helpers import sweep_args, write_data
 
     from pxprune.cli.main import main
     from pxprune.experiments.report import collect

@@ -23,7 +23,7 @@ TOY = textwrap.dedent('''
 
 
 def test_a_method_from_one_file_reaches_every_surface(tmp_path, monkeypatch, capsys):
-    from test_sweep import sweep_args, write_data
+    from helpers import sweep_args, write_data
 
     from pxprune.cli.main import main
     from pxprune.experiments.report import _style, collect, display_name

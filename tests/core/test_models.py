@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED_DATA
 from torch import nn
 
 from pxprune import models as M
 
-DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = SHARED_DATA
 CIFAR_TAR = DATA / "cifar10-jpeg.tar.gz"
 PRETRAINED = {
     20: "resnet20-12fca82f.th",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -39,7 +40,7 @@ from pxprune.data import registry as registry_mod
 from pxprune.data.cifar import read_pickle
 from pxprune.data.idx import SYSTEM_FASHION_MNIST, read_idx
 
-SHARED_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SHARED_TAR = SHARED_DATA / "cifar10-jpeg.tar.gz"
 
 
 @pytest.fixture(autouse=True)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED_DATA
 
 from pxprune.cli.main import main
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.masks import Masks
 from pxprune.transfer import backbones as T
 
-DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
 R56 = sorted((DATA / "pretrained").glob("resnet56-*.th"))
 CIFAR = DATA / "cifar10-jpeg.tar.gz"

@@ -6,45 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import Stop, random_masks, stop_after, synthetic, tiny_net
 from torch import nn
 
-from pxprune.data import ImageDataset, iterate_batches
-from pxprune.masks import Masks
+from pxprune.data import iterate_batches
 from pxprune.training.recipes import RECIPES, Recipe, get_recipe, scale_milestones
 from pxprune.training.train import evaluate, make_scheduler, masks_fingerprint, train
-
-
-def tiny_net(num_classes: int = 4, seed: int = 0) -> nn.Module:
-    """A small BN conv net (conv-BN-ReLU x2, pool, linear) that trains in well under a second."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
-    )
-
-
-def synthetic(n: int, seed: int, num_classes: int = 4, size: int = 8) -> ImageDataset:
-    """uint8 images whose class sets which colour channel is bright: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % num_classes
-    images = torch.randint(0, 120, (n, 3, size, size), generator=g)
-    for c in range(num_classes):
-        images[labels == c, c % 3] += 100 + 30 * (c // 3)
-    return ImageDataset(images.to(torch.uint8), labels, [f"c{i}" for i in range(num_classes)],
-                        (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "synthetic")
-
-
-def random_masks(model: nn.Module, density: float, seed: int) -> Masks:
-    """Random masks keeping about ``density`` of every prunable tensor (at least one weight)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, m in Masks.ones(model).items():
-        keep = torch.rand(m.shape, generator=g) < density
-        keep.view(-1)[0] = True
-        out[name] = keep
-    return Masks(out)
-
 
 RECIPE = Recipe(lr=0.05, momentum=0.9, weight_decay=5e-3, epochs=3, batch_size=16,
                 milestones=(2,), eval_batch_size=32)
@@ -119,16 +86,8 @@ def test_flops_in_summary_when_available(tmp_path, data):
     assert 0 < f["kept_macs"] < f["dense_macs"]
 
 
-class Stop(Exception):
-    pass
 
 
-def stop_after(k: int):
-    def cb(record: dict) -> None:
-        if record["epoch"] == k:
-            raise Stop
-
-    return cb
 
 
 @pytest.mark.parametrize("recipe", [

@@ -13,7 +13,6 @@ import time
 
 import pytest
 import torch
-from test_sweep import write_data
 
 import pxprune.experiments.cell_lock as cell_lock
 from pxprune.cli.main import main
@@ -92,10 +91,8 @@ def outcome(folder) -> dict:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.pt"
-    write_data(path)
-    return path
+def data(tiny_pt):
+    return tiny_pt
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED_DATA
 from torch import nn
 
 import pxprune
@@ -21,7 +20,7 @@ from pxprune.experiments.report import collect
 from pxprune.masks import Masks
 from pxprune.transfer import backbones as T
 
-DATA = Path(os.environ.get("PXPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
 CIFAR = DATA / "cifar10-jpeg.tar.gz"
 needs_data = pytest.mark.skipif(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from pxprune.cli.main import main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained"
+SHARED = SHARED_DATA / "pretrained"
 
 
 def help_text(argv: list[str], capsys) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from helpers import REPO
+
+SRC = REPO / "src"
 
 # lower number = lower layer; a module may import its own layer or lower ones
 LAYERS = {

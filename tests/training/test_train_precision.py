@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train import Stop, random_masks, stop_after, synthetic, tiny_net
+from helpers import Stop, random_masks, stop_after, synthetic, tiny_net
 
 from pxprune.cli.common import add_training_args, config_from_args
 from pxprune.training.precision import cpu_has_bf16, resolve_channels_last, resolve_precision

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED_DATA
 from torch import nn
 
 from pxprune.data import ImageDataset
@@ -17,7 +18,7 @@ from pxprune.training.recipes import Recipe
 from pxprune.training.train import train
 from pxprune.transfer.backbones import _read_state
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained"
+SHARED = SHARED_DATA / "pretrained"
 
 
 class Payload:

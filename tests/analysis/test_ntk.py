@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED_DATA
 from torch import nn
 from torch.func import functional_call
 
@@ -18,8 +17,7 @@ from pxprune.analysis.ntk import ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_
 from pxprune.masks import Masks, PruningError
 
 F64 = torch.float64
-DATA = Path(os.environ.get("PXPRUNE_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = SHARED_DATA
 
 
 # -- models -------------------------------------------------------------------------------------
