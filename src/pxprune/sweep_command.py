@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checks import show_progress
 from .launchers import (
     CLUSTERS,
     EXTRA_PREFIX,
@@ -152,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             record = run_sweep(base, methods, sparsities, args.seeds, args.out,
                                device=args.device, jobs=args.jobs, threads=args.threads,
-                               progress=not args.no_progress)
+                               progress=show_progress(args))
     print(format_text_table(collect(args.out)))
     failed = record["invocations"][-1]["failed_cells"]
     if failed:

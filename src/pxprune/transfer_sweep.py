@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import show_progress
 from .masks import Masks
 from .pipeline import DENSE
 from .resolve import UsageError
@@ -259,7 +260,7 @@ def run_from_args(args: argparse.Namespace, methods: list[str],
     base = config_from_args(args, method=first, sparsity=max(sparsities), seed=args.seeds[0])
     return run_transfer_sweep(base, methods, sparsities, args.seeds, args.out,
                               device=args.device, threads=args.threads,
-                              progress=not args.no_progress)
+                              progress=show_progress(args))
 
 
 __all__ = ["check_transfer_flags", "continuation", "dense_cell", "run_from_args",
