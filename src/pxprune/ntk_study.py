@@ -26,6 +26,7 @@ from .masks import Masks, PruningError
 from .methods import REGISTRY
 from .methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
 from .ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
+from .outdir import refuse_foreign
 from .schedule import parse_sparsity
 
 PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
@@ -157,6 +158,7 @@ def run_ntk_study(
         check_method_spec(m)
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
+    refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem}.json"
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from .cell_lock import CellBusy, CellLock, describe, live_holder
 from .methods.spec import resolved_spec
+from .outdir import refuse_foreign
 from .pipeline import DENSE, RunConfig, run_experiment
 from .resolve import UsageError
 
@@ -285,6 +286,7 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
                 log: Callable[[str], object]) -> tuple[dict, list[Cell]]:
     """Open (or create) ``sweep.json``, refuse another kind or protocol, record this invocation;
     return the record and the cells still to run (those without their kind's done file)."""
+    refuse_foreign(out, "sweep")  # a run's, pruning's or transfer's folder: one line, untouched
     out.mkdir(parents=True, exist_ok=True)
     record = _load_sweep_file(out, protocol, kind)
     record.update({
