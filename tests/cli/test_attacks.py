@@ -202,3 +202,31 @@ def test_the_finished_folder_still_reads_back(world, capsys):
     assert "already finished" in capsys.readouterr().out
     summary = json.loads((world["finished"] / "summary.json").read_text())
     assert summary["density"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_sweep_and_ntk_refuse_a_run_folder(world, capsys):
+    done = world["finished"]
+    attack(world, ["sweep", "--model", f"{MODULE}:tiny", "--dataset", world["data"],
+                   "--holdout", "0.25", "--methods", "random", "--sparsities", "0.5",
+                   "--seeds", "0", "--epochs", "1", "--device", "cpu", "--no-progress",
+                   "--out", str(done)], done, capsys, "pxprune run", "pxprune sweep")
+    attack(world, ["ntk", "--model", f"{MODULE}:tiny", "--dataset", "cifar10", "--methods",
+                   "random", "--sparsities", "0.5", "--out", str(done)], done, capsys,
+           "pxprune run", "pxprune ntk")
+
+
+def test_a_model_built_on_the_meta_device(world, tmp_path, capsys, monkeypatch):
+    (tmp_path / "meta_models.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def meta():
+            with torch.device("meta"):
+                return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 3))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("meta_models", None)
+    out = tmp_path / "o"
+    argv = prune_cmd(world["data"], out)
+    argv[argv.index("--model") + 1] = "meta_models:meta"
+    attack(world, argv, out, capsys, "'meta' device")

@@ -43,7 +43,7 @@ from ..experiments.sweep import DEFAULT_METHODS, run_sweep
 from ..experiments.transfer_sweep import run_transfer_sweep
 from ..masks import PruningError
 from ..methods.spec import split_method_list
-from .common import add_training_args, config_from_args
+from .common import add_training_args, config_from_args, show_progress
 from .transfer import add_transfer_args, transfer_config_from_args
 
 LAUNCHERS = ("local", "submitit")
@@ -141,7 +141,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             record = run_sweep(base, methods, sparsities, args.seeds, args.out,
                                device=args.device, jobs=args.jobs, threads=args.threads,
-                               progress=not args.no_progress)
+                               progress=show_progress(args))
     print(format_text_table(collect(args.out)))
     failed = record["invocations"][-1]["failed_cells"]
     if failed:
@@ -243,4 +243,4 @@ def run_from_args(args: argparse.Namespace, methods: list[str],
                                      seed=args.seeds[0])
     return run_transfer_sweep(base, methods, sparsities, args.seeds, args.out,
                               device=args.device, threads=args.threads,
-                              progress=not args.no_progress)
+                              progress=show_progress(args))

@@ -14,6 +14,11 @@ from ..errors import PxpruneError
 from ..masks import check_model_device
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (inputs are moved there before a check's forward)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def input_channels(model: nn.Module) -> int | None:
     """The channel count the model's first convolution expects (None without one)."""
     for module in model.modules():
@@ -42,7 +47,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
     was_training = model.training
     model.eval()
     try:
-        out = model(x[:1])
+        out = model(x[:1].to(_device(model)))
     except RuntimeError as exc:  # a size the model cannot take
         first = (str(exc).splitlines() or [""])[0][:200]
         raise DataError(f"the model cannot take these images {tuple(x.shape[1:])}: "
@@ -95,10 +100,11 @@ def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> No
         return
     was_training = model.training
     model.eval()
+    x = x[:4].to(_device(model))
     try:
-        a = model(x[:4])
+        a = model(x)
         g = torch.Generator(device="cpu").manual_seed(0)
-        b = model(x[:4] + torch.randn(x[:4].shape, generator=g).to(x.device, x.dtype))
+        b = model(x + torch.randn(x.shape, generator=g).to(x.device, x.dtype))
     finally:
         model.train(was_training)
     if torch.equal(a, b):

@@ -90,6 +90,20 @@ def claim(out: str | os.PathLike, command: str, identity: Mapping | None = None)
     return make_output_dir(out)
 
 
+def refuse_foreign(out: str | os.PathLike, command: str) -> None:
+    """For commands without a config.json of their own (sweep, ntk): refuse a folder holding
+    the work of a command that has one (a run, a pruning, a transfer)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    config = read_config(out) if out.is_dir() else None
+    work = [n for n in work_files(out) if n != "sweep.json"] if out.is_dir() else []
+    if config is not None and work:
+        raise OutputError(f"--out {out} holds the work of `pxprune {command_of(config)}` "
+                          f"({', '.join(work[:4])}); choose another folder for "
+                          f"`pxprune {command}`")
+
+
 def write_config(out: Path, config: Mapping) -> None:
     """Write ``config.json`` atomically (indented, one key per line)."""
     atomic_write_text(Path(out) / CONFIG, json.dumps(dict(config), indent=2, default=str) + "\n")

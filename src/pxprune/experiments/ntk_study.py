@@ -27,6 +27,7 @@ from ..methods import REGISTRY
 from ..methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
 from ..schedule import parse_sparsity
 from . import provenance
+from .folder import refuse_foreign
 from .resolve import build_model
 
 PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
@@ -150,6 +151,7 @@ def run_ntk_study(
         check_method_spec(m)
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
+    refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem}.json"
 

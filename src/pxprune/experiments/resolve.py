@@ -14,7 +14,7 @@ from torch import nn
 from .. import models
 from ..data import DataError, ImageDataset, load_dataset
 from ..errors import PxpruneError
-from ..masks import PruningError
+from ..masks import PruningError, check_model_device
 
 
 class UsageError(PxpruneError):
@@ -32,6 +32,7 @@ def build_model(spec: str, num_classes: int = 10) -> nn.Module:
         model = factory()
         if not isinstance(model, nn.Module):
             raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+        check_model_device(model)  # a meta model has no values to move, score or train
         return model
     try:
         return models.get(spec, num_classes=num_classes)

@@ -43,6 +43,7 @@ from ..methods.spec import canonical, check_method_spec, folder_name, resolved_s
 from ..training.recipes import get_recipe
 from .cell_lock import CellBusy, CellLock, describe, live_holder
 from .config import CELL_FIELDS, DENSE, RunConfig
+from .folder import refuse_foreign
 from .provenance import cli_argv
 from .provenance import environment as base_environment
 from .resolve import UsageError
@@ -279,6 +280,7 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
                 log: Callable[[str], object]) -> tuple[dict, list[Cell]]:
     """Open (or create) ``sweep.json``, refuse another kind or protocol, record this invocation;
     return the record and the cells still to run (those without their kind's done file)."""
+    refuse_foreign(out, "sweep")  # a run's, pruning's or transfer's folder: one line, untouched
     out.mkdir(parents=True, exist_ok=True)
     record = _load_sweep_file(out, protocol, kind)
     record.update({

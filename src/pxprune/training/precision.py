@@ -2,8 +2,8 @@
 
 CPU: bf16 autocast only where the processor has native bf16 arithmetic, read from the kernel's
 CPU flags (x86: ``avx512_bf16`` or ``amx_bf16``; Arm: ``bf16``). torch's own check
-(``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it also says yes on AVX-512 CPUs
-without those instructions, where bf16 is emulated and slower than fp32. Weights, gradients and
+(``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it is true on any AVX-512 CPU,
+where oneDNN emulates bf16 without those instructions. Weights, gradients and
 the optimiser state stay fp32 (autocast casts only the operations' inputs). CUDA: ``auto`` keeps
 the recipe's AMP (``amp``/``amp_dtype``) as before. channels_last (NHWC) is used on CPU, where
 the oneDNN convolutions are faster in it (benchmarks/train_throughput.py), and not on CUDA.
