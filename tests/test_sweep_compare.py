@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pxprune.cli import main
+from pxprune.methods.spec import resolved_spec
 from pxprune.sweep_compare import paired, paper_value, verdict
 from pxprune.sweep_report import collect, format_markdown
 
@@ -25,7 +26,8 @@ def write_cell(root, method, sparsity, seed, acc):
     folder = root / (f"dense/seed{seed}" if method == "dense"
                      else f"{method}/s{sparsity * 100:.2f}/seed{seed}")
     folder.mkdir(parents=True)
-    cfg = {"method": method, "sparsity": sparsity, "seed": seed}
+    cfg = {"method": method, "sparsity": sparsity, "seed": seed,
+           "resolved_method": resolved_spec(method)}  # as every config records it now
     (folder / "summary.json").write_text(json.dumps(
         {"final_test_acc": acc, "best_test_acc": acc, "config": cfg, "density": 0.02}))
     rows = ["layer,shape,kept,total,density,kept_macs,warning"]
