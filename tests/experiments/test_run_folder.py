@@ -155,3 +155,25 @@ def test_the_new_fields_keep_older_folders_and_sweeps_valid(tmp_path, data_file,
     run_experiment(replace(cfg, allow_disconnected=True), out, progress=False,
                    log=messages.append)
     assert any("resuming with the saved masks" in m for m in messages)
+
+
+def test_the_prune_command_says_it_resumes(tmp_path, data_file, model_spec, monkeypatch,
+                                           capsys):
+    argv = ["prune", "--model", model_spec, "--data", data_file, "--method", "synflow",
+            "--rounds", "4", "--sparsity", "0.5", "--per-class", "2", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path / "p")]
+    monkeypatch.setattr(prune_checkpoint, "CHECKPOINT_SECONDS", 0.0)
+    real, calls = pxprune.api.threshold, {"n": 0}
+
+    def ctrl_c_in_round_3(*args, **kwargs):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pxprune.api, "threshold", ctrl_c_in_round_3)
+        assert main(argv) == 130
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "resuming the pruning after round 2 of 4" in capsys.readouterr().out

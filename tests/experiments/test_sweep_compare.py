@@ -10,6 +10,7 @@ import pytest
 from pxprune.cli.main import main
 from pxprune.experiments.compare import paired, paper_value, verdict
 from pxprune.experiments.report import collect, format_markdown
+from pxprune.methods.spec import resolved_spec
 
 # (method, sparsity, seed) -> final accuracy; kept weights per layer (conv1, layer1, fc)
 ACC = {("px", 0.98198627, 0): 80.0, ("px", 0.98198627, 1): 79.0,
@@ -26,7 +27,8 @@ def write_cell(root, method, sparsity, seed, acc):
     folder = root / (f"dense/seed{seed}" if method == "dense"
                      else f"{method}/s{sparsity * 100:.2f}/seed{seed}")
     folder.mkdir(parents=True)
-    cfg = {"method": method, "sparsity": sparsity, "seed": seed}
+    cfg = {"method": method, "sparsity": sparsity, "seed": seed,
+           "resolved_method": resolved_spec(method)}  # as every config records it now
     (folder / "summary.json").write_text(json.dumps(
         {"final_test_acc": acc, "best_test_acc": acc, "config": cfg, "density": 0.02}))
     rows = ["layer,shape,kept,total,density,kept_macs,warning"]
