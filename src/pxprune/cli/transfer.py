@@ -94,8 +94,10 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
 
     backbone = args.backbone or args.model
     values = {
-        "backbone": backbone, "dataset": args.dataset, "method": args.method,
-        "sparsity": args.sparsity, "seed": args.seed, "weights": args.weights,
+        "backbone": backbone, "dataset": args.dataset,
+        # a sweep has --methods / --sparsities / --seeds: its cell sets these three
+        "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
+        "seed": getattr(args, "seed", None), "weights": args.weights,
         "num_classes": args.num_classes,
         "image_size": args.image_size or NATIVE_SIZE.get(backbone),
         "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,
