@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import models
 from ..experiments.config import (
     MODES,
-    NATIVE_SIZE,
     SHARED_DEFAULTS,
     TRANSFER_DEFAULTS,
     TransferConfig,
@@ -99,7 +99,7 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
         "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
         "seed": getattr(args, "seed", None), "weights": args.weights,
         "num_classes": args.num_classes,
-        "image_size": args.image_size or NATIVE_SIZE.get(backbone),
+        "image_size": args.image_size or native_size(backbone),
         "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
         **{k: get(k) for k in ("mode", "head", "l2", "dense_finetune", "px_precision",
@@ -118,3 +118,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         run_transfer(transfer_config_from_args(args), Path(args.out), device=args.device,
                      threads=args.threads, progress=show_progress(args))
     return 0
+
+
+def native_size(backbone: str) -> int | None:
+    """The input side the backbone's pre-trained weights expect (None: unknown name, checked
+    with the rest of the configuration)."""
+    return models.MODELS[backbone].native_size if backbone in models.MODELS else None

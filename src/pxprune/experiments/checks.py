@@ -65,8 +65,6 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
         raise DataError(f"labels go up to {hi} but there are {num_classes} classes")
 
 
-
-
 def log_threads(device: str, log: Callable[[str], object]) -> None:
     """Say how many CPU threads the work uses (timings depend on it and on other load)."""
     if str(device).startswith("cpu"):

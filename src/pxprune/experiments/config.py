@@ -54,10 +54,6 @@ class RunConfig:
 MODES = ("probe", "finetune")
 
 
-# Input side the ImageNet backbones expect when --image-size is not given (others: native size).
-NATIVE_SIZE = {"efficientnet_lite0": 224, "resnet50": 224}
-
-
 # Options only transfer runs take, with their ``pxprune transfer`` defaults. ``pxprune sweep``
 # registers them with default None (so it can tell whether they were given without --transfer).
 TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "head": "probe",

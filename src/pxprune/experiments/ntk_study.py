@@ -328,5 +328,3 @@ def plot_study(results: Mapping, trace_png: str | os.PathLike[str],
     plt.close(fig)
 
 
-
-

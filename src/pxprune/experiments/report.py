@@ -548,5 +548,3 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     return result
 
 
-
-

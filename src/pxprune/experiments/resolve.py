@@ -159,7 +159,5 @@ def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
     return load_dataset(spec, split)
 
 
-
-
 __all__ = ["PruningError", "UsageError", "build_model", "load_any_dataset", "load_data_file",
            "load_weights"]

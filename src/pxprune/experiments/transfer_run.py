@@ -95,8 +95,6 @@ def check_config(cfg: TransferConfig) -> None:
         recipe_of(cfg)
 
 
-
-
 def recipe_of(cfg: TransferConfig):
     """The fine-tuning recipe (``--recipe`` with ``--lr`` / ``--batch-size`` applied)."""
     overrides = {k: getattr(cfg, k) for k in ("lr", "batch_size") if getattr(cfg, k)}

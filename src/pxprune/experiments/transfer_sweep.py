@@ -224,10 +224,5 @@ def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
 # --------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
 __all__ = ["continuation", "dense_cell",
            "run_transfer_sweep", "schedule_counts"]

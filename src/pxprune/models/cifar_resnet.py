@@ -144,3 +144,13 @@ def load_cifar_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
         )
     model.load_state_dict(state, strict=False)
     return model
+
+
+def cifar_pretrained_file(depth: int, root: Path) -> Path:
+    """The shared pre-trained file ``resnet{depth}-*.th`` under ``root/pretrained``."""
+    folder = Path(root) / "pretrained"
+    found = sorted(folder.glob(f"resnet{depth}-*.th"))
+    if not found:
+        raise FileNotFoundError(f"no pre-trained file resnet{depth}-*.th under {folder} "
+                                "(set PXPRUNE_DATA to the folder holding pretrained/)")
+    return found[0]

@@ -31,22 +31,15 @@ from torch import Tensor, nn
 from .. import models
 from ..api import prune
 from ..data import ImageDataset, normalize, sampling
-from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from ..data.paths import resolve_root
 from ..errors import PxpruneError
 from ..masks import Masks
-from ..models.efficientnet import default_lite0_weights
 from ..safe_load import load_tensors
 from ..training.recipes import Recipe, get_recipe
 from ..training.train import train
 
 KeyMap = Mapping[str, str] | Callable[[str], str | None]
 
-# Normalisation (on [0, 1] pixels) that each family of pre-trained weights expects.
-LITE_MEAN = (127.0 / 255.0,) * 3  # (255 x - 127) / 128 == (x - 127/255) / (128/255)
-LITE_STD = (128.0 / 255.0,) * 3
-
-CIFAR_A_NAMES = ("resnet20_a", "resnet32_a", "resnet44_a", "resnet56_a")
 HEAD_MODES = ("probe", "random")
 
 
@@ -59,28 +52,17 @@ class BackboneLoadError(PxpruneError):
 
 def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) on [0, 1] pixels that the pre-trained weights of ``name`` expect."""
-    if name.startswith("efficientnet_lite"):
-        return LITE_MEAN, LITE_STD
-    return IMAGENET_MEAN, IMAGENET_STD  # Idelbayev CIFAR ResNets and torchvision ResNets
+    entry = models.info(name)
+    return entry.mean, entry.std
 
 
 def default_weights(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Path of the pre-trained file for ``name`` (shared data folder or installed package)."""
-    if name in CIFAR_A_NAMES:
-        folder = resolve_root(root) / "pretrained"
-        depth = name.removeprefix("resnet").removesuffix("_a")
-        found = sorted(folder.glob(f"resnet{depth}-*.th"))
-        if not found:
-            raise FileNotFoundError(
-                f"no pre-trained file resnet{depth}-*.th under {folder} "
-                "(set PXPRUNE_DATA to the folder holding pretrained/)"
-            )
-        return found[0]
-    if name == "efficientnet_lite0":
-        return default_lite0_weights()
-    raise FileNotFoundError(
-        f"no default pre-trained weights for {name!r}: pass weights= (a path or a state_dict)"
-    )
+    entry = models.info(name)
+    if entry.weights is None:
+        raise FileNotFoundError(
+            f"no default pre-trained weights for {name!r}: pass weights= (a path or a state_dict)")
+    return entry.weights(resolve_root(root))
 
 
 def classifier_name(model: nn.Module) -> str:
