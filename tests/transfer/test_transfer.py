@@ -270,3 +270,21 @@ def test_finetune_keeps_masks_fixed(tmp_path):
     params = dict(model.named_parameters())
     for name, m in masks.items():
         assert torch.all(params[name][~m] == 0)
+
+
+def test_a_backbone_is_one_model_entry(monkeypatch, tmp_path):
+    """Everything transfer needs to know about a backbone comes from its ModelInfo."""
+    from pxprune import models
+    from pxprune.cli.transfer import native_size
+
+    weights = tmp_path / "toy.pt"
+    entry = models.ModelInfo(build=lambda num_classes: tiny_net(num_classes), mean=(0.1,) * 3,
+                             std=(0.2,) * 3, native_size=48, weights=lambda root: weights)
+    monkeypatch.setitem(models.MODELS, "toy", entry)
+    assert T.backbone_normalization("toy") == ((0.1,) * 3, (0.2,) * 3)
+    assert T.default_weights("toy") == weights
+    assert native_size("toy") == 48 and native_size("resnet20_a") is None
+    assert isinstance(models.get("toy", num_classes=5), torch.nn.Module)
+    assert T.backbone_normalization("efficientnet_lite0")[0] == models.LITE_MEAN
+    with pytest.raises(FileNotFoundError, match="no default pre-trained weights"):
+        T.default_weights("resnet20")
