@@ -11,15 +11,19 @@ import torch
 
 from .. import __version__
 from .. import checkpoint as prune_checkpoint
-from ..analysis.flops import count_flops
-from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import prune
 from ..data.sampling import pruning_batch
 from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
-from ..experiments.folder import claim, left_as_found_on_failure, read_config, write_config
+from ..experiments.folder import (
+    claim,
+    left_as_found_on_failure,
+    read_config,
+    write_config,
+    write_layer_table,
+)
 from ..experiments.provenance import cli_argv
 from ..experiments.resolve import build_model, load_any_dataset, load_weights
-from ..masks import Masks, unpruned_matrices
+from ..masks import Masks
 from ..methods.spec import resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..schedule import parse_sparsity
@@ -74,11 +78,9 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     seconds = time.perf_counter() - start
     if not args.allow_disconnected:
         check_connected(model, x, masks, args.method)
-    flops = count_flops(model, tuple(x.shape[1:]), masks)
-    unpruned = unpruned_matrices(model, masks)
-    write_layer_csv(masks, out / "layers.csv", flops, unpruned)
+    flops, table = write_layer_table(out, masks, model, tuple(x.shape[1:]))
     masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
-    log(format_layer_table(masks, flops, unpruned))
+    log(table)
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
         f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")
     return {"masks": masks, "model": model, "dataset": dataset, "flops": flops,

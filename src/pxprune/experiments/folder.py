@@ -13,7 +13,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from torch import nn
+
+from ..analysis.flops import count_flops
+from ..analysis.layers import format_layer_table, write_layer_csv
 from ..errors import OutputError, atomic_write_text, make_output_dir
+from ..masks import Masks, unpruned_matrices
 
 CONFIG = "config.json"
 # what pxprune commands leave in a folder; any of these means the folder holds work
@@ -131,3 +136,15 @@ def left_as_found_on_failure(out: str | os.PathLike) -> Iterator[None]:
             except OSError:
                 pass  # the original error matters more than the tidying
         raise
+
+
+def write_layer_table(out: Path, masks: Masks, model: nn.Module,
+                      input_shape: tuple[int, ...]) -> tuple[dict, str]:
+    """``layers.csv`` and ``layers.txt`` in ``out`` (atomically): kept, density and MACs per
+    layer, collapse flagged, weight tensors no method prunes listed; returns (MACs, the table)."""
+    flops = count_flops(model, tuple(input_shape), masks)
+    unpruned = unpruned_matrices(model, masks)
+    write_layer_csv(masks, Path(out) / "layers.csv", flops, unpruned)
+    table = format_layer_table(masks, flops, unpruned)
+    atomic_write_text(Path(out) / "layers.txt", table + "\n")
+    return flops, table

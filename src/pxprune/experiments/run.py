@@ -16,13 +16,11 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as prune_checkpoint
-from ..analysis.flops import count_flops
-from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import prune
 from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
 from ..errors import OutputError, atomic_write_text
-from ..masks import Masks, PruningError, unpruned_matrices
+from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
 from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
@@ -32,7 +30,7 @@ from ..training.train import train
 from .checks import check_connected, check_inputs, log_resume
 from .config import DENSE, RunConfig
 from .data_split import PruneClock, describe_test_split, train_test_sets
-from .folder import claim, differences, read_config, work_files, write_config
+from .folder import claim, differences, read_config, work_files, write_config, write_layer_table
 from .resolve import build_model, load_weights
 
 
@@ -126,15 +124,6 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
     return masks, info
 
 
-def write_layer_table(masks: Masks, model: torch.nn.Module, data: ImageDataset,
-                      out: Path) -> None:
-    """``layers.csv`` and ``layers.txt``: kept, density and MACs per layer, collapse flagged."""
-    flops = count_flops(model, tuple(data.image_shape), masks)
-    unpruned = unpruned_matrices(model, masks)
-    write_layer_csv(masks, out / "layers.csv", flops, unpruned)
-    atomic_write_text(out / "layers.txt", format_layer_table(masks, flops, unpruned) + "\n")
-
-
 def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
     """``cfg`` with ``resolved_method`` filled in; ``legacy``: as the method was meant before
     the last change of a default (for folders written before the resolution was recorded)."""
@@ -209,7 +198,7 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         if main:
             masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
-            write_layer_table(masks, model, train_set, out)
+            write_layer_table(out, masks, model, tuple(train_set.image_shape))
 
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,

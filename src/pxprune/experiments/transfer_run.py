@@ -31,8 +31,6 @@ from pathlib import Path
 import torch
 
 from .. import __version__, models
-from ..analysis.flops import count_flops
-from ..analysis.layers import format_layer_table, write_layer_csv
 from ..api import get_method
 from ..data import limit_per_class
 from ..errors import atomic_write_text
@@ -46,7 +44,7 @@ from .checks import log_threads
 from .config import (
     TransferConfig,
 )
-from .folder import claim, read_config
+from .folder import claim, read_config, write_layer_table
 from .provenance import cli_argv
 from .resolve import UsageError, load_any_dataset
 
@@ -264,10 +262,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     out.mkdir(parents=True, exist_ok=True)
     masks.save(out / "masks.safetensors", {"method": cfg.method, "sparsity": cfg.sparsity,
                                            "backbone": cfg.backbone, "rounds": rounds})
-    flops = count_flops(model, data.shape, masks)
-    write_layer_csv(masks, out / "layers.csv", flops)
-    table = format_layer_table(masks, flops)
-    atomic_write_text(out / "layers.txt", table + "\n")
+    flops, table = write_layer_table(out, masks, model, data.shape)
     if show_layers:
         log(table)
 
