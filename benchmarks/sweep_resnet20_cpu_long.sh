@@ -30,7 +30,7 @@ OUT=${OUT:-sweeps/resnet20_cifar10_cpu_long}
 CELLS=${CELLS:-benchmarks/results/sweep_resnet20_cpu_long_cells}
 R=${R:-benchmarks/results/sweep_resnet20_cpu_long}
 STAGES=${STAGES:-98.2 95.6 89.3}
-GROUPS=('dense,px' 'snip,magnitude' 'grasp,ntksap' 'synflow,random'
+METHOD_GROUPS=('dense,px' 'snip,magnitude' 'grasp,ntksap' 'synflow,random'
         'px[variant=bound],px[variant=bound,bn=batch]')
 FILES="config.json summary.json metrics.jsonl prune.json layers.csv layers.txt"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.3]=0.89262582)
@@ -81,7 +81,7 @@ esac
 
 restore
 for stage in $STAGES; do
-  for methods in "${GROUPS[@]}"; do
+  for methods in "${METHOD_GROUPS[@]}"; do
     "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$methods" \
       --sparsities "${SPARSITY[$stage]}" --seeds 0,1 --recipe cifar10_cpu_long --precision bf16 \
       --jobs 1 --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
