@@ -248,3 +248,22 @@ def test_parallel_jobs_isolate_a_failing_cell(data, tmp_path):
     record = json.loads((out / "sweep.json").read_text())
     assert record["invocations"][-1]["jobs"] == 2
     assert record["cells"]["random/s50.00/seed0"]["status"] == "done"
+
+
+def test_sweep_json_written_with_later_fields_at_default_still_matches(tmp_path):
+    """A sweep.json that recorded fields now left out at their default (holdout 0.0, the
+    never-protocol allow_disconnected) resumes; a real difference is still refused."""
+    from dataclasses import replace
+
+    from pxprune.experiments.config import RunConfig
+    from pxprune.experiments.resolve import UsageError
+    from pxprune.experiments.sweep import _load_sweep_file, protocol_of
+
+    base = RunConfig(method="dense", sparsity=0.0, recipe="cpu_small", precision="bf16")
+    old = {**protocol_of(base), "holdout": 0.0, "allow_disconnected": False,
+           "test_dataset": None}
+    (tmp_path / "sweep.json").write_text(json.dumps({"kind": "training", "protocol": old,
+                                                     "methods": ["dense"]}))
+    assert _load_sweep_file(tmp_path, protocol_of(base))["methods"] == ["dense"]
+    with pytest.raises(UsageError, match="differs in: precision"):
+        _load_sweep_file(tmp_path, protocol_of(replace(base, precision="fp32")))

@@ -132,8 +132,13 @@ NOT_PROTOCOL = ("allow_disconnected",)  # changes whether a cell may finish, not
 
 def protocol_of(base: RunConfig) -> dict:
     """The fields shared by every cell (the RunConfig without method, sparsity and seed)."""
-    return {k: v for k, v in asdict(base).items()
-            if k not in CELL_FIELDS and k not in NOT_PROTOCOL
+    return comparable_protocol({k: v for k, v in asdict(base).items() if k not in CELL_FIELDS})
+
+
+def comparable_protocol(protocol: dict) -> dict:
+    """``protocol`` without NOT_PROTOCOL fields and LATER_FIELDS at their default, so that a
+    sweep.json written while either was still recorded matches the same protocol today."""
+    return {k: v for k, v in protocol.items() if k not in NOT_PROTOCOL
             and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
@@ -204,9 +209,10 @@ def _load_sweep_file(out: Path, protocol: dict, kind: str = TRAINING) -> dict:
     if record.get("kind", TRAINING) != kind:
         raise UsageError(f"{out} holds a {record.get('kind', TRAINING)} sweep, not a {kind} "
                          "sweep; use another --out")
-    if record.get("protocol") != protocol:
-        changed = sorted(k for k in set(protocol) | set(record.get("protocol") or {})
-                         if protocol.get(k) != (record.get("protocol") or {}).get(k))
+    stored = comparable_protocol(record.get("protocol") or {})
+    if stored != comparable_protocol(protocol):
+        changed = sorted(k for k in set(protocol) | set(stored)
+                         if protocol.get(k) != stored.get(k))
         raise UsageError(f"{out} holds a sweep with another protocol (differs in: "
                          f"{', '.join(changed)}); use another --out")
     return record
