@@ -5,9 +5,8 @@
 # tested on all 10,000 test images, class-balanced pruning split of 10 per class, the same init
 # and split for every method of a seed; seeds 0 and 1; one cell at a time on 1 thread.
 # Order: 98.20 % first, then 95.60 %, then 89.26 % (1 - 0.8**10, the paper's "89.30"); within
-# a sparsity one invocation per group of methods, both seeds each, so that PX and each baseline
-# are paired by seed as early as possible: dense+px, snip+magnitude, grasp+ntksap,
-# synflow+random, then the two bound variants (each invocation extends the same sweep's grid).
+# a sparsity seed 0 of every method, then seed 1 (one invocation per seed, each extending the
+# same sweep's grid): dense, PX, the baselines, then the two bound variants.
 #
 #   benchmarks/sweep_resnet20_cpu_long.sh             restore committed cells, run every stage
 #                                                     (finished cells are skipped, an
@@ -30,8 +29,7 @@ OUT=${OUT:-sweeps/resnet20_cifar10_cpu_long}
 CELLS=${CELLS:-benchmarks/results/sweep_resnet20_cpu_long_cells}
 R=${R:-benchmarks/results/sweep_resnet20_cpu_long}
 STAGES=${STAGES:-98.2 95.6 89.3}
-METHOD_GROUPS=('dense,px' 'snip,magnitude' 'grasp,ntksap' 'synflow,random'
-        'px[variant=bound],px[variant=bound,bn=batch]')
+METHODS='dense,px,magnitude,snip,grasp,ntksap,synflow,random,px[variant=bound],px[variant=bound,bn=batch]'
 FILES="config.json summary.json metrics.jsonl prune.json layers.csv layers.txt"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.3]=0.89262582)
 
@@ -81,9 +79,9 @@ esac
 
 restore
 for stage in $STAGES; do
-  for methods in "${METHOD_GROUPS[@]}"; do
-    "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$methods" \
-      --sparsities "${SPARSITY[$stage]}" --seeds 0,1 --recipe cifar10_cpu_long --precision bf16 \
+  for seed in 0 1; do
+    "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$METHODS" \
+      --sparsities "${SPARSITY[$stage]}" --seeds "$seed" --recipe cifar10_cpu_long --precision bf16 \
       --jobs 1 --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
     collect
   done
