@@ -81,6 +81,8 @@ def main() -> None:
                     "(default: torch's default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(RESULT))
+    ap.add_argument("--no-float64", action="store_true",
+                    help="skip the float64 references (they take most of the time)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [
         torch.get_num_threads()]
@@ -92,7 +94,8 @@ def main() -> None:
     for name, prefix in (("resnet20", ""), ("resnet56", "resnet56_")):
         torch.manual_seed(0)
         model = get(name).to(args.device).eval()
-        cases.update(cases_for(model, x, prefix))
+        cases.update({k: v for k, v in cases_for(model, x, prefix).items()
+                      if not (args.no_float64 and k.endswith("float64"))})
     runs = {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
