@@ -33,7 +33,7 @@ DEVICE=${DEVICE:-cuda}
 DATA=${PXPRUNE_DATA:-.gpu/data}
 EPOCHS=${EPOCHS:-30}
 RECIPE=${RECIPE:-cifar10_onecycle30}
-METHODS=${METHODS:-px,px[variant=cvpr2024],snip,grasp,synflow,ntksap,random,magnitude,dense}
+METHODS=${METHODS:-px,px[variant=bound],snip,grasp,synflow,ntksap,random,magnitude,dense}
 SPARSITIES=${SPARSITIES:-0.95601953,0.98198627}
 SEEDS=${SEEDS:-0}
 JOBS=${JOBS:-8}
@@ -42,7 +42,7 @@ TEST_PER_CLASS=${TEST_PER_CLASS:-0}
 SWEEP_SECONDS=${SWEEP_SECONDS:-420}
 SWEEP=${SWEEP:-/tmp/pxprune_sweep}
 TRANSFER_SECONDS=${TRANSFER_SECONDS:-0}
-TRANSFER_METHODS=${TRANSFER_METHODS:-px,px[variant=cvpr2024],snip,synflow,random}
+TRANSFER_METHODS=${TRANSFER_METHODS:-px,px[variant=bound],snip,synflow,random}
 TRANSFER_SPARSITIES=${TRANSFER_SPARSITIES:-0.89262581,0.98198627}
 TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-5}
 TRANSFER_TRAIN_PER_CLASS=${TRANSFER_TRAIN_PER_CLASS:-500}

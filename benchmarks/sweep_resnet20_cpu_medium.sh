@@ -10,7 +10,7 @@ export OMP_NUM_THREADS=1 PXPRUNE_DATA=${PXPRUNE_DATA:-../shared/data}
 OUT=${OUT:-sweeps/resnet20_cifar10_cpu_medium}
 SEEDS=${SEEDS:-0}
 .venv/bin/pxprune sweep --model resnet20 --dataset cifar10 \
-  --methods 'px,px[variant=cvpr2024],snip,grasp,synflow,ntksap,random,magnitude,dense' \
+  --methods 'px[variant=bound],px,snip,grasp,synflow,ntksap,random,magnitude,dense' \
   --sparsities 0.95601953,0.98198627 --seeds "$SEEDS" \
   --recipe cpu_small --train-per-class 1000 --test-per-class 300 \
   --jobs 2 --threads 1 --device cpu --no-progress --out "$OUT"

@@ -3,14 +3,15 @@
 # 200 train + 100 test images per class, 2 epochs one-cycle (cpu_small, batch 32, lr 0.05),
 # seeds 0,1,2, three of the paper's sparsities (1 - 0.8**k, k = 6, 14, 18), 7 methods + dense,
 # and four method variants (method specs): PX as the authors' April 2024 code scored
-# (px[variant=cvpr2024]) and per-layer thresholds (px/snip/magnitude[scope=layer]);
+# (now the default px; the committed result predates 2026-11-30, when px was the bound, listed
+# first here as px[variant=bound]) and per-layer thresholds ([scope=layer]);
 # see benchmarks/results/px_variants.md.
 # Writes benchmarks/results/sweep_resnet20_cpu_small.{json,png,md,csv}. Re-running resumes.
 set -euo pipefail
 export OMP_NUM_THREADS=1 PXPRUNE_DATA=${PXPRUNE_DATA:-../shared/data}
 OUT=${OUT:-sweeps/resnet20_cifar10_cpu_small}
 pxprune sweep --model resnet20 --dataset cifar10 \
-  --methods 'px,snip,grasp,synflow,ntksap,random,magnitude,dense,px[variant=cvpr2024],px[scope=layer],snip[scope=layer],magnitude[scope=layer]' \
+  --methods 'px[variant=bound],snip,grasp,synflow,ntksap,random,magnitude,dense,px,px[variant=bound,scope=layer],snip[scope=layer],magnitude[scope=layer]' \
   --sparsities 0.737856,0.95601953,0.98198627 --seeds 0,1,2 \
   --recipe cpu_small --epochs 2 --batch-size 32 --lr 0.05 \
   --train-per-class 200 --test-per-class 100 --device cpu --no-progress --out "$OUT"

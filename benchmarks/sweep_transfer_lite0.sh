@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=1 PXPRUNE_DATA=${PXPRUNE_DATA:-../shared/data}
 OUT=${OUT:-sweeps/transfer_lite0_probe}
 .venv/bin/pxprune sweep --transfer --backbone efficientnet_lite0 --dataset cifar10 --mode probe \
   --image-size 128 --train-per-class 40 --test-per-class 60 --round-factor 0.8 \
-  --methods 'px,px[variant=cvpr2024],snip,grasp,synflow,ntksap,random,magnitude' \
+  --methods 'px[variant=bound],px,snip,grasp,synflow,ntksap,random,magnitude' \
   --sparsities paper --seeds 0 --threads 1 --no-progress --out "$OUT"
 R=benchmarks/results/transfer_sweep_lite0
 .venv/bin/pxprune report "$OUT" \
