@@ -36,10 +36,10 @@ FAULT_HOOK = '''
 import os
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXPRUNE_FAULTS"):
     import signal
-    import pxprune.sweep as sweep
-    import pxprune.train as train
+    import pxprune.experiments.run as run  # the cell's run binds train here
+    import pxprune.experiments.sweep as sweep
     faults = dict(i.split("=", 1)[::-1] for i in os.environ["PXPRUNE_FAULTS"].split(";"))
-    real_run, real_train = sweep.run_experiment, train.train
+    real_run, real_train = sweep.run_experiment, run.train
 
     def killing_train(*a, **k):
         def after_epoch(record):
@@ -56,9 +56,9 @@ if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXP
         if fault == "raise":
             raise RuntimeError("boom")
         if fault == "kill":
-            train.train = killing_train
+            run.train = killing_train
         if fault == "slow":
-            train.train = slow_train
+            run.train = slow_train
         return real_run(cfg, folder, **kw)
 
     sweep.run_experiment = run_experiment

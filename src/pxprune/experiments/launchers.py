@@ -1,7 +1,7 @@
 """submitit glue for ``pxprune sweep --launcher submitit``: Slurm options from the command line,
 the executor, a job body Slurm may stop and submitit requeues, and waiting for the jobs.
 
-Nothing here knows what a cell is: :mod:`pxprune.sweep_submit` hands in the function each job
+Nothing here knows what a cell is: :mod:`pxprune.experiments.submit` hands in the function each job
 runs. submitit is an optional dependency (``pip install pxprune[cluster]``), imported only here.
 
 Options (every one optional except ``--slurm-time`` on a real cluster):

@@ -2,7 +2,8 @@
 
 Read from the cell folders, never from a job scheduler, so it is the same for every launcher and
 works from any machine that sees the folder: done = the kind's done file (``summary.json``),
-running = a live ``running.json`` (:mod:`pxprune.cell_lock`: the writer's process exists on this
+running = a live ``running.json`` (:mod:`pxprune.experiments.cell_lock`: the writer's process
+exists on this
 host, or its heartbeat is younger than ``cell_lock.STALE_S``), failed = ``error.json``, pending =
 the rest: submitted jobs not started yet, cells never started, and interrupted cells (a folder
 with ``config.json``, e.g. a killed job), which resume when the sweep is submitted again.

@@ -1,6 +1,6 @@
 """``pxprune sweep --launcher submitit``: a sweep's unfinished cells as submitit jobs (one Slurm
 job array, one array task per cell; or local processes), each running exactly the cell a local
-pool worker runs (:func:`pxprune.sweep.run_logged_cell`).
+pool worker runs (:func:`pxprune.experiments.sweep.run_logged_cell`).
 
 The job leaves its outcome in the cell folder itself (``summary.json``, or ``error.json``), since
 the submitting process is normally gone by then: ``sweep --status`` and ``pxprune report`` read

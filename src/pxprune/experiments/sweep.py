@@ -7,13 +7,16 @@ Layout of a sweep folder ``OUT``::
     OUT/dense/seed<k>/                      the dense baseline, once per seed
     OUT/submitit/                           job pickles and logs (``--launcher submitit`` only)
 
-Each cell is :func:`pxprune.pipeline.run_experiment` run by :func:`run_logged_cell`, whichever
-launcher started it (this module's process pool, or a submitit job: :mod:`pxprune.sweep_submit`).
+Each cell is :func:`pxprune.experiments.run.run_experiment` run by :func:`run_logged_cell`,
+whichever
+launcher started it (this module's process pool, or a submitit job:
+:mod:`pxprune.experiments.submit`).
 So a finished cell (``summary.json``) is skipped, an interrupted one resumes from its saved masks
 and training checkpoint, and re-running the same command finishes a sweep. A cell that raises does
 not stop the sweep: its error goes to ``<cell>/error.json`` and ``sweep.json``, the other cells
 still run, and the command exits 1. While a cell runs it holds ``<cell>/running.json`` with a
-heartbeat (:mod:`pxprune.cell_lock`): ``sweep --status`` counts it as running, and no other
+heartbeat (:mod:`pxprune.experiments.cell_lock`): ``sweep --status`` counts it as running, and no
+other
 launcher or invocation starts the same cell meanwhile.
 
 ``--jobs K`` runs K cells at once, each in its own (spawned) process, the cores split between

@@ -13,7 +13,8 @@ The output folder gets ``config.json``, ``masks.safetensors``, the per-layer tab
 
 The steps are separate functions (:func:`load_transfer_data`, :func:`load_pretrained`,
 :func:`dense_reference`, :func:`prune_cell`) so that ``pxprune sweep --transfer``
-(:mod:`pxprune.transfer_sweep`) runs many cells on one copy of the data and one dense reference
+(:mod:`pxprune.experiments.transfer_sweep`) runs many cells on one copy of the data and one dense
+reference
 per seed, each cell giving what ``pxprune transfer`` gives with the same arguments.
 """
 

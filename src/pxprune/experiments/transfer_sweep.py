@@ -1,7 +1,7 @@
 """``pxprune sweep --transfer``: a grid of transfer runs (method x sparsity x seed) for a figure.
 
 Each cell is what ``pxprune transfer`` does with the same arguments (see
-:mod:`pxprune.transfer_command`): prune the pre-trained backbone with the downstream pruning
+:mod:`pxprune.experiments.transfer_run`): prune the pre-trained backbone with the downstream pruning
 split, refit the ridge probe on the pruned features (``--mode probe``) and, with
 ``--mode finetune``, fine-tune with the mask fixed. Layout of the sweep folder ``OUT``::
 
@@ -220,7 +220,7 @@ def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
 
 
 # --------------------------------------------------------------------------------------------
-# command line (``pxprune sweep --transfer``; the options are registered by pxprune.sweep)
+# command line (``pxprune sweep --transfer``; the options are registered by pxprune.cli.sweep)
 # --------------------------------------------------------------------------------------------
 
 

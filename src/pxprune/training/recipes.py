@@ -25,7 +25,7 @@ class Recipe:
     GradScaler on CUDA only (``amp_dtype`` float16 as the paper, or bfloat16). ``precision``:
     ``auto`` (CUDA: the AMP above; CPU: bf16 autocast where the processor has native bf16, else
     fp32), ``fp32``, ``bf16`` or ``fp16`` (CUDA); ``channels_last``: None picks NHWC on CPU
-    (see pxprune.train_precision).
+    (see pxprune.training.precision).
     """
 
     optimizer: str = "sgd"

@@ -264,7 +264,8 @@ def train(
       epoch (same recipe, seed and masks required); if ``summary.json`` exists the run is
       finished: the final weights are loaded into ``model`` and the summary returned untrained.
     - ``device``: where to train; AMP (autocast + GradScaler) is used when it is CUDA and
-      ``recipe.amp``. Under torchrun (process group initialised, see ``pxprune.distributed``)
+      ``recipe.amp``. Under torchrun (process group initialised, see
+      ``pxprune.training.distributed``)
       pass this rank's device: masks are broadcast from rank 0, the model wrapped in DDP
       (``sync_bn`` converts BatchNorm to SyncBatchNorm), each rank takes its slice of every
       global batch, BN running statistics are averaged over ranks after every epoch, metrics

@@ -13,7 +13,7 @@ pieces to test that on CPU:
   the classifier so the pruned model is directly usable;
 - :func:`prune_for_transfer` prunes with the downstream task's pruning split (10 per class),
   scoring with a probe head fitted on the dense features by default (see its docstring);
-- :func:`finetune` trains with the mask fixed, through :func:`pxprune.train.train`.
+- :func:`finetune` trains with the mask fixed, through :func:`pxprune.training.train.train`.
 """
 
 from __future__ import annotations
@@ -565,7 +565,8 @@ def finetune(
 ) -> dict:
     """Fine-tune the whole (pruned) model with the masks held fixed; return the run summary.
 
-    Uses :func:`pxprune.train.train` (resumable run folder ``out_dir``). ``recipe`` is a Recipe
+    Uses :func:`pxprune.training.train.train` (resumable run folder ``out_dir``). ``recipe`` is a
+    Recipe
     or a preset name; ``epochs`` overrides its length; ``size`` resizes the images first. Pass
     datasets normalised for the backbone (``ds.with_normalization(*backbone_normalization(n))``).
     """
