@@ -146,6 +146,8 @@ def _copy_parameters(model: nn.Module, masks: Masks, dtype: torch.dtype, device:
         masked = w.detach().to(dtype)
         if keep is not None:
             masked = masked * keep.to(dtype)
+        if masked.dim() == 4:  # conv2d weights channels-last, like the images (faster on CPU)
+            masked = masked.contiguous(memory_format=torch.channels_last)
         real[id(w)] = masked
         value = masked.square()
         if name in masks:
