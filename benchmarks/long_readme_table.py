@@ -69,8 +69,10 @@ def verdicts(data: dict) -> list[str]:
     for lab, v in sorted(by.items(), reverse=True):
         parts = [f"{word} {', '.join(v[word])}" for word in ("leads", "level", "trails")
                  if v.get(word)]
+        one_seed = all(len(p["seeds"]) < 2 for p in data["paired"] if p["sparsity_label"] == lab)
         out.append(f"At {lab[1:]} %, PX (paired by seed, PX − method): " + "; ".join(parts)
-                   + ".")
+                   + (". One seed only: within seed-to-seed noise, not yet a ranking."
+                      if one_seed else "."))
     return out
 
 
