@@ -3,7 +3,8 @@
 # all 50,000 training images, recipe cifar10_cpu_long (12 epochs one-cycle to lr 0.2 with 25 %
 # warm-up, SGD Nesterov 0.9, wd 5e-4, batch 128, crop+flip), bf16 autocast + channels_last,
 # tested on all 10,000 test images, class-balanced pruning split of 10 per class, the same init
-# and split for every method of a seed; seeds 0 and 1; one cell at a time on 1 thread.
+# and split for every method of a seed; seeds 0 and 1; JOBS cells at once (default 1), each on
+# 1 thread.
 # Order: 98.20 % first, then 95.60 %, then 89.26 % (1 - 0.8**10, the paper's "89.30"); within
 # a sparsity seed 0 of every method, then seed 1 (one invocation per seed, each extending the
 # same sweep's grid): dense, PX, the baselines, then the two bound variants.
@@ -21,7 +22,8 @@
 # summary.json, metrics.jsonl, prune.json, layers.csv, layers.txt; no checkpoints, masks or
 # weights) and are copied back into the git-ignored sweep folder before the sweep starts, where
 # their summary.json marks them finished. Environment: PY (python with pxprune importable),
-# OUT (sweep folder), CELLS (committed cells), STAGES (default "98.2 95.6 89.3").
+# OUT (sweep folder), CELLS (committed cells), STAGES (default "98.2 95.6 89.3"), JOBS (cells
+# at once, default 1; JOBS=2 on an otherwise idle 2-core machine).
 set -euo pipefail
 export OMP_NUM_THREADS=1 PXPRUNE_DATA=${PXPRUNE_DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
@@ -29,6 +31,7 @@ OUT=${OUT:-sweeps/resnet20_cifar10_cpu_long}
 CELLS=${CELLS:-benchmarks/results/sweep_resnet20_cpu_long_cells}
 R=${R:-benchmarks/results/sweep_resnet20_cpu_long}
 STAGES=${STAGES:-98.2 95.6 89.3}
+JOBS=${JOBS:-1}
 METHODS='dense,px,magnitude,snip,grasp,ntksap,synflow,random,px[variant=bound],px[variant=bound,bn=batch]'
 FILES="config.json summary.json metrics.jsonl prune.json layers.csv layers.txt"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.3]=0.89262582)
@@ -82,7 +85,7 @@ for stage in $STAGES; do
   for seed in 0 1; do
     "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$METHODS" \
       --sparsities "${SPARSITY[$stage]}" --seeds "$seed" --recipe cifar10_cpu_long --precision bf16 \
-      --jobs 1 --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
+      --jobs "$JOBS" --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
     collect
   done
 done
