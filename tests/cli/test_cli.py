@@ -183,3 +183,33 @@ def test_data_problems(data_file, tmp_path, capsys):
     _one_line_error(code, err, "corrupt.npz")
     code, _, err = run(prune_args(str(tmp_path / "missing.npz"), tmp_path / "o"), capsys)
     _one_line_error(code, err, "missing.npz")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
+    (["--epochs", "0"], "epochs must be positive"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--precision", "fp16"], "fp16 needs CUDA"),
+])
+def test_bad_training_request_fails_before_pruning(extra, needle, data_file, tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = run(["run", "--data", data_file, "--method", "px", "--sparsity", "0.9",
+                        "--out", str(out), "--no-progress", "--device", "cpu", *extra], capsys)
+    _one_line_error(code, err, needle)
+    assert not out.exists()  # refused before the folder was claimed or a weight was scored
+
+
+def test_argument_errors_are_one_line_naming_the_commands_help(data_file, tmp_path, capsys):
+    for argv, needles in [
+        (prune_args(data_file, tmp_path / "o", "--batch-size", "3"),
+         ("pxprune prune: error: unrecognized arguments: --batch-size 3", "pxprune prune --help")),
+        (["prune", "--method"], ("pxprune prune: error: argument --method",)),
+        (["nope"], ("pxprune: error:", "invalid choice: 'nope'", "'pxprune --help'")),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2
+        assert len(err.strip().splitlines()) == 1, err
+        for needle in needles:
+            assert needle in err, err

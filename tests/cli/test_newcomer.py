@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA
+from helpers import REPO, SHARED_DATA
 
+import pxprune
 from pxprune.cli.main import main
 
 SHARED = SHARED_DATA / "pretrained"
@@ -79,3 +84,32 @@ def test_a_negative_sparsity_says_what_is_wrong(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "must be in [0, 1)" in err and "got -1.0" in err
     assert "not a number" not in err
+
+
+def console_script_target() -> str:
+    """The ``pxprune = "module:function"`` line of pyproject.toml's [project.scripts]."""
+    text = (REPO / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    found = re.search(r'^pxprune\s*=\s*"([\w.]+):(\w+)"', section, re.M)
+    assert found, section
+    return f"{found[1]}:{found[2]}"
+
+
+def test_the_console_script_names_the_cli_main_function():
+    module, name = console_script_target().split(":")
+    target = getattr(importlib.import_module(module), name)
+    assert target is main  # not the package or a module: 'pxprune' must be callable
+
+
+def test_the_installed_pxprune_command_runs(tmp_path):
+    script = Path(sys.executable).parent / "pxprune"
+    if not script.exists():
+        pytest.skip("pxprune is not installed beside this python (pip install -e .)")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pxprune", pxprune.__version__]
+    bad = subprocess.run([str(script), "prune", "--model", "resnet21", "--method", "px",
+                          "--sparsity", "0.9", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr

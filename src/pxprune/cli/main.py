@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
@@ -25,9 +26,18 @@ Bad input is one line on stderr and exit status 2; a folder holding other work i
 COMMANDS = (prune, run, demo, sweep, report, ntk, transfer)  # each: add_parser(sub)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming ``--help`` (not usage plus error);
+    sub-command parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pxprune`` parser: one sub-command per module of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(prog="pxprune", description=DESCRIPTION, epilog=EPILOG,
+    parser = OneLineParser(prog="pxprune", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,8 +53,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     take = getattr(args, "take_unknown", None)
     if unknown and take is not None:
         unknown = take(args, unknown)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # named by the sub-command's parser: its --help lists what it takes
+        command = getattr(args, "command", None)
+        choices = next((a.choices for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), {})
+        choices.get(command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

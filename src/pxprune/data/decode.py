@@ -48,7 +48,7 @@ def _resize_crop(im: Image.Image, geo: Geometry) -> Image.Image:
     if geo.crop is not None:
         w, h = im.size
         if w < geo.crop or h < geo.crop:
-            raise ValueError(f"image {w}x{h} is smaller than the crop {geo.crop}")
+            raise DataError(f"image {w}x{h} is smaller than the crop {geo.crop}")
         left, top = round((w - geo.crop) / 2), round((h - geo.crop) / 2)
         im = im.crop((left, top, left + geo.crop, top + geo.crop))
     return im

@@ -32,7 +32,7 @@ def _split(split: str) -> str:
         return split
     if split == "val":
         return "test"
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    raise DataError(f"split must be 'train' or 'test', got {split!r}")
 
 
 def _not_found(what: str, looked: list[Path], hint: str) -> DatasetNotFoundError:

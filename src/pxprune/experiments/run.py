@@ -25,6 +25,7 @@ from ..methods.imp import run_imp
 from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training import distributed as D
+from ..training.precision import resolve_precision
 from ..training.recipes import get_recipe
 from ..training.train import train
 from .checks import check_connected, check_inputs, log_resume
@@ -148,6 +149,9 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
                    progress: bool = True, log: Callable[[str], object] = print) -> dict:
     """Run (or resume, or just read back) one cell; returns its summary."""
     out = Path(out)
+    # a bad recipe or precision fails here, before a folder is claimed or a weight is scored
+    recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
+    resolve_precision(recipe.precision, torch.device(device), recipe.amp, recipe.amp_dtype)
     claim(out, "run")  # another command's work, a file in the way, unwritable: one line
     saved = read_config(out)
     if saved is not None and work_files(out):  # never finish or resume another config's work
@@ -200,7 +204,6 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(out, masks, model, tuple(train_set.image_shape))
 
-    recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,
                     seed=cfg.seed, progress=progress, log=log)
     summary = {**summary, "config": asdict(cfg), "prune": info, "dataset_name": train_set.name,

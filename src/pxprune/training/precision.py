@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import TrainingError
 from .recipes import PRECISIONS
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 /proc/cpuinfo "flags"
@@ -55,10 +56,10 @@ def resolve_precision(precision: str, device: torch.device, amp: bool = True,
                       amp_dtype: str = "float16") -> str:
     """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device`` (``auto`` decides)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise TrainingError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
-            raise ValueError("precision fp16 needs CUDA (on CPU use bf16 or fp32)")
+            raise TrainingError("precision fp16 needs CUDA (on CPU use bf16 or fp32)")
         return precision
     if device.type == "cuda":
         return ("fp16" if amp_dtype == "float16" else "bf16") if amp else "fp32"

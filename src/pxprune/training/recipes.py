@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .errors import TrainingError
+
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -52,20 +54,21 @@ class Recipe:
     def __post_init__(self) -> None:
         """Validate choices early so that a typo fails before any training starts."""
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise TrainingError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise TrainingError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.amp_dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"amp_dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
+            raise TrainingError(f"amp_dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs, batch_size and eval_batch_size must be positive")
+            raise TrainingError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise TrainingError(f"{key} must be positive, got {getattr(self, key)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise TrainingError(f"lr must be positive, got {self.lr}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+            raise TrainingError(f"milestones must be increasing, got {self.milestones}")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (milestones as a list)."""
@@ -79,7 +82,7 @@ class Recipe:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown recipe fields: {unknown}")
+            raise TrainingError(f"unknown recipe fields: {unknown}")
         return cls(**{k: (tuple(v) if k == "milestones" else v) for k, v in d.items()})
 
 
@@ -138,7 +141,8 @@ def get_recipe(name: str, **overrides: object) -> Recipe:
     try:
         base = RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
+        raise TrainingError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}"
+                            ) from None
     overrides = dict(overrides)
     if (
         "epochs" in overrides

@@ -35,6 +35,7 @@ from ..errors import atomic_write_text as _atomic_write_text
 from ..masks import Masks
 from ..safe_load import load_tensors
 from . import distributed as D
+from .errors import TrainingError
 from .precision import autocast, memory_format_name, resolve_channels_last, resolve_precision
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
 
@@ -153,7 +154,7 @@ def _resumed_setting(ckpt: dict, key: str, requested: object, resolved: str, pat
         return resolved
     if requested in ("auto", None):
         return saved
-    raise ValueError(f"{path} was trained with {key} {saved!r}, now {resolved!r} is asked; "
+    raise TrainingError(f"{path} was trained with {key} {saved!r}, now {resolved!r} is asked; "
                      f"use a new out_dir or delete the checkpoint")
 
 
@@ -306,7 +307,7 @@ def train(
 
     spe = _steps_per_epoch(len(train_set), recipe.batch_size, world)
     if spe < 1:
-        raise ValueError(f"training set of {len(train_set)} examples gives no batch")
+        raise TrainingError(f"training set of {len(train_set)} examples gives no batch")
     precision = _precision(device, recipe)
     channels_last = resolve_channels_last(recipe.channels_last, device)
     ckpt_path = out / CHECKPOINT
@@ -332,7 +333,7 @@ def train(
                           ("masks", fingerprint), ("world_size", world)):
             theirs = _comparable(ckpt[key]) if key == "recipe" else ckpt[key]
             if theirs != mine:
-                raise ValueError(
+                raise TrainingError(
                     f"{ckpt_path} was written with another {key} ({theirs!r}, now {mine!r}); "
                     f"use a new out_dir or delete the checkpoint"
                 )

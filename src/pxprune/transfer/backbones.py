@@ -72,7 +72,7 @@ def classifier_name(model: nn.Module) -> str:
         return name
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
+        raise PxpruneError(f"{type(model).__name__} has no nn.Linear classifier")
     return linears[-1]
 
 
@@ -80,7 +80,7 @@ def classifier_module(model: nn.Module) -> nn.Linear:
     """The classifier nn.Linear of ``model`` (see :func:`classifier_name`)."""
     module = model.get_submodule(classifier_name(model))
     if not isinstance(module, nn.Linear):
-        raise ValueError(f"classifier {classifier_name(model)!r} is not an nn.Linear")
+        raise PxpruneError(f"classifier {classifier_name(model)!r} is not an nn.Linear")
     return module
 
 
@@ -235,7 +235,7 @@ def iterate_inputs(
     """Yield (prepared float inputs, labels) in the data's order, without augmentation."""
     images, labels, mean, std = _as_inputs(data)
     if images.dtype == torch.uint8 and mean is None:
-        raise ValueError("uint8 images need normalisation statistics: pass an ImageDataset")
+        raise PxpruneError("uint8 images need normalisation statistics: pass an ImageDataset")
     for i in range(0, images.shape[0], batch_size):
         x = prepare_inputs(images[i : i + batch_size], mean, std, size).to(device)
         y = None if labels is None else labels[i : i + batch_size]
@@ -303,7 +303,7 @@ def fit_ridge_probe(
     else:
         mask = mask.detach().cpu().bool()
         if tuple(mask.shape) != (c, d):
-            raise ValueError(f"mask shape {tuple(mask.shape)} != (classes, features) {(c, d)}")
+            raise PxpruneError(f"mask shape {tuple(mask.shape)} != (classes, features) {(c, d)}")
         w = torch.zeros(c, d, dtype=torch.float64)
         for k in range(c):
             s = mask[k]
@@ -385,7 +385,7 @@ def fit_probe(
     grid = default_l2_grid(features) if l2 is None else [float(v) for v in l2]
     fit_idx, held_idx = holdout_split(labels, holdout, seed)
     if len(held_idx) == 0:
-        raise ValueError("too few training examples per class to hold any out for choosing l2")
+        raise PxpruneError("too few training examples per class to hold any out for choosing l2")
     scores: dict[float, float] = {}
     for lam in grid:
         w, b = fit_ridge_probe(features[fit_idx], labels[fit_idx], lam, c, mask)
@@ -451,7 +451,7 @@ def linear_probe(
         train_features = extract_features(model, train_set, batch_size, device, size=size)
     ftr, ytr = train_features
     if ytr is None:
-        raise ValueError("the training data need labels")
+        raise PxpruneError("the training data need labels")
     num_classes = classifier_module(model).out_features
     probe = fit_probe(ftr, ytr, l2, num_classes=num_classes, holdout=holdout, seed=seed,
                       mask=classifier_mask(model, masks))
@@ -461,7 +461,7 @@ def linear_probe(
     if test_set is not None:
         fte, yte = extract_features(model, test_set, batch_size, device, size=size)
         if yte is None:
-            raise ValueError("the test data need labels")
+            raise PxpruneError("the test data need labels")
         test_acc, n_test = probe.accuracy(fte, yte), len(yte)
     return ProbeResult(probe, probe.train_accuracy, test_acc, probe.l2, len(ytr), n_test)
 
@@ -517,14 +517,14 @@ def prune_for_transfer(
     ``linear_probe(model, ..., masks=masks)`` so it respects the classifier's mask.
     """
     if head not in HEAD_MODES:
-        raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
+        raise PxpruneError(f"head must be one of {HEAD_MODES}, got {head!r}")
     model.to(device).eval()
     if head == "probe":
         if probe is None:
             pdata = pruning_data if probe_data is None else probe_data
             feats = extract_features(model, pdata, device=device, size=size)
             if feats[1] is None:
-                raise ValueError("head='probe' needs labelled probe data")
+                raise PxpruneError("head='probe' needs labelled probe data")
             probe = fit_probe(feats[0], feats[1], l2, seed=seed,
                               num_classes=classifier_module(model).out_features)
         install_probe(model, probe.weight, probe.bias)
