@@ -55,37 +55,59 @@ def table(data: dict) -> list[str]:
     return [*lines, "", f"Dense: {dense['mean']:.2f}{std} % (n={dense['n']})."]
 
 
+def _pair(p: dict) -> str:
+    return f"{display_name(p['method'])} ({p['mean_difference']:+.2f})"
+
+
 def verdicts(data: dict) -> list[str]:
-    """One plain sentence per sparsity: where the default PX leads, is level or trails."""
-    by: dict[str, dict[str, list[str]]] = {}
+    """One plain sentence per sparsity: where the default PX leads, is level or trails, over the
+    seeds both have finished; pairs of one seed are listed apart, as not yet a ranking."""
+    by: dict[str, list[dict]] = {}
     for p in data.get("paired") or []:
-        by.setdefault(p["sparsity_label"], {}).setdefault(p["verdict"], []).append(
-            f"{display_name(p['method'])} ({p['mean_difference']:+.2f}, "
-            f"{len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''})")
+        by.setdefault(p["sparsity_label"], []).append(p)
     if not by:
         return ["No baseline cell has finished beside a PX cell of the same seed yet, so this "
                 "table does not rank PX against any baseline yet."]
     out = []
-    for lab, v in sorted(by.items(), reverse=True):
-        parts = [f"{word} {', '.join(v[word])}" for word in ("leads", "level", "trails")
-                 if v.get(word)]
-        one_seed = all(len(p["seeds"]) < 2 for p in data["paired"] if p["sparsity_label"] == lab)
-        out.append(f"At {lab[1:]} %, PX (paired by seed, PX − method): " + "; ".join(parts)
-                   + (". One seed only: within seed-to-seed noise, not yet a ranking."
-                      if one_seed else "."))
+    for lab, pairs in sorted(by.items(), reverse=True):
+        ranked = [p for p in pairs if len(p["seeds"]) >= 2]
+        parts = [f"{word} {', '.join(_pair(p) for p in ranked if p['verdict'] == word)}"
+                 for word in ("leads", "level", "trails")
+                 if any(p["verdict"] == word for p in ranked)]
+        sentence = f"At {lab[1:]} %, PX (paired by seed, mean of PX − method)"
+        if parts:
+            seeds = sorted({len(p["seeds"]) for p in ranked})
+            sentence += (f", over {'/'.join(map(str, seeds))} seeds: " + "; ".join(parts) + ".")
+        else:
+            sentence += ": no method has two seeds beside PX yet."
+        single = [p for p in pairs if len(p["seeds"]) < 2]
+        if single:
+            sentence += (" One seed only, within seed-to-seed noise and not a ranking: "
+                         + ", ".join(_pair(p) for p in single) + ".")
+        out.append(sentence)
     return out
+
+
+def progress(data: dict) -> str:
+    """How many planned cells have finished, and which are still missing per sparsity."""
+    done = len(data["cells"])
+    missing: dict[str, list[str]] = {}
+    for m in data.get("missing") or []:
+        where = "dense" if m["method"] == "dense" else f"{m['sparsity'] * 100:.2f} %"
+        missing.setdefault(where, []).append(f"{display_name(m['method'])} seed {m['seed']}")
+    text = (f"**{done} of the {PLANNED} planned cells {'has' if done == 1 else 'have'} "
+            "finished**; the sweep resumes in later sessions (see below).")
+    if missing:
+        text += " Still missing in the sparsities started: " + "; ".join(
+            f"{where}: {', '.join(names)}" for where, names in missing.items()) + "."
+    return text
 
 
 def main() -> None:
     data = json.loads(RESULTS.read_text())
-    done = len(data["cells"])
-    names = ", ".join(sorted(c["folder"] for c in data["cells"]))
-    verb = "has" if done == 1 else "have"
-    block = [START, "", f"**{done} of the {PLANNED} planned cells {verb} finished** ({names}); "
-             "the sweep resumes in later sessions (see below). Accuracy % (final epoch), "
-             "mean ± sample std over seeds, the paper's Fig. 2a value in brackets, then the "
-             "prunable layers left empty per seed:", "", *table(data), "",
-             *verdicts(data), "", END]
+    block = [START, "", progress(data) + " Accuracy % (final epoch), mean ± sample std over "
+             "seeds, the paper's Fig. 2a value in brackets, then the prunable layers left empty "
+             "per seed:", "", *table(data), "", *verdicts(data), "", END]
     readme = ROOT / "README.md"
     text = readme.read_text()
     head, rest = text.split(START, 1)
