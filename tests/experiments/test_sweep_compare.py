@@ -71,6 +71,15 @@ def test_report_section_has_paper_values_empty_layers_and_block_densities(sweep)
     assert cols[2:5] == ["+2.00 / +0.50", "+1.25", "leads"]
     assert cols[5] == "1 / 1"  # layer1 empty in both seeds
     assert cols[6:9] == ["5.00", "0.00", "80.00"]
+    one_seed = sweep.parent / "seed0_only"
+    for (m, s, seed), acc in ACC.items():
+        if seed == 0:
+            write_cell(one_seed, m, s, seed, acc)
+    seed0 = format_markdown(collect(one_seed), paired="px", paper="fig2a")
+    line = next(s for s in seed0.split("paired by seed", 1)[1].splitlines()
+                if s.startswith("| SNIP |"))
+    assert [c.strip() for c in line.strip("|").split("|")][2:5] == ["+2.00", "+2.00",
+                                                                   "leads (1 seed)"]
     assert paper_value("fig2a", "px", 0.95601953) == "83.2"
     assert paper_value("fig2a", "px[variant=bound]", 0.98198627) is None
 

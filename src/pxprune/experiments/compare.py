@@ -132,7 +132,8 @@ def format_section(result: dict, reference: str, paper: str | None,
     lines = [f"## {display(reference)} against each method, paired by seed", "",
              f"Δ = {display(reference)} − method in each seed (seed order as listed), then the "
              f"mean; verdict: {display(reference)} *leads* / *trails* when it is ahead / behind "
-             f"in every seed by a mean of at least {TIE_POINTS} points, *level* otherwise. "
+             f"in every seed by a mean of at least {TIE_POINTS} points, *level* otherwise; "
+             "one seed alone is marked (1 seed): within seed-to-seed noise, not a ranking. "
              "Empty layers: prunable layers with no weight left, per seed. Density per block "
              "(first part of the layer name, mean over seeds) shows where the mask puts its "
              "weights." + (f" [Brackets]: the paper's {paper} value read off the plot." if paper
@@ -158,6 +159,8 @@ def format_section(result: dict, reference: str, paper: str | None,
             per_seed = " / ".join(f"{d:+.2f}" for d in pair["differences"]) if pair else "–"
             mean = f"{pair['mean_difference']:+.2f}" if pair else "–"
             word = pair["verdict"] if pair else ("reference" if m == reference else "–")
+            if pair and len(pair["differences"]) < 2:  # one seed: noise, not a ranking
+                word += " (1 seed)"
             seeds = shapes.get(f"{m}|{label}", {})
             empty = " / ".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
             dens = []
