@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 import time
 
 import numpy as np
@@ -16,31 +14,6 @@ from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
 from pxprune.experiments.config import RunConfig
 from pxprune.experiments.run import run_experiment
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory) -> str:
-    """Two easy classes (bright and dark 8x8 images) x 16 examples."""
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(2), 16)
-    images = rng.integers(0, 100, size=(32, 8, 8, 3)) + 120 * labels[:, None, None, None]
-    path = tmp_path_factory.mktemp("data") / "two.npz"
-    np.savez(path, images=images.astype(np.uint8), labels=labels)
-    return str(path)
-
-
-@pytest.fixture()
-def model_spec(tmp_path, monkeypatch) -> str:
-    (tmp_path / "run_folder_models.py").write_text(textwrap.dedent("""
-        from torch import nn
-
-        def tiny():
-            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("run_folder_models", None)
-    return "run_folder_models:tiny"
 
 
 def run_args(model_spec: str, data_file: str, out, *extra: str) -> list[str]:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers import SHARED_DATA
 
@@ -22,31 +19,6 @@ from pxprune.experiments.run import run_experiment
 from pxprune.methods.spec import resolved_spec
 
 DATA = SHARED_DATA
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory) -> str:
-    """Two classes of 8x8 images (bright and dark), 12 each, in a .npz file."""
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(2), 12)
-    images = (rng.integers(0, 100, size=(24, 8, 8, 3)) + 120 * labels[:, None, None, None])
-    path = tmp_path_factory.mktemp("data") / "two.npz"
-    np.savez(path, images=images.astype(np.uint8), labels=labels)
-    return str(path)
-
-
-@pytest.fixture()
-def model_spec(tmp_path, monkeypatch) -> str:
-    (tmp_path / "entry_models.py").write_text(textwrap.dedent("""
-        from torch import nn
-
-        def tiny():
-            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("entry_models", None)
-    return "entry_models:tiny"
 
 
 def test_resolved_spec_writes_out_the_default():
