@@ -359,7 +359,8 @@ def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys
             "--methods", "snip,magnitude", "--sparsities", "0.5,80%", "--n-images", "10",
             "--per-class", "2", "--top-k", "5", "--out", str(out)]
     assert cli.main(argv) == 0
-    first = capsys.readouterr().out
+    first, err = capsys.readouterr()
+    assert "\r" not in err and "it/s" not in err  # stderr is not a terminal: no progress bars
     data = json.loads((out / "ntk.json").read_text())
     assert data["config"]["model"] == "ntk_tiny_model:tiny" and data["config"]["n_images"] == 10
     assert data["dense"]["ntk_size"] == 100 and len(data["dense"]["top_eigenvalues"]) == 5
