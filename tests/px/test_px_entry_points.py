@@ -138,3 +138,25 @@ def test_a_resumed_sweep_refuses_cells_of_the_old_default(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "was pruned with 'px[rounds=2,variant=bound]'" in err and "\n" not in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("px[variant=cvpr2025]", "unknown PX variant 'cvpr2025'"),
+    ("px[bn=batch]", "PX variant 'cvpr2024' takes no bn option"),
+    ("px[variant=bound,bn=batched]", "unknown PX option bn 'batched'"),
+    ("px[precision=float16]", "unknown PX option precision 'float16'"),
+])
+def test_bad_option_values_are_refused_when_planned_at_every_entry_point(
+        spec, needle, data_file, model_spec, tmp_path, capsys):
+    common = ["--model", model_spec, "--sparsity", "0.5"]
+    for argv in (["prune", "--data", data_file, "--method", spec, *common],
+                 ["run", "--dataset", data_file, "--holdout", "0.25", "--method", spec, *common],
+                 ["sweep", "--model", model_spec, "--dataset", data_file, "--holdout", "0.25",
+                  "--methods", f"random,{spec}", "--sparsities", "0.5", "--seeds", "0"],
+                 ["ntk", "--model", model_spec, "--dataset", data_file, "--methods", spec,
+                  "--sparsities", "0.5"]):
+        out = tmp_path / argv[0]
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"'{spec}': {needle}" in err, err
+        assert not out.exists()  # refused before a folder, a cell or a score

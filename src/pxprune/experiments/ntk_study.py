@@ -147,9 +147,9 @@ def run_ntk_study(
         methods = split_method_list(methods)
     # unknown names or options fail now, not after an hour; cells are keyed by the resolved
     # spec (px -> px[variant=cvpr2024]), so a default that changes never reuses an old cell
-    methods = [resolved_spec(canonical(m)) for m in methods]
     for m in methods:
-        check_method_spec(m)
+        check_method_spec(m)  # before resolving: the message quotes what the user wrote
+    methods = [resolved_spec(canonical(m)) for m in methods]
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
     refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched

@@ -30,6 +30,12 @@ class Method:
     color: str | None = None
     trains: bool = False
     resolve: Callable[[dict, bool], dict] | None = None
+    check: Callable[[dict], None] | None = None
+
+    def check_values(self, options: dict) -> None:
+        """Raise for an option value the method does not take (before any scoring starts)."""
+        if self.check is not None:
+            self.check(options)
 
     def resolved_options(self, options: dict, legacy: bool = False) -> dict:
         """``options`` with the defaults that define the method written out; ``legacy``: as they
@@ -42,12 +48,13 @@ REGISTRY: dict[str, Method] = {}
 
 def register(name: str, *, needs_data: bool, needs_labels: bool = False, default_rounds: int = 1,
              display_name: str | None = None, color: str | None = None, trains: bool = False,
-             resolve: Callable[[dict, bool], dict] | None = None):
+             resolve: Callable[[dict, bool], dict] | None = None,
+             check: Callable[[dict], None] | None = None):
     """Decorator adding ``score(model, batches, masks, *, seed, **options)`` to the registry."""
 
     def deco(fn: ScoreFn) -> ScoreFn:
         REGISTRY[name] = Method(name, fn, needs_data, needs_labels, default_rounds,
-                                display_name or name, color, trains, resolve)
+                                display_name or name, color, trains, resolve, check)
         return fn
 
     return deco

@@ -128,6 +128,10 @@ def check_options(name: str, options: dict[str, Value], spec: str | None = None,
         raise PruningError(f"{where}: rounds must be a positive integer, got {rounds!r}")
     if "scope" in options and options["scope"] not in SCOPES:
         raise PruningError(f"{where}: scope must be one of {', '.join(SCOPES)}")
+    try:
+        REGISTRY[name].check_values({k: v for k, v in options.items() if k not in PIPELINE_KEYS})
+    except PruningError as exc:
+        raise PruningError(f"{where}: {exc}") from None
 
 
 def check_method_spec(spec: str) -> tuple[str, dict[str, Value]]:

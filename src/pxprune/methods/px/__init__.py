@@ -21,10 +21,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...masks import Masks, PruningError
+from ...masks import Masks
 from .. import register
 from .bound import (
-    CLASSIFIER_MODES,
     FLOAT32_INPUT_FLOOR,
     PROBE_TOLERANCE,
     _copy_weights,
@@ -35,6 +34,7 @@ from .bound import (
 )
 from .cvpr2024 import cvpr2024_scores
 from .errors import PXNumericsError, PXPrecisionFallback
+from .options import CLASSIFIER_MODES, DEFAULT_VARIANT, VARIANTS, check_px_options
 
 __all__ = [
     "CLASSIFIER_MODES", "DEFAULT_VARIANT", "FLOAT32_INPUT_FLOOR", "PROBE_TOLERANCE",
@@ -42,10 +42,6 @@ __all__ = [
     "path_activation_sum", "px_terms", "record_gates", "resolved_options", "score",
 ]
 
-VARIANTS = ("cvpr2024", "bound")
-DEFAULT_VARIANT = "cvpr2024"
-_BOUND_ONLY = {"classifier": "real", "classifier_name": None, "approximate_unsupported": False,
-               "bn": "running"}
 
 
 def resolved_options(options: dict, legacy: bool = False) -> dict:
@@ -61,7 +57,7 @@ def resolved_options(options: dict, legacy: bool = False) -> dict:
 
 
 @register("px", needs_data=True, default_rounds=100, display_name="PX", color="#d62728",
-          resolve=resolved_options)
+          resolve=resolved_options, check=check_px_options)
 def score(
     model: nn.Module,
     batches: list[Batch],
@@ -81,15 +77,10 @@ def score(
     ``classifier`` ("real" or "ones"), ``classifier_name`` and ``approximate_unsupported``
     (treat GELU/SiLU as ReLU gates) are options of the bound only.
     """
-    if variant not in VARIANTS:
-        raise PruningError(f"unknown PX variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_px_options({"variant": variant, "precision": precision, "bn": bn,
+                      "classifier": classifier, "classifier_name": classifier_name,
+                      "approximate_unsupported": approximate_unsupported})
     if variant == "cvpr2024":
-        given = {"bn": bn, "classifier": classifier, "classifier_name": classifier_name,
-                 "approximate_unsupported": approximate_unsupported}
-        extra = sorted(k for k, v in given.items() if v != _BOUND_ONLY[k])
-        if extra:
-            raise PruningError(f"PX variant 'cvpr2024' takes no {', '.join(extra)} option "
-                               "(options of variant 'bound')")
         return cvpr2024_scores(model, batches, masks, precision)
     _, shares = px_terms(
         model, batches, masks, classifier=classifier, classifier_name=classifier_name,

@@ -60,9 +60,7 @@ from ...pathview import (
     with_exponent,
 )
 from .errors import PXNumericsError, PXPrecisionFallback
-
-PRECISIONS = ("float64", "float32")
-CLASSIFIER_MODES = ("real", "ones")
+from .options import CLASSIFIER_MODES, PRECISIONS
 
 
 def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> str:

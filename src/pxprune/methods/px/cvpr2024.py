@@ -42,8 +42,7 @@ from ...masks import Masks, PruningError
 from ...pathview import Interceptor, UnsupportedLayerError, weighted_modules
 from ...pathview.op_args import OpCall
 from .errors import PXNumericsError
-
-PRECISIONS = ("float64", "float32")
+from .options import PRECISIONS
 
 ACTIVATIONS = frozenset({
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "prelu",
