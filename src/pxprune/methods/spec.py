@@ -8,6 +8,7 @@ per canonical spec: ``+`` and ``=`` appear in no name, key or value, so it can b
 
 from __future__ import annotations
 
+import inspect
 import re
 
 from ..masks import PruningError
@@ -102,14 +103,11 @@ PIPELINE_KEYS = ("rounds", "scope")  # handled by pxprune.prune, not by the scor
 
 def check_options(name: str, options: dict[str, Value], spec: str | None = None,
                   pipeline_keys: bool = True) -> None:
-    """Check that method ``name`` is registered and takes each of ``options``.
+    """Check that method ``name`` is registered, takes each of ``options`` and their values.
 
     ``pipeline_keys`` allows ``rounds`` and ``scope`` (handled by ``pxprune.prune``, not by the
     score function); ``spec`` is what the user wrote, for the message.
     """
-    import inspect
-
-
     where = repr(spec) if spec is not None else f"method {name!r}"
     if name not in REGISTRY:
         raise PruningError(f"unknown method {name!r}" + (f" in {spec!r}" if spec else "") +
