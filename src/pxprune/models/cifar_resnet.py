@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..safe_load import load_tensors
+from .init import kaiming_init
 
 DEPTHS = (20, 32, 44, 56)
 
@@ -94,12 +95,7 @@ class CifarResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier_name = "linear" if shortcut == "pad" else "fc"
         setattr(self, self.classifier_name, nn.Linear(64, num_classes))
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self, (nn.Conv2d, nn.Linear))  # kaiming_normal_ defaults
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images (N, 3, H, W)."""

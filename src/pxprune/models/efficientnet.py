@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .init import kaiming_init
+
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, Lite0 = B0 sizes.
 LITE0_STAGES: list[tuple[int, int, int, int, int, int]] = [
     (1, 3, 1, 1, 32, 16),
@@ -118,12 +120,7 @@ class EfficientNetLite(nn.Module):
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self, (nn.Conv2d,), mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for inputs already scaled with :func:`lite_normalize`."""
