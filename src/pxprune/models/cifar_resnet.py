@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import PxpruneError
 from ..safe_load import load_tensors
 from .init import kaiming_init
 
@@ -120,7 +121,7 @@ def load_cifar_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
 
     The ``module.`` prefix is stripped. The files predate ``num_batches_tracked``, so only those
     buffers may be absent (they are left as they are); any other missing or unexpected key, or a
-    shape mismatch, raises ValueError listing the offending keys.
+    shape mismatch, raises PxpruneError (a ValueError) listing the offending keys.
     """
     ckpt = load_tensors(path, "pre-trained weights")  # weights_only: never unpickles code
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
@@ -134,7 +135,7 @@ def load_cifar_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
         if k in own and tuple(v.shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise PxpruneError(
             f"checkpoint {path} does not match {type(model).__name__}: "
             f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {wrong}"
         )

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import PxpruneError
 from .init import kaiming_init
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, Lite0 = B0 sizes.
@@ -174,7 +175,7 @@ def load_efficientnet_lite0(model: nn.Module, path: str | Path | None = None) ->
     unexpected = [k for k in state if k not in own]
     wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise PxpruneError(
             f"{path} does not match {type(model).__name__}: missing keys {missing}, "
             f"unexpected keys {unexpected}, shape mismatches {wrong}"
         )
