@@ -6,8 +6,9 @@
 # and split for every method of a seed; seeds 0 and 1; JOBS cells at once (default 1), each on
 # 1 thread.
 # Order: 98.20 % first, then 95.60 %, then 89.26 % (1 - 0.8**10, the paper's "89.30"); within
-# a sparsity seed 0 of every method, then seed 1 (one invocation per seed, each extending the
-# same sweep's grid): dense, PX, the baselines, then the two bound variants.
+# a sparsity seed 0 of every method, then seed 1 (the sweep's own seed-major order, so that
+# JOBS=2 never leaves a core idle between the seeds): dense, PX, the baselines, then the two
+# bound variants.
 #
 #   benchmarks/sweep_resnet20_cpu_long.sh             restore committed cells, run every stage
 #                                                     (finished cells are skipped, an
@@ -81,11 +82,9 @@ case "${1:-}" in
 esac
 
 restore
-for stage in $STAGES; do
-  for seed in 0 1; do
-    "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$METHODS" \
-      --sparsities "${SPARSITY[$stage]}" --seeds "$seed" --recipe cifar10_cpu_long --precision bf16 \
-      --jobs "$JOBS" --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
-    collect
-  done
+for stage in $STAGES; do  # the sweep runs its cells seed-major: seed 0 of every method first
+  "$PY" -m pxprune sweep --model resnet20 --dataset cifar10 --methods "$METHODS" \
+    --sparsities "${SPARSITY[$stage]}" --seeds 0,1 --recipe cifar10_cpu_long --precision bf16 \
+    --jobs "$JOBS" --threads 1 --device cpu --no-progress --out "$OUT" || true  # failed: error.json
+  collect
 done
