@@ -94,3 +94,31 @@ def test_report_command_writes_paired_numbers(sweep, tmp_path):
     assert snip["differences"] == pytest.approx([2.0, 0.5])
     assert data["layer_shapes"]["snip|s98.20"]["0"]["empty_layers"] == ["layer1.0.conv1.weight"]
     assert "PX against each method" in (sweep / "report.md").read_text()
+
+
+def test_report_never_replaces_files_it_did_not_write(sweep, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes\n")
+    assert main(["report", str(sweep), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "not written by pxprune report" in err and len(err.strip().splitlines()) == 1
+    assert (mine / "report.md").read_text() == "my own notes\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]  # nothing else written
+
+    for text in ('{"something": "else"}\n', '{"format": "pxprune.ntk_study/1"}\n'):
+        other = tmp_path / "results.json"
+        other.write_text(text)
+        assert main(["report", str(sweep), "--out", str(tmp_path / "r"), "--results",
+                     str(other)]) == 2
+        assert "is not a pxprune results file" in capsys.readouterr().err
+        assert other.read_text() == text and not (tmp_path / "r").exists()
+
+    # its own earlier report is replaced, atomically, with no temporary file left behind
+    assert main(["report", str(sweep), "--out", str(tmp_path / "r"), "--results",
+                 str(tmp_path / "ok.json")]) == 0
+    assert main(["report", str(sweep), "--out", str(tmp_path / "r"), "--results",
+                 str(tmp_path / "ok.json")]) == 0
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        ["report.md", "report.csv", "report.png", "report.json"])
+    assert (tmp_path / "r" / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,13 +12,14 @@ std is the sample standard deviation over seeds (n - 1); with a single seed no s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import OutputError, atomic_write_bytes, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
 from .compare import format_section, results_extra
@@ -429,17 +430,18 @@ def format_markdown(result: dict, title: str | None = None,
 
 def write_csv(result: dict, path: str | Path) -> None:
     """``report.csv``: one row per method and sparsity (dense: sparsity 0)."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["method", "sparsity", "sparsity_pct", "n", "mean", "std", "min", "max",
-                    "seeds", "values"])
-        for r in sorted(result["rows"], key=lambda r: (r["method"] != DENSE, r["method"],
-                                                        r["sparsity"])):
-            w.writerow([r["method"], f"{r['sparsity']:.6f}", f"{r['sparsity'] * 100:.2f}",
-                        r["n"], f"{r['mean']:.4f}",
-                        "" if r["std"] is None else f"{r['std']:.4f}", f"{r['min']:.4f}",
-                        f"{r['max']:.4f}", " ".join(map(str, r["seeds"])),
-                        " ".join(f"{v:.4f}" for v in r["values"])])
+    fh = io.StringIO(newline="")
+    w = csv.writer(fh)
+    w.writerow(["method", "sparsity", "sparsity_pct", "n", "mean", "std", "min", "max",
+                "seeds", "values"])
+    for r in sorted(result["rows"], key=lambda r: (r["method"] != DENSE, r["method"],
+                                                    r["sparsity"])):
+        w.writerow([r["method"], f"{r['sparsity']:.6f}", f"{r['sparsity'] * 100:.2f}",
+                    r["n"], f"{r['mean']:.4f}",
+                    "" if r["std"] is None else f"{r['std']:.4f}", f"{r['min']:.4f}",
+                    f"{r['max']:.4f}", " ".join(map(str, r["seeds"])),
+                    " ".join(f"{v:.4f}" for v in r["values"])])
+    atomic_write_text(path, fh.getvalue())
 
 
 def plot(result: dict, path: str | Path, title: str | None = None) -> None:
@@ -490,8 +492,10 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path)
+    image = io.BytesIO()
+    fig.savefig(image, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
+    atomic_write_bytes(path, lambda f: f.write(image.getvalue()))
 
 
 def results_json(result: dict, report_command: str | None = None) -> dict:
@@ -532,8 +536,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder)."""
     result = collect(sweep_dir, metric)
     out = Path(out_dir or sweep_dir)
+    check_report_targets(out, results_path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(format_markdown(result, title, notes, paired, paper))
+    atomic_write_text(out / "report.md", format_markdown(result, title, notes, paired, paper))
     write_csv(result, out / "report.csv")
     plot(result, out / "report.png", title)
     data = {**results_json(result, report_command), "notes": list(notes or [])}
@@ -542,9 +547,33 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return result
+
+
+REPORT_FILES = ("report.md", "report.csv", "report.png", "report.json")
+
+
+def _written_by_report(path: Path) -> bool:
+    """Whether ``path`` is a results JSON ``pxprune report`` wrote (any format version)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    kind = RESULTS_FORMAT.split("/")[0]  # not an NTK study's or a sweep record's JSON
+    return isinstance(data, dict) and str(data.get("format", "")).startswith(kind + "/")
+
+
+def check_report_targets(out: Path, results_path: str | Path | None) -> None:
+    """Refuse, before writing anything, to replace report files that an earlier ``pxprune
+    report`` did not write (a user's own report.md, a results file of something else)."""
+    present = [n for n in REPORT_FILES if (out / n).exists()]
+    if present and not _written_by_report(out / "report.json"):
+        raise OutputError(f"{out} holds {', '.join(present)} not written by pxprune report; "
+                          "choose another --out")
+    if results_path is not None and Path(results_path).exists() and not _written_by_report(
+            Path(results_path)):
+        raise OutputError(f"--results {results_path} exists and is not a pxprune results "
+                          "file; choose another path")
 
 
