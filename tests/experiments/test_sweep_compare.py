@@ -122,3 +122,23 @@ def test_report_never_replaces_files_it_did_not_write(sweep, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
         ["report.md", "report.csv", "report.png", "report.json"])
     assert (tmp_path / "r" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_sparsity_is_drawn_as_one_column_per_method(sweep):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+
+    from pxprune.experiments.report import figure
+
+    fig = figure(collect(sweep))
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(names) == ["Magnitude", "PX", "Random", "SNIP"]  # methods, not sparsities
+    seeds = sorted(float(y) for c in ax.collections if isinstance(c, PathCollection)
+                   for _, y in c.get_offsets())  # the scatter dots, not the error bars
+    assert seeds == sorted(v for (m, _, _), v in ACC.items() if m != "dense")  # every seed
+    means = {names[round(line.get_xdata()[0])]: line.get_ydata()[0] for line in ax.lines
+             if line.get_marker() == "o"}  # the mean dots, not the error bars' caps
+    assert means == pytest.approx({"PX": 79.5, "SNIP": 78.25, "Magnitude": 79.45,
+                                   "Random": 80.5})
+    plt.close(fig)

@@ -445,16 +445,55 @@ def write_csv(result: dict, path: str | Path) -> None:
 
 
 def plot(result: dict, path: str | Path, title: str | None = None) -> None:
-    """Accuracy vs sparsity (x spaced by log density, labelled in %), std bands, dense dashed."""
+    """Write :func:`figure` to ``path`` (atomically; the format from its suffix)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result, title)
+    image = io.BytesIO()
+    fig.savefig(image, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    atomic_write_bytes(path, lambda f: f.write(image.getvalue()))
+
+
+def figure(result: dict, title: str | None = None):
+    """Accuracy vs sparsity (x spaced by log density, labelled in %), std bands, dense dashed;
+    with a single sparsity, one column per method instead: every seed, and the mean ± std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(7.4, 4.4), dpi=150)
+    if len(result["sparsities"]) == 1:
+        _draw_methods(ax, result)
+    else:
+        _draw_curves(ax, result)
+    dense = _row(result, DENSE, None)
+    if dense is not None:
+        label = "Dense" + (" (probe)" if _is_transfer(result) and "probe" in dense_label(result)
+                           else "")
+        ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label=label)
+    ax.set_ylabel("Test accuracy (%)")
+    ax.grid(alpha=0.3)
+    proto = result["record"].get("protocol") or {}
+    names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
+    network = proto.get("backbone") if _is_transfer(result) else proto.get("model", "")
+    default_title = f"{network} / {', '.join(names)}"
+    if _is_transfer(result):
+        default_title += f", transfer ({proto.get('mode')})"
+    # wrapped: the legend sits right of the axes, so a long title would be cut at the left
+    ax.set_title("\n".join(textwrap.wrap(title or default_title, 64)), fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def _draw_curves(ax, result: dict) -> None:
+    """One line per method over the sparsities, a band of ± one std."""
     def xpos(s: float) -> float:
         return -math.log(1.0 - s)
 
-    fig, ax = plt.subplots(figsize=(7.4, 4.4), dpi=150)
     for m in _pruning_methods(result):
         rows = sorted((r for r in result["rows"] if r["method"] == m),
                       key=lambda r: r["sparsity"])
@@ -470,32 +509,32 @@ def plot(result: dict, path: str | Path, title: str | None = None) -> None:
             ax.fill_between(xs, [y - d for y, d in zip(ys, sd, strict=True)],
                             [y + d for y, d in zip(ys, sd, strict=True)], color=color,
                             alpha=0.12, lw=0)
-    dense = _row(result, DENSE, None)
-    if dense is not None:
-        label = "Dense" + (" (probe)" if _is_transfer(result) and "probe" in dense_label(result)
-                           else "")
-        ax.axhline(dense["mean"], color="black", ls="--", lw=1.2, label=label)
     ticks = result["sparsities"]
     ax.set_xticks([xpos(s) for s in ticks], [f"{s * 100:.2f}" for s in ticks],
                   rotation=45 if len(ticks) > 5 else 0)
     ax.set_xlabel("Sparsity (%)")
-    ax.set_ylabel("Test accuracy (%)")
-    ax.grid(alpha=0.3)
-    proto = result["record"].get("protocol") or {}
-    names = sorted({c["dataset_name"] for c in result["cells"] if c.get("dataset_name")})
-    network = proto.get("backbone") if _is_transfer(result) else proto.get("model", "")
-    default_title = f"{network} / {', '.join(names)}"
-    if _is_transfer(result):
-        default_title += f", transfer ({proto.get('mode')})"
-    # wrapped: the legend sits right of the axes, so a long title would be cut at the left
-    ax.set_title("\n".join(textwrap.wrap(title or default_title, 64)), fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(image.getvalue()))
+
+
+def _draw_methods(ax, result: dict) -> None:
+    """One column per finished method at the single sparsity: each seed a small dot, the mean
+    a large one with a ± std bar (a line over one x would stack every method on one point)."""
+    (sparsity,) = result["sparsities"]
+    methods = [m for m in _pruning_methods(result) if _row(result, m, sparsity) is not None]
+    for i, m in enumerate(methods):
+        row = _row(result, m, sparsity)
+        color, _ = _style(m, _pruning_methods(result))
+        values = row["values"]
+        offsets = [0.08 * (k - (len(values) - 1) / 2) for k in range(len(values))]
+        ax.scatter([i + 0.25 + o for o in offsets], values, s=12, color=color, alpha=0.7,
+                   zorder=2)
+        ax.errorbar([i], [row["mean"]], yerr=[[row["std"] or 0.0], [row["std"] or 0.0]],
+                    fmt="o", ms=7, color=color, capsize=4, zorder=3)
+    ax.set_xticks(range(len(methods)), [display_name(m) for m in methods],
+                  rotation=30 if len(methods) > 5 else 0, ha="right" if len(methods) > 5
+                  else "center", fontsize=8)
+    ax.set_xlim(-0.6, len(methods) - 0.2)
+    ax.set_xlabel(f"Method, at {sparsity * 100:.2f} % sparsity (large dot: mean ± std over "
+                  "seeds; small dots: each seed)")
 
 
 def results_json(result: dict, report_command: str | None = None) -> dict:
