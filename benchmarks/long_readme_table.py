@@ -82,7 +82,7 @@ def verdicts(data: dict) -> list[str]:
             sentence += ": no method has two seeds beside PX yet."
         single = [p for p in pairs if len(p["seeds"]) < 2]
         if single:
-            sentence += (" One seed only, within seed-to-seed noise and not a ranking: "
+            sentence += (" One seed so far (no verdict until a second seed): "
                          + ", ".join(_pair(p) for p in single) + ".")
         out.append(sentence)
     return out

@@ -133,7 +133,7 @@ def format_section(result: dict, reference: str, paper: str | None,
              f"Δ = {display(reference)} − method in each seed (seed order as listed), then the "
              f"mean; verdict: {display(reference)} *leads* / *trails* when it is ahead / behind "
              f"in every seed by a mean of at least {TIE_POINTS} points, *level* otherwise; "
-             "one seed alone is marked (1 seed): within seed-to-seed noise, not a ranking. "
+             "a verdict from one seed alone is marked (1 seed): a second seed may undo it. "
              "Empty layers: prunable layers with no weight left, per seed. Density per block "
              "(first part of the layer name, mean over seeds) shows where the mask puts its "
              "weights." + (f" [Brackets]: the paper's {paper} value read off the plot." if paper
@@ -159,7 +159,7 @@ def format_section(result: dict, reference: str, paper: str | None,
             per_seed = " / ".join(f"{d:+.2f}" for d in pair["differences"]) if pair else "–"
             mean = f"{pair['mean_difference']:+.2f}" if pair else "–"
             word = pair["verdict"] if pair else ("reference" if m == reference else "–")
-            if pair and len(pair["differences"]) < 2:  # one seed: noise, not a ranking
+            if pair and len(pair["differences"]) < 2:  # one seed: not yet a ranking
                 word += " (1 seed)"
             seeds = shapes.get(f"{m}|{label}", {})
             empty = " / ".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
