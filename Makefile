@@ -14,8 +14,8 @@ venv: .venv/.installed
 	$(PIP) install -q -e '.[dev,transfer,cluster]'
 	touch $@
 
-demo: venv
-	PXPRUNE_DATA=$(DATA) $(PY) -m pxprune demo
+demo: venv  # the installed command, as a user types it
+	PXPRUNE_DATA=$(DATA) .venv/bin/pxprune demo
 
 test: venv
 	$(PY) -m pytest
