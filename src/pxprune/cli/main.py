@@ -28,7 +28,9 @@ COMMANDS = (prune, run, demo, sweep, report, ntk, transfer)  # each: add_parser(
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming ``--help`` (not usage plus error);
-    sub-command parsers inherit the class."""
+    sub-command parsers inherit the class. ``commands``: the sub-command parsers by name."""
+
+    commands: dict[str, argparse.ArgumentParser]  # set by build_parser
 
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
@@ -38,11 +40,12 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``pxprune`` parser: one sub-command per module of :data:`COMMANDS`."""
     parser = OneLineParser(prog="pxprune", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -54,10 +57,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if unknown and take is not None:
         unknown = take(args, unknown)
     if unknown:  # named by the sub-command's parser: its --help lists what it takes
-        command = getattr(args, "command", None)
-        choices = next((a.choices for a in parser._actions
-                        if isinstance(a, argparse._SubParsersAction)), {})
-        choices.get(command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        commands = getattr(parser, "commands", {})
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 
