@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 
-
 def resolved_options(options: dict, legacy: bool = False) -> dict:
     """``options`` with the variant written out (what ``px`` means now, recorded in configs).
 
