@@ -4,8 +4,7 @@ method keeps at initialisation, over a grid of sparsities; resumable JSON plus t
 Protocol: one model built once with ``seed`` (the same init for every method, deep-copied per
 cell), pruned with ``pxprune.prune`` on the seeded class-balanced pruning split of the training
 set; the NTK is measured (eval-mode BatchNorm, prunable weights, :mod:`pxprune.analysis.ntk`) on a
-fixed
-class-balanced batch of *test* images, disjoint from the pruning data.
+fixed class-balanced batch of *test* images, disjoint from the pruning data.
 """
 
 from __future__ import annotations

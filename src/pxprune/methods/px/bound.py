@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from ...batches import Batch
 from ...masks import Masks, PruningError
 from ...pathview import (
-    BN_SOURCES,
     Gate,
     GateRecorder,
     PathActivationCopy,
@@ -60,7 +59,7 @@ from ...pathview import (
     with_exponent,
 )
 from .errors import PXNumericsError, PXPrecisionFallback
-from .options import CLASSIFIER_MODES, PRECISIONS
+from .options import check_px_options
 
 
 def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> str:
@@ -115,12 +114,8 @@ def px_terms(
     the same forward that records the gates; over several batches, the batch variances are
     averaged with the batch sizes as weights.
     """
-    if bn not in BN_SOURCES:
-        raise PruningError(f"bn must be one of {BN_SOURCES}, got {bn!r}")
-    if classifier not in CLASSIFIER_MODES:
-        raise PruningError(f"classifier must be one of {CLASSIFIER_MODES}, got {classifier!r}")
-    if precision not in PRECISIONS:
-        raise PruningError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_px_options({"variant": "bound", "bn": bn, "classifier": classifier,
+                      "precision": precision})
     all_weights = weighted_modules(model)
     was_training = model.training
     model.eval()  # BatchNorm in eval mode everywhere: never batch statistics, never updated

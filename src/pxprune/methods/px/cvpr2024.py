@@ -42,7 +42,7 @@ from ...masks import Masks, PruningError
 from ...pathview import Interceptor, UnsupportedLayerError, weighted_modules
 from ...pathview.op_args import OpCall
 from .errors import PXNumericsError
-from .options import PRECISIONS
+from .options import check_px_options
 
 ACTIVATIONS = frozenset({
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "prelu",
@@ -183,8 +183,7 @@ def cvpr2024_scores(model: nn.Module, batches: list[Batch], masks: Masks,
     The model is put in eval mode for the duration (dropout off; the copies choose their own
     BatchNorm mode) and left unchanged: weights, buffers and train/eval flags.
     """
-    if precision not in PRECISIONS:
-        raise PruningError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_px_options({"variant": "cvpr2024", "precision": precision})
     was_training = model.training
     model.eval()
     try:
