@@ -19,7 +19,10 @@
 #
 # Stages, each bounded so the command ends inside its 10 minutes:
 #   1. environment (nvidia-smi, torch)                             -> session.log
-#   2. px_speed on the device (issue 2)                            -> px_speed_cuda.json
+#   0. only when asked (STAGES="0 ..."): the CUDA tests, tests/cuda    -> session log
+#   2. px_speed on the device (issue 2), and how far TF32 would move PX scores
+#                                                                  -> px_speed_cuda.json,
+#                                                                     px_tf32_cuda.json
 #   3. train_throughput, 1 process and K processes at once (issue 5: processes vs one)
 #                                                                  -> train_throughput_cuda.tar.gz
 #   4. the sweep (issue 5), ResNet-20 / CIFAR-10 JPEG copy, recipe cifar10_onecycle30 (30 epochs,
@@ -91,10 +94,17 @@ fi
 # decode the JPEG copy once (the cells then read the cache instead of decoding 60,000 JPEGs each)
 $PY -c "from pxprune.experiments.resolve import load_any_dataset as L; L('cifar10','train'); L('cifar10','test')"
 
+if want 0; then
+stamp "0 the CUDA tests (tests/cuda: skipped where no GPU is visible, so CI never runs them)"
+timeout 240 $PY -m pytest tests/cuda -q -p no:cacheprovider -W ignore::UserWarning \
+  || echo "CUDA tests failed or timed out"
+fi
+
 if want 2; then
-stamp "2 px_speed"
+stamp "2 px_speed and px_tf32"
 timeout 120 $PY benchmarks/px_speed.py --device "$DEVICE" --repeats 11 \
   --out "$OUT/px_speed_cuda.json" || echo "px_speed failed or timed out"
+timeout 90 $PY benchmarks/px_tf32.py --out "$OUT/px_tf32_cuda.json" || echo "px_tf32 failed"
 fi
 
 if want 3; then

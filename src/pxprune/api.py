@@ -15,6 +15,7 @@ from .batches import as_batches, require_targets
 from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
+from .numerics import exact_float32
 from .schedule import (
     check_keeps_some,
     check_rounds,
@@ -83,7 +84,8 @@ def score(
         as_batches(data, _device(model)) if data is not None else [])
     if spec.needs_labels:
         require_targets(batches, method)
-    scores = spec.score(model, batches, masks, **options)
+    with exact_float32():  # no TF32 on CUDA: its 1e-3 errors reorder weights near the cut
+        scores = spec.score(model, batches, masks, **options)
     for name, s in scores.items():
         if not torch.isfinite(s).all():
             raise PruningError(f"{method} produced NaN/inf scores for {name!r}")
@@ -162,7 +164,8 @@ def prune(
         for r, d in enumerate(tqdm(schedule[start_round:], desc=f"{method} rounds",
                                    disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
-            scores = spec.score(model, batches, current, seed=seed + r, **options)
+            with exact_float32():  # no TF32 on CUDA (see score)
+                scores = spec.score(model, batches, current, seed=seed + r, **options)
             check_scores(method, scores, current, d, r)  # NaN/inf or all-equal: no mask
             current = threshold(scores, d, current, scope)
             if path is not None and r + 1 < rounds and (

@@ -212,7 +212,8 @@ def _set_rng_state(state: dict) -> None:
     """Restore what :func:`_rng_state` saved."""
     torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    keys = keys.cpu().numpy() if torch.is_tensor(keys) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -313,7 +314,9 @@ def train(
     ckpt_path = out / CHECKPOINT
     ckpt = None
     if ckpt_path.exists():
-        ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location=device,
+        # on the CPU: load_state_dict moves weights and optimiser state to the model's device,
+        # and the RNG states must stay CPU tensors
+        ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location="cpu",
                             hint="delete it to restart training from epoch 0")
         precision = _resumed_setting(ckpt, "precision", recipe.precision, precision, ckpt_path)
         fmt = _resumed_setting(ckpt, "memory_format", recipe.channels_last,
