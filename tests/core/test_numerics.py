@@ -45,3 +45,26 @@ def test_score_and_prune_run_the_method_without_tf32():
     finally:
         setattr(*conv, saved)
         REGISTRY.pop("tf32probe", None)
+
+
+def test_ntk_diagnostics_run_without_tf32(monkeypatch):
+    from pxprune.analysis import ntk
+
+    seen: list[bool] = []
+    original = ntk._jacobian
+
+    def spy(*args, **kwargs):
+        seen.append(tf32_allowed())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ntk, "_jacobian", spy)
+    settings = _precision_settings()
+    conv = settings[0]
+    saved = getattr(*conv)
+    setattr(*conv, "tf32" if conv[1] == "fp32_precision" else True)
+    try:
+        ntk.ntk_matrix(tiny_net().eval(), torch.randn(3, 3, 8, 8))
+        assert seen == [False]
+        assert tf32_allowed()
+    finally:
+        setattr(*conv, saved)

@@ -36,6 +36,7 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ..masks import Masks, PruningError
 from ..methods.px import PXNumericsError, _copy_weights
+from ..numerics import exact_float32
 from ..pathview import (
     GateRecorder,
     OpCall,
@@ -65,11 +66,13 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Everything in eval mode inside, each module's own flag restored on exit."""
+    """Everything in eval mode and full float32 (no TF32 on CUDA) inside, each module's own
+    flag restored on exit."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        yield
+        with exact_float32():
+            yield
     finally:
         for m, flag in flags:
             m.training = flag
