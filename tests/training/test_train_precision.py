@@ -121,3 +121,24 @@ def test_precision_flag_reaches_the_recipe(tmp_path):
         recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
         assert recipe.precision == want
         assert json.loads(json.dumps(recipe.to_dict()))["precision"] == want
+
+
+def test_fp16_skipped_steps_do_not_warn_about_the_schedule():
+    """GradScaler skips overflowed fp16 steps; torch's 'scheduler before optimizer' warning is
+    then a false alarm and is silenced, for fp16 only."""
+    import warnings
+
+    from pxprune.training.train import _step_schedule
+
+    def fresh():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1)  # no optimiser step taken
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _step_schedule(fresh(), skips_allowed=True)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _step_schedule(fresh(), skips_allowed=False)
+    assert [w for w in caught if "lr_scheduler.step()" in str(w.message)]

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,6 +220,19 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def _step_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, skips_allowed: bool) -> None:
+    """Advance the lr schedule one step. With fp16, GradScaler skips the optimiser steps whose
+    gradients overflowed and torch then warns that the schedule moved first; the schedule is
+    meant to follow the batches, so that warning is silenced (fp16 only)."""
+    if not skips_allowed:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`",
+                                category=UserWarning)
+        scheduler.step()
+
+
 def _steps_per_epoch(n: int, batch_size: int, world: int) -> int:
     """Optimiser steps in one epoch (global batches with at least one example per rank)."""
     steps = num_batches(n, batch_size)
@@ -392,7 +406,7 @@ def train(
                 scaler.update()
                 if rezero is not None:
                     rezero()
-                scheduler.step()
+                _step_schedule(scheduler, skips_allowed=scaler.is_enabled())
                 n = y.numel()
                 loss_sum += loss.detach().double() * n
                 correct += (logits.detach().argmax(1) == y).sum()
