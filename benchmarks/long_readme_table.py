@@ -97,9 +97,12 @@ def progress(data: dict) -> str:
         missing.setdefault(where, []).append(f"{display_name(m['method'])} seed {m['seed']}")
     text = (f"**{done} of the {PLANNED} planned cells {'has' if done == 1 else 'have'} "
             "finished**; the sweep resumes in later sessions (see below).")
+    started = {f"{c['sparsity'] * 100:.2f} %" for c in data["cells"] if c["method"] != "dense"}
     if missing:
         text += " Still missing in the sparsities started: " + "; ".join(
-            f"{where}: {', '.join(names)}" for where, names in missing.items()) + "."
+            f"{where}: {', '.join(names)}" if where in started or where == "dense" else
+            f"{where}: all {len(names)} cells (none finished yet)"
+            for where, names in missing.items()) + "."
     return text
 
 

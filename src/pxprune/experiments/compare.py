@@ -19,12 +19,12 @@ from .sweep import sparsity_label
 TIE_POINTS = 0.5
 
 # The paper's figure 2a (CIFAR-10 / ResNet-20, 160 epochs), read off the plot (paper.md §3.2):
-# sparsity label -> method -> text ("h": hidden under another curve; "<75": below the floor).
+# sparsity label -> method -> text ("hidden": under another curve; "<75": below the floor).
 PAPER: dict[str, dict[str, dict[str, str]]] = {
     "fig2a": {
         "s98.20": {"px": "77.0", "ntksap": "<75", "grasp": "76.3", "synflow": "~75.2",
                    "snip": "75.5", "random": "<75", "magnitude": "76.1"},
-        "s95.60": {"px": "83.2", "ntksap": "h", "grasp": "82.6", "synflow": "81.9",
+        "s95.60": {"px": "83.2", "ntksap": "hidden", "grasp": "82.6", "synflow": "81.9",
                    "snip": "82.1", "random": "80.3", "magnitude": "~82.3"},
         "s89.26": {"px": "88.0", "ntksap": "87.9", "grasp": "87.5", "synflow": "86.6",
                    "snip": "86.9", "random": "86.0", "magnitude": "~87.7"},
