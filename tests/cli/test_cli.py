@@ -205,6 +205,9 @@ def test_argument_errors_are_one_line_naming_the_commands_help(data_file, tmp_pa
          ("pxprune prune: error: unrecognized arguments: --batch-size 3", "pxprune prune --help")),
         (["prune", "--method"], ("pxprune prune: error: argument --method",)),
         (["nope"], ("pxprune: error:", "invalid choice: 'nope'", "'pxprune --help'")),
+        # an abbreviation is refused, not taken for the option it starts (--sparsity here)
+        (["prune", "--data", data_file, "--method", "px", "--spars", "0.9", "--out",
+          str(tmp_path / "a")], ("unrecognized arguments: --spars 0.9",)),
     ]:
         with pytest.raises(SystemExit) as info:
             main(argv)

@@ -63,7 +63,7 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
 def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """The options of a training run (run and sweep): model and pruning, data, recipe."""
     add_model_args(p, sweep=sweep)
-    p.add_argument("--dataset", default="cifar10",
+    p.add_argument("--dataset", "--data", default="cifar10",
                    help=f"dataset name ({', '.join(DATASETS)}) or a .pt/.npz file of "
                         f"images and labels (then give --test-dataset or --holdout)")
     p.add_argument("--test-dataset", default=None,

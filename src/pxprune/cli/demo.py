@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pxprune demo``."""
     p = sub.add_parser("demo", help="PX (the default, then its bound variant) vs random at "
                                     "98.2 %% on CIFAR-10, short CPU training")
-    p.add_argument("--dataset", default="cifar10",
+    p.add_argument("--dataset", "--data", default="cifar10",
                    help="cifar10 (default) or a .pt/.npz file (then --test-dataset or --holdout)")
     p.add_argument("--test-dataset", default=None, help="a .pt/.npz file to test on")
     p.add_argument("--holdout", type=float, default=0.0,

@@ -32,6 +32,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     commands: dict[str, argparse.ArgumentParser]  # set by build_parser
 
+    def __init__(self, *args, **kwargs) -> None:
+        # no abbreviated options: `--seed` must not quietly mean `--seeds`, and a script that
+        # abbreviates must not change meaning when a later version adds an option
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "method at init, over a sparsity grid (resumable)")
     p.add_argument("--model", default="resnet20",
                    help="built-in name (e.g. resnet20) or package.module:function")
-    p.add_argument("--dataset", default="cifar10", help="dataset name (train and test splits)")
+    p.add_argument("--dataset", "--data", default="cifar10",
+                   help="dataset name (train and test splits)")
     p.add_argument("--methods", default="all",
                    help="comma-separated methods, or 'all' (every method but IMP)")
     p.add_argument("--sparsities", default="paper",

@@ -97,6 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pxprune prune``."""
     p = sub.add_parser("prune", help="prune a model and write masks + per-layer table")
     add_model_args(p)
-    p.add_argument("--data", default="cifar10", help="dataset name or a .pt/.npz file")
+    p.add_argument("--dataset", "--data", dest="data", default="cifar10",
+                   help="dataset name or a .pt/.npz file")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_prune)

@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_transfer_args(p)
-    p.add_argument("--dataset", default="cifar10", help="downstream dataset name or .pt/.npz file")
+    p.add_argument("--dataset", "--data", default="cifar10",
+                   help="downstream dataset name or .pt/.npz file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train-per-class", type=int, default=SHARED_DEFAULTS["train_per_class"],
                    help="downstream training images per class (probe fit / fine-tuning); "
