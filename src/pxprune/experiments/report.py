@@ -23,15 +23,17 @@ from ..errors import OutputError, atomic_write_bytes, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
 from .compare import format_section, results_extra
-from .config import DENSE
+from .config import CELL_FIELDS, DENSE
 from .resolve import UsageError
 from .sweep import (
     DONE_FILES,
     ERROR_FILE,
+    LATER_FIELDS,
     SWEEP_FILE,
     TRAINING,
     TRANSFER,
     Cell,
+    comparable_protocol,
     plan_cells,
     sparsity_label,
 )
@@ -77,13 +79,48 @@ def _style(method: str, methods: list[str]) -> tuple[str | None, str]:
     return method_color(name), style
 
 
-def _read_cell(summary_path: Path) -> dict:
-    """One finished cell's identity and numbers, from its summary.json (config.json fallback)."""
-    summary = json.loads(summary_path.read_text())
+def _cell_config(summary_path: Path, summary: dict) -> dict:
+    """The RunConfig a finished cell ran with: summary.json's copy, else its config.json."""
     cfg = summary.get("config")
     if cfg is None and (summary_path.parent / "config.json").exists():
         cfg = json.loads((summary_path.parent / "config.json").read_text())
-    cfg = cfg or {}
+    return cfg or {}
+
+
+def _protocol(cfg: dict) -> dict:
+    """What a cell must share with every cell it is averaged or paired with: its config
+    without method, sparsity and seed (and fields recorded later, where at their default)."""
+    rest = {k: v for k, v in cfg.items() if k not in (*CELL_FIELDS, "resolved_method")
+            and not (k in LATER_FIELDS and v in (None, LATER_FIELDS[k]))}
+    return comparable_protocol(rest)
+
+
+def check_comparable(cells: list[dict], protocols: dict[str, dict]) -> None:
+    """Refuse a folder whose runs differ in protocol, or hold one method, sparsity and seed
+    twice: averaging them would pass one experiment off as another's seeds."""
+    first: dict[str, str] = {}
+    for cell in cells:
+        key = f"{cell['method']} {sparsity_label(cell['sparsity'])} seed {cell['seed']}"
+        if key in first:
+            raise UsageError(f"{first[key]} and {cell['folder']} are the same cell ({key}); "
+                             "report each folder on its own")
+        first[key] = cell["folder"]
+    if not cells:
+        return
+    ref_folder, ref = cells[0]["folder"], protocols[cells[0]["folder"]]
+    for cell in cells[1:]:
+        other = protocols[cell["folder"]]
+        if other != ref:
+            diff = sorted(k for k in {*ref, *other} if ref.get(k) != other.get(k))
+            shown = ", ".join(f"{k} {ref.get(k)!r} vs {other.get(k)!r}" for k in diff[:3])
+            raise UsageError(f"{ref_folder} and {cell['folder']} were run differently ({shown}); "
+                             "their accuracies are not comparable: report each folder on its own")
+
+
+def _read_cell(summary_path: Path) -> dict:
+    """One finished cell's identity and numbers, from its summary.json (config.json fallback)."""
+    summary = json.loads(summary_path.read_text())
+    cfg = _cell_config(summary_path, summary)
     method = cfg.get("method", DENSE)
     if "resolved_method" not in cfg and method != DENSE:  # written before it was recorded:
         old = resolved_spec(method, legacy=True)  # label it by what it computed then
@@ -178,6 +215,7 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
                          "applies to training and fine-tuning sweeps")
     read = _read_transfer_cell if kind == TRANSFER else _read_cell
     cells = []
+    protocols: dict[str, dict] = {}
     for path in sorted(sweep_dir.rglob(DONE_FILES[kind])):
         if kind == TRANSFER and path.parent == sweep_dir:
             continue
@@ -185,6 +223,11 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
         cell["folder"] = path.parent.relative_to(sweep_dir).as_posix()
         cell.update(_invocation_of(path, record.get("invocations") or []))
         cells.append(cell)
+        if kind == TRAINING:
+            protocols[cell["folder"]] = _protocol(
+                _cell_config(path, json.loads(path.read_text())))
+    if kind == TRAINING:
+        check_comparable(cells, protocols)
     done = {c["folder"] for c in cells}
     planned: list[Cell] = []
     if record.get("methods"):
