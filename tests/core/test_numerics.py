@@ -68,3 +68,24 @@ def test_ntk_diagnostics_run_without_tf32(monkeypatch):
         assert tf32_allowed()
     finally:
         setattr(*conv, saved)
+
+
+def test_the_legacy_flags_of_torch_before_2_9_are_switched_and_restored(monkeypatch):
+    """torch < 2.9 has only ``allow_tf32``: the same context drives those two booleans."""
+    from pxprune import numerics
+
+    new_api = [(torch.backends.cudnn.conv, "fp32_precision"),
+               (torch.backends.cuda.matmul, "fp32_precision")]
+    saved = [getattr(obj, attr) for obj, attr in new_api]
+    monkeypatch.setattr(numerics, "_new_api", lambda: False)
+    try:
+        assert [attr for _, attr in numerics._precision_settings()] == ["allow_tf32"] * 2
+        torch.backends.cudnn.allow_tf32 = True
+        with exact_float32():
+            assert torch.backends.cudnn.allow_tf32 is False
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+            assert not tf32_allowed()
+        assert torch.backends.cudnn.allow_tf32 is True and tf32_allowed()
+    finally:
+        for (obj, attr), value in zip(new_api, saved, strict=True):
+            setattr(obj, attr, value)
