@@ -15,7 +15,7 @@ from .batches import as_batches, require_targets
 from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
-from .numerics import exact_float32
+from .numerics import exact_float32, first_nonfinite
 from .schedule import (
     check_keeps_some,
     check_rounds,
@@ -52,9 +52,23 @@ def method_and_options(method: str, options: dict, pipeline_keys: bool) -> tuple
 
 def check_finite(model: nn.Module) -> None:
     """Refuse a model whose parameters or buffers hold NaN or inf."""
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise PruningError(f"the model has NaN/inf values in {name!r}")
+    bad = first_nonfinite([*model.named_parameters(), *model.named_buffers()])
+    if bad is not None:
+        raise PruningError(f"the model has NaN/inf values in {bad!r}")
+
+
+def _on_cpu(scores: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The scores as float64 CPU tensors (where the threshold is taken), in one device-to-host
+    copy when they all live on one accelerator instead of one stalling copy per layer."""
+    devices = {s.device for s in scores.values()}
+    if len(devices) != 1 or next(iter(devices)).type == "cpu":
+        return scores
+    flat = torch.cat([s.detach().to(torch.float64).flatten() for s in scores.values()]).cpu()
+    out, start = {}, 0
+    for name, s in scores.items():
+        out[name] = flat[start : start + s.numel()].view(s.shape)
+        start += s.numel()
+    return out
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -86,9 +100,9 @@ def score(
         require_targets(batches, method)
     with exact_float32():  # no TF32 on CUDA: its 1e-3 errors reorder weights near the cut
         scores = spec.score(model, batches, masks, **options)
-    for name, s in scores.items():
-        if not torch.isfinite(s).all():
-            raise PruningError(f"{method} produced NaN/inf scores for {name!r}")
+    bad = first_nonfinite(scores.items())
+    if bad is not None:
+        raise PruningError(f"{method} produced NaN/inf scores for {bad!r}")
     return scores
 
 
@@ -165,7 +179,7 @@ def prune(
                                    disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
             with exact_float32():  # no TF32 on CUDA (see score)
-                scores = spec.score(model, batches, current, seed=seed + r, **options)
+                scores = _on_cpu(spec.score(model, batches, current, seed=seed + r, **options))
             check_scores(method, scores, current, d, r)  # NaN/inf or all-equal: no mask
             current = threshold(scores, d, current, scope)
             if path is not None and r + 1 < rounds and (

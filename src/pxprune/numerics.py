@@ -1,4 +1,5 @@
-"""Full float32 while scoring: no TensorFloat-32 in CUDA convolutions and matrix products.
+"""Numerics of scoring: full float32 (no TensorFloat-32 on CUDA) and NaN/inf checks that do
+not stall the device once per tensor.
 
 PyTorch lets cuDNN run float32 convolutions in TF32 (10-bit mantissa) by default on Ampere and
 later GPUs. A pruning score computed that way carries relative errors near 1e-3, enough to
@@ -7,10 +8,11 @@ reorder weights near the keep threshold, so every score is computed with TF32 sw
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import Tensor
 
 
 def _new_api() -> bool:
@@ -57,3 +59,20 @@ def exact_float32() -> Iterator[None]:
     finally:
         for (obj, attr), value in zip(settings, saved, strict=True):
             setattr(obj, attr, value)
+
+
+def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:
+    """The name of the first tensor holding NaN or inf, or None when all are finite.
+
+    One device synchronisation per device on the usual all-finite path (a per-tensor
+    ``bool(isfinite(t).all())`` would stall a GPU once per tensor, ~150 times a PX round on
+    ResNet-20); the offender is looked up only when one exists."""
+    by_device: dict[torch.device, list[tuple[str, Tensor]]] = {}
+    for name, t in named:
+        if t.is_floating_point() or t.is_complex():
+            by_device.setdefault(t.device, []).append((name, t))
+    for group in by_device.values():
+        flags = torch.stack([torch.isfinite(t).all() for _, t in group])
+        if not bool(flags.all()):
+            return group[flags.tolist().index(False)][0]
+    return None

@@ -78,3 +78,16 @@ def test_training_resumes_on_cuda(tmp_path, precision):
     params = dict(resumed.named_parameters())
     for name, m in masks.items():
         assert torch.count_nonzero(params[name].detach().cpu()[~m]) == 0
+
+
+@pytest.mark.parametrize("method, rounds, allowed", [("magnitude", 1, 0), ("px", 3, 0.001)])
+def test_prune_on_cuda_keeps_the_weights_the_cpu_keeps(method, rounds, allowed):
+    """The GPU's scores reach the threshold in one device-to-host copy a round (api._on_cpu):
+    the masks match the CPU's (magnitude exactly, PX up to float32 summation order)."""
+    model, x = _resnet20_and_images()
+    on_cpu = pxprune.prune(model, method, 0.95, x, rounds=rounds, progress=False)
+    model, x = _resnet20_and_images()
+    on_gpu = pxprune.prune(model.cuda(), method, 0.95, x.cuda(), rounds=rounds, progress=False)
+    differ = sum(int((on_cpu[n] != on_gpu[n].cpu()).sum()) for n in on_cpu) // 2
+    assert on_gpu.kept == on_cpu.kept
+    assert differ <= allowed * on_cpu.kept, differ

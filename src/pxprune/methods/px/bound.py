@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from ...batches import Batch
 from ...masks import Masks, PruningError
+from ...numerics import first_nonfinite
 from ...pathview import (
     Gate,
     GateRecorder,
@@ -271,8 +272,9 @@ def _px_terms(model, batches, masks, all_weights, real_classifier, classifier_na
     for name, g in zip(names, grads, strict=False):
         value = leaves[name].detach()
         shares[name] = value * g if g is not None else torch.zeros_like(value)
-        if not torch.isfinite(shares[name]).all():
-            raise PXNumericsError(f"PX scores of {name!r} are not finite")
+    bad = first_nonfinite(shares.items())  # one device sync for all layers
+    if bad is not None:
+        raise PXNumericsError(f"PX scores of {bad!r} are not finite")
     return R.detach(), shares
 
 

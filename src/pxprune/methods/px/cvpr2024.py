@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ...batches import Batch
 from ...masks import Masks, PruningError
+from ...numerics import first_nonfinite
 from ...pathview import Interceptor, UnsupportedLayerError, weighted_modules
 from ...pathview.op_args import OpCall
 from .errors import PXNumericsError
@@ -223,10 +224,10 @@ def _scores(model, batches, masks, precision):
         if g is None:
             scores[name] = torch.zeros_like(theta, dtype=torch.float64)
             continue
-        s = g.abs() * theta.pow(5)  # |g theta^2 theta theta^2|
-        if not torch.isfinite(s).all():
-            raise PXNumericsError(f"PX scores of {name!r} are not finite")
-        scores[name] = s.to(torch.float64)
-    if R_total == 0.0 or not any(bool((s > 0).any()) for s in scores.values()):
+        scores[name] = (g.abs() * theta.pow(5)).to(torch.float64)  # |g theta^2 theta theta^2|
+    bad = first_nonfinite(scores.items())  # one device sync for all layers
+    if bad is not None:
+        raise PXNumericsError(f"PX scores of {bad!r} are not finite")
+    if R_total == 0.0 or not bool(torch.stack([(s > 0).any() for s in scores.values()]).any()):
         raise PXNumericsError("PX: every score is zero; the copies carry no signal")
     return scores
