@@ -120,9 +120,11 @@ stamp "3 train_throughput: 1 process, then $TT_JOBS at once"
   tt() { timeout 75 $PY benchmarks/train_throughput.py --device "$DEVICE" --rounds 50 \
            --out "/tmp/tt/tt_$1.json" > "/tmp/tt/tt_$1.log" 2>&1; tail -5 "/tmp/tt/tt_$1.log"; }
   echo "-- 1 process"; tt solo
-  echo "-- $TT_JOBS processes at once (sum their images/s for the GPU's total)"
+  echo "-- $TT_JOBS processes at once, the cores split between them as --jobs does (sum their"
+  echo "   images/s for the GPU's total; on 2026-11-30 each took torch's 16 threads: 11,800 in all)"
   pids=()
-  for k in $(seq 1 "$TT_JOBS"); do tt "p$k" & pids+=($!); done
+  per=$(( $(nproc) / TT_JOBS )); [ "$per" -ge 1 ] || per=1
+  for k in $(seq 1 "$TT_JOBS"); do OMP_NUM_THREADS=$per tt "p$k" & pids+=($!); done
   wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee
   tar czf "$OUT/train_throughput_cuda.tar.gz" -C /tmp tt
 }
