@@ -79,14 +79,6 @@ def _style(method: str, methods: list[str]) -> tuple[str | None, str]:
     return method_color(name), style
 
 
-def _cell_config(summary_path: Path, summary: dict) -> dict:
-    """The RunConfig a finished cell ran with: summary.json's copy, else its config.json."""
-    cfg = summary.get("config")
-    if cfg is None and (summary_path.parent / "config.json").exists():
-        cfg = json.loads((summary_path.parent / "config.json").read_text())
-    return cfg or {}
-
-
 def _protocol(cfg: dict) -> dict:
     """What a cell must share with every cell it is averaged or paired with: its config
     without method, sparsity and seed (and fields recorded later, where at their default)."""
@@ -118,9 +110,13 @@ def check_comparable(cells: list[dict], protocols: dict[str, dict]) -> None:
 
 
 def _read_cell(summary_path: Path) -> dict:
-    """One finished cell's identity and numbers, from its summary.json (config.json fallback)."""
+    """One finished cell's identity and numbers, from its summary.json (config.json fallback);
+    ``_protocol`` holds what it must share with the cells it is compared with."""
     summary = json.loads(summary_path.read_text())
-    cfg = _cell_config(summary_path, summary)
+    cfg = summary.get("config")
+    if cfg is None and (summary_path.parent / "config.json").exists():
+        cfg = json.loads((summary_path.parent / "config.json").read_text())
+    cfg = cfg or {}
     method = cfg.get("method", DENSE)
     if "resolved_method" not in cfg and method != DENSE:  # written before it was recorded:
         old = resolved_spec(method, legacy=True)  # label it by what it computed then
@@ -137,6 +133,7 @@ def _read_cell(summary_path: Path) -> dict:
         "dataset_name": summary.get("dataset_name"),
         "train_examples": summary.get("train_examples"),
         "test_examples": summary.get("test_examples"),
+        "_protocol": _protocol(cfg),
     }
 
 
@@ -224,8 +221,7 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
         cell.update(_invocation_of(path, record.get("invocations") or []))
         cells.append(cell)
         if kind == TRAINING:
-            protocols[cell["folder"]] = _protocol(
-                _cell_config(path, json.loads(path.read_text())))
+            protocols[cell["folder"]] = cell.pop("_protocol")
     if kind == TRAINING:
         check_comparable(cells, protocols)
     done = {c["folder"] for c in cells}
