@@ -62,7 +62,8 @@ def exact_float32() -> Iterator[None]:
 
 
 def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:
-    """The name of the first tensor holding NaN or inf, or None when all are finite.
+    """The name of a tensor holding NaN or inf (the first such on its device, devices in order
+    of first appearance), or None when all are finite.
 
     One device synchronisation per device on the usual all-finite path (a per-tensor
     ``bool(isfinite(t).all())`` would stall a GPU once per tensor, ~150 times a PX round on
