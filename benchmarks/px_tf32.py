@@ -38,13 +38,15 @@ def raw_scores(model: torch.nn.Module, method: str, x: torch.Tensor, tf32: bool)
     name, options = parse_method_spec(method)
     masks = Masks.ones(model)
     if tf32:
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        settings = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+        saved = [s.fp32_precision for s in settings]
         try:
+            for s in settings:
+                s.fp32_precision = "tf32"
             return REGISTRY[name].score(model, [(x, None)], masks, **options)
         finally:
-            torch.backends.cudnn.conv.fp32_precision = "tf32"  # cuDNN's default
-            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            for s, value in zip(settings, saved, strict=True):
+                s.fp32_precision = value
     with exact_float32():
         return REGISTRY[name].score(model, [(x, None)], masks, **options)
 
