@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as prune_checkpoint
-from .batches import as_batches, require_targets
+from .batches import as_batches, check_batches, require_targets
 from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
@@ -25,6 +25,7 @@ from .schedule import (
     round_densities,
     threshold,
 )
+from .user_model import Output, check_output_option, logits_of, unwrap
 
 
 def get_method(method: str) -> Method:
@@ -75,12 +76,42 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _inner_masks(masks: Mapping[str, Tensor] | None, prefix: str) -> Masks | None:
+    """Masks named as the wrapper names its parameters (``_orig_mod.``, ``module.``) renamed to
+    the inner module's names; masks already named for the inner module pass unchanged."""
+    if masks is None:
+        return None
+    if not isinstance(masks, Mapping):
+        return Masks(masks)  # Masks names the wrong type in one line
+    return Masks({n[len(prefix):] if prefix and n.startswith(prefix) else n: m
+                  for n, m in masks.items()})
+
+
+def _outer_masks(masks: Masks, prefix: str) -> Masks:
+    """The inner module's masks under the wrapper's parameter names."""
+    return masks if not prefix else Masks({prefix + n: m for n, m in masks.items()})
+
+
+def _data(model: nn.Module, spec: Method, method: str, data: object,
+          output: Output) -> list:
+    """The data as checked batches on the model's device ([] for a data-free method given
+    none): the same one-line checks as the command line's."""
+    if not spec.needs_data and data is None:
+        return []
+    batches = as_batches(data, _device(model))
+    if spec.needs_labels:
+        require_targets(batches, method)
+    check_batches(model, batches, output)
+    return batches
+
+
 def score(
     model: nn.Module,
     method: str,
     data: object = None,
     *,
     masks: Masks | Mapping[str, Tensor] | None = None,
+    output: Output = None,
     **options,
 ) -> dict[str, Tensor]:
     """One round of ``method``'s scores for the prunable weights (non-negative, same shapes).
@@ -89,21 +120,26 @@ def score(
     passed as keywords. ``data`` is a tensor, or an iterable of tensors or (input, target)
     pairs. The model's weights are left untouched; ``masks`` (default: keep all) says which
     weights are already pruned.
+
+    ``output`` names the logits of a model that returns several outputs: a tuple index
+    (``0``) or a dict key / attribute (``"logits"``). A ``torch.compile``d or
+    ``nn.DataParallel`` model is scored through the module it wraps; the scores carry the
+    wrapper's parameter names.
     """
     spec, options = method_and_options(method, options, pipeline_keys=False)
+    output = check_output_option(output)
+    model, prefix = unwrap(model)
     check_model_device(model)
     check_finite(model)
-    masks = Masks.ones(model) if masks is None else Masks(masks)
-    batches = as_batches(data, _device(model)) if spec.needs_data else (
-        as_batches(data, _device(model)) if data is not None else [])
-    if spec.needs_labels:
-        require_targets(batches, method)
-    with exact_float32():  # no TF32 on CUDA: its 1e-3 errors reorder weights near the cut
-        scores = spec.score(model, batches, masks, **options)
+    masks = Masks.ones(model) if masks is None else _inner_masks(masks, prefix)
+    batches = _data(model, spec, method, data, output)
+    with exact_float32(), logits_of(model, output):  # no TF32 on CUDA: its 1e-3 errors
+        scores = spec.score(model, batches, masks, **options)  # reorder weights near the cut
     bad = first_nonfinite(scores.items())
     if bad is not None:
         raise PruningError(f"{method} produced NaN/inf scores for {bad!r}")
-    return scores
+    check_scores(method, scores, masks, 0.0)  # all one value (float16 underflow): no ranking
+    return {prefix + n: s for n, s in scores.items()}
 
 
 def prune(
@@ -119,6 +155,7 @@ def prune(
     masks: Masks | None = None,
     start_round: int = 0,
     checkpoint: str | Path | None = None,
+    output: Output = None,
     **options,
 ) -> Masks:
     """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
@@ -139,8 +176,13 @@ def prune(
     are saved there every few seconds of scoring, a later call with the same pruning (method,
     options, sparsity, rounds, scope, seed, starting weights, data) resumes after the saved
     round, another pruning is refused, and the file is deleted once the schedule is done.
+
+    ``output`` and wrapped models (``torch.compile``, ``nn.DataParallel``): as in ``score``.
     """
     spec, options = method_and_options(method, options, pipeline_keys=True)
+    output = check_output_option(output)
+    model, prefix = unwrap(model)
+    masks = _inner_masks(masks, prefix)
     rounds = options.pop("rounds", rounds)
     scope = str(options.pop("scope", scope))
     density = 1.0 - parse_sparsity(sparsity)
@@ -148,14 +190,11 @@ def prune(
     check_finite(model)
     check_keeps_some(density, sum(p.numel() for p in prunable_parameters(model).values()),
                      sparsity)  # prunable_parameters raises when there is nothing to prune
-    rounds = spec.default_rounds if rounds is None else check_rounds(rounds)
+    rounds = spec.default_rounds if rounds is None else check_rounds(
+        rounds, sum(p.numel() for p in prunable_parameters(model).values()), density)
     seed = check_seed(seed)
     schedule = round_densities(density, rounds)
-    batches: list = []
-    if spec.needs_data or data is not None:
-        batches = as_batches(data, _device(model))
-    if spec.needs_labels:
-        require_targets(batches, method)
+    batches = _data(model, spec, method, data, output)
     if not 0 <= start_round < rounds:
         raise PruningError(f"start_round must be in [0, {rounds}), got {start_round}")
     if start_round and masks is None:
@@ -178,7 +217,7 @@ def prune(
         for r, d in enumerate(tqdm(schedule[start_round:], desc=f"{method} rounds",
                                    disable=not progress, leave=False), start=start_round):
             current.apply_(model)  # score the masked network
-            with exact_float32():  # no TF32 on CUDA (see score)
+            with exact_float32(), logits_of(model, output):  # no TF32 on CUDA (see score)
                 scores = _on_cpu(spec.score(model, batches, current, seed=seed + r, **options))
             check_scores(method, scores, current, d, r)  # NaN/inf or all-equal: no mask
             current = threshold(scores, d, current, scope)
@@ -194,4 +233,4 @@ def prune(
     current.apply_(model)
     if path is not None:
         path.unlink(missing_ok=True)
-    return current
+    return _outer_masks(current, prefix)

@@ -44,9 +44,18 @@ def prunable_parameters(
     """
     types = tuple(types)
     wanted: set[str] = set(extra)
+    owner: dict[int, str] = {}  # id(weight) -> the first name it was found under
     for module_name, module in model.named_modules():
-        if isinstance(module, types) and isinstance(getattr(module, "weight", None), nn.Parameter):
-            wanted.add(f"{module_name}.weight" if module_name else "weight")
+        weight = getattr(module, "weight", None)
+        if isinstance(module, types) and isinstance(weight, nn.Parameter):
+            name = f"{module_name}.weight" if module_name else "weight"
+            if id(weight) in owner:
+                raise PruningError(
+                    f"tied weights: {name!r} is the same tensor as {owner[id(weight)]!r}; "
+                    f"a mask per tensor would prune both layers alike, so untie them "
+                    f"(give one its own copy) before pruning")
+            owner[id(weight)] = name
+            wanted.add(name)
     params = {name: p for name, p in model.named_parameters() if name in wanted}
     missing = wanted - set(params)
     if missing:
@@ -92,6 +101,12 @@ class Masks(Mapping[str, Tensor]):
                                                      for m in masks.values()):
             raise PruningError(f"masks must map parameter names to bool tensors, got "
                                f"{type(masks).__name__}")
+        for name, m in masks.items():
+            if m.dtype != torch.bool and m.device.type != "meta" and not bool(
+                    ((m == 0) | (m == 1)).all()):
+                bad = m[(m != 0) & (m != 1)].reshape(-1)[0].item()  # NaN, 0.5, 2, -1 ...
+                raise PruningError(f"the mask for {name!r} holds {bad!r}: masks hold only "
+                                   f"True/False (or 0/1)")
         self._masks = {name: m.detach().to(torch.bool).cpu() for name, m in masks.items()}
 
     # -- construction ---------------------------------------------------------------------

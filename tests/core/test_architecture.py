@@ -18,7 +18,7 @@ LAYERS = {
     "pxprune.api": 2, "pxprune.methods": 2, "pxprune": 2,  # pxprune/__init__: the public API
     "pxprune.checkpoint": 1, "pxprune.models": 1, "pxprune.data": 1, "pxprune.pathview": 1,
     "pxprune.masks": 0, "pxprune.schedule": 0, "pxprune.batches": 0, "pxprune.errors": 0,
-    "pxprune.safe_load": 0, "pxprune.numerics": 0,
+    "pxprune.safe_load": 0, "pxprune.numerics": 0, "pxprune.user_model": 0,
 }
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..batches import as_batches, check_batches
 from ..data import DataError
-from ..errors import PxpruneError
-from ..masks import check_model_device
+from ..errors import DamagedFileError, PxpruneError
+from ..masks import Masks, check_model_device
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -19,45 +20,18 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def input_channels(model: nn.Module) -> int | None:
-    """The channel count the model's first convolution expects (None without one)."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return module.in_channels
-        if isinstance(module, nn.Linear):
-            return None  # a linear layer comes first: no channel dimension to check
-    return None
-
-
 @torch.no_grad()
 def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
                  num_classes: int | None = None) -> None:
-    """Refuse images with another channel count than the model's, and labels outside
-    ``[0, outputs)``, before any scoring (one line instead of a deep traceback)."""
+    """The API's data checks (``batches.check_batches``: pixels, channels, size, label type),
+    then labels within the model's outputs and ``num_classes``, named as command-line options."""
     check_model_device(model)
-    expected = input_channels(model)
-    if expected is not None and x.dim() >= 2 and x.shape[1] != expected:
-        raise DataError(f"the images have {x.shape[1]} channel(s) but the model's first "
-                        f"convolution expects {expected}; convert the images (e.g. grey to "
-                        f"RGB) or use a model for {x.shape[1]}-channel input")
+    batches = as_batches(x if y is None else (x, y))
+    outputs = check_batches(model, [(x, None) for x, _ in batches])
+    y = batches[0][1]
     if y is None or y.numel() == 0:
         return
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise DataError(f"labels must be integers, got {y.dtype}")
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(x[:1].to(_device(model)))
-    except RuntimeError as exc:  # a size the model cannot take
-        first = (str(exc).splitlines() or [""])[0][:200]
-        raise DataError(f"the model cannot take these images {tuple(x.shape[1:])}: "
-                        f"{first}") from exc
-    finally:
-        model.train(was_training)
-    outputs = out.shape[-1] if out.dim() >= 2 else None
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0:
-        raise DataError(f"labels must be >= 0, found {lo}")
+    hi = int(y.max())
     if outputs is not None and hi >= outputs:
         raise DataError(f"labels go up to {hi} but the model has {outputs} outputs; give "
                         f"--num-classes {hi + 1} or relabel the data to 0..{outputs - 1}")
@@ -112,3 +86,40 @@ def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> No
         raise PxpruneError(f"{method} kept {masks.kept:,} of {masks.total:,} weights and the "
                            f"masks disconnect the output from the input{named}; lower the "
                            f"sparsity, or pass --allow-disconnected to keep such masks")
+
+
+def read_prune_record(path: Path) -> dict:
+    """A run folder's ``prune.json``; a truncated or foreign one is one line naming it."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        info = None
+    if not isinstance(info, dict) or any(
+            not isinstance(info.get(k), int) or isinstance(info.get(k), bool)
+            for k in ("kept", "total")):
+        raise DamagedFileError(f"{path} is unreadable or not a pruning record; delete it and "
+                               f"{path.with_name('masks.safetensors').name} to prune again")
+    return info
+
+
+def check_saved_masks(masks: Masks, model: nn.Module, info: dict, path: Path) -> None:
+    """Refuse saved masks that lack a prunable tensor of the model (it would train dense),
+    name another, differ in shape, or keep another count than ``prune.json`` records."""
+    wanted = {n: tuple(m.shape) for n, m in Masks.ones(model).items()}
+    fix = f"; delete it and {path.with_name('prune.json').name} to prune again"
+    missing = [n for n in wanted if n not in masks]
+    if missing:
+        raise DamagedFileError(f"{path} has no mask for {len(missing)} of the model's "
+                               f"{len(wanted)} prunable tensors (e.g. {missing[0]!r}){fix}")
+    extra = [n for n in masks if n not in wanted]
+    if extra:
+        raise DamagedFileError(f"{path} holds a mask for {extra[0]!r}, not a prunable tensor "
+                               f"of the model{fix}")
+    shape = next((n for n in wanted if tuple(masks[n].shape) != wanted[n]), None)
+    if shape is not None:
+        raise DamagedFileError(f"{path}: the mask for {shape!r} has shape "
+                               f"{tuple(masks[shape].shape)}, the model's tensor "
+                               f"{wanted[shape]}{fix}")
+    if (masks.kept, masks.total) != (info["kept"], info["total"]):
+        raise DamagedFileError(f"{path} keeps {masks.kept:,} of {masks.total:,} weights but "
+                               f"prune.json records {info['kept']:,} of {info['total']:,}{fix}")

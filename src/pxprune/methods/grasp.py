@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ..batches import Batch
 from ..masks import Masks
@@ -12,6 +13,23 @@ from . import register
 from ._common import cast_input, forward_with, masked_weights, preserved_modes, set_bn_mode
 
 TEMPERATURE = 200.0
+
+
+class TwiceDifferentiable(TorchFunctionMode):
+    """Activations whose backward torch cannot differentiate again, computed by an equal
+    formula that it can: ``hardsigmoid(x) = relu6(x + 3) / 6`` (same values, same gradient,
+    zero at the kinks as well), so GraSP's Hessian-gradient product reaches MobileNet-style
+    Hardswish / squeeze-excite networks."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in ("hardsigmoid", "hardsigmoid_"):
+            x = args[0]
+            value = F.relu6(x + 3.0) / 6.0
+            inplace = func.__name__ == "hardsigmoid_" or kwargs.get("inplace") or (
+                len(args) > 1 and args[1])
+            return x.copy_(value) if inplace else value
+        return func(*args, **kwargs)
 
 
 def _loss(model: nn.Module, weights: dict[str, Tensor], x: Tensor, y: Tensor, temperature: float):
@@ -37,7 +55,7 @@ def grasp_terms(
     leaves = [weights[n] for n in names]
     g0 = [torch.zeros_like(w) for w in leaves]
     hg = [torch.zeros_like(w) for w in leaves]
-    with preserved_modes(model):
+    with preserved_modes(model), TwiceDifferentiable():
         set_bn_mode(model, bn_mode)
         for x, y in batches:
             grads = torch.autograd.grad(_loss(model, weights, x, y, temperature), leaves,
