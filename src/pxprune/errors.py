@@ -19,6 +19,10 @@ class OutputError(PxpruneError):
     """An output folder or file cannot be written (read-only, full disk, a file in the way)."""
 
 
+class DamagedFileError(PxpruneError):
+    """A file pxprune wrote earlier is truncated, not what it should hold, or was edited."""
+
+
 # errno values that mean "the environment refused", not "pxprune has a bug"
 USER_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                          errno.EISDIR, errno.EEXIST, errno.EDQUOT, errno.ENOENT,
