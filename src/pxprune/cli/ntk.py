@@ -18,7 +18,7 @@ def cmd_ntk(args: argparse.Namespace) -> int:
         args.model, args.dataset, args.methods, args.sparsities, args.out,
         n_images=args.n_images, per_class=args.per_class, seed=args.seed, top_k=args.top_k,
         rounds=args.rounds, stem=args.stem, chunk=args.chunk, plots=not args.no_plots,
-        progress=not args.no_progress,
+        progress=not args.no_progress, output=args.output,
     )
     for key, title in (("trace_ratio", "NTK trace ratio (sparse / dense)"),
                        ("lambda_max_ratio", "top eigenvalue ratio (sparse / dense)")):
@@ -34,7 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ntk", help="NTK trace, top eigenvalues and PX bound kept by each "
                                    "method at init, over a sparsity grid (resumable)")
     p.add_argument("--model", default="resnet20",
-                   help="built-in name (e.g. resnet20) or package.module:function")
+                   help="built-in name (e.g. resnet20) or package.module:function (called "
+                        "with num_classes=N when it takes it)")
+    p.add_argument("--output", default=None,
+                   help="for a model that returns several outputs: which one is the logits, "
+                        "an index (0) or a key (logits)")
     p.add_argument("--dataset", "--data", default="cifar10",
                    help="dataset name (train and test splits)")
     p.add_argument("--methods", default="all",

@@ -13,6 +13,7 @@ from .. import __version__
 from .. import checkpoint as prune_checkpoint
 from ..api import prune
 from ..data.sampling import pruning_batch
+from ..experiments.cell_lock import CellLock
 from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
 from ..experiments.folder import (
     claim,
@@ -30,8 +31,8 @@ from ..schedule import parse_sparsity
 from .common import add_model_args, show_progress
 
 # what makes two prunings the same (the folder guard compares these with config.json)
-PRUNE_IDENTITY = ("model", "weights", "num_classes", "method", "rounds", "scope", "seed",
-                  "per_class", "norm", "data")
+PRUNE_IDENTITY = ("model", "output", "weights", "num_classes", "method", "rounds", "scope",
+                  "seed", "per_class", "norm", "data")
 
 
 def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
@@ -47,6 +48,13 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
     identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity,
                 "resolved_method": resolved_spec(args.method)}
     claim(out, "prune", identity)
+    with CellLock(out):  # one writer: a second pruning into this folder is refused
+        return _prune_claimed(args, out, sparsity, identity, log)
+
+
+def _prune_claimed(args: argparse.Namespace, out: Path, sparsity: float, identity: dict,
+                   log=print) -> dict:
+    """:func:`prune_to_folder` in a folder this process holds."""
     if (out / "masks.safetensors").exists() and read_config(out) is not None:
         masks = Masks.load(out / "masks.safetensors")
         log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
@@ -54,7 +62,7 @@ def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
         return {"masks": masks, "already_finished": True}
     dataset = load_any_dataset(args.data, "train")
     torch.manual_seed(args.seed)
-    model = build_model(args.model, args.num_classes or dataset.num_classes)
+    model = build_model(args.model, args.num_classes or dataset.num_classes, args.output)
     if args.weights:
         load_weights(model, args.weights)
     model.to(args.device)

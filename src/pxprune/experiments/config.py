@@ -37,6 +37,7 @@ class RunConfig:
     holdout: float = 0.0  # ... or this fraction of it held out per class, drawn with the seed)
     allow_disconnected: bool = False  # keep masks that cut the output off the input
     precision: str | None = None  # training precision (recipe's "auto" when None)
+    output: str | None = None  # which of the model's outputs is the logits (--output)
     # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
     # filled in by run_experiment; "" in folders written before it was recorded
     resolved_method: str = ""

@@ -129,10 +129,12 @@ def run_ntk_study(
     meta: Mapping[str, object] | None = None,
     plots: bool = True,
     progress: bool = True,
+    output: str | None = None,
 ) -> dict:
     """Measure NTK trace ratio, top eigenvalues and PX bound, method x sparsity, at init.
 
-    ``model_name``: a built-in model (``pxprune.models.NAMES``) or ``package.module:function``.
+    ``model_name``: a built-in model (``pxprune.models.NAMES``) or ``package.module:function``;
+    ``output``: which of its outputs is the logits, when it returns several (``--output``).
 
     ``methods``: names, ``"all"``/None (every method but IMP). ``sparsities``: ``"paper"`` or a
     list. ``rounds``: None (each method's default: 100 for PX/SynFlow), an int for the iterative
@@ -163,7 +165,8 @@ def run_ntk_study(
               "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
               "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
               "bn_mode": "eval", "params": "prunable", "method_keys": "resolved specs",
-              "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds}
+              "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds,
+              **({"output": output} if output is not None else {})}
     if path.exists():
         results = json.loads(path.read_text())
         if results.get("config") != config:
@@ -181,7 +184,7 @@ def run_ntk_study(
     results["config_info"] = {"eval_labels": ye.tolist(), "pruning_examples": int(len(yp))}
 
     torch.manual_seed(seed)
-    base = build_model(model_name, classes)
+    base = build_model(model_name, classes, output)
 
     def log(msg: str) -> None:
         if progress:

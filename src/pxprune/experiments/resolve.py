@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,29 +16,56 @@ from .. import models
 from ..data import DataError, ImageDataset, load_dataset
 from ..errors import PxpruneError
 from ..masks import PruningError, check_model_device
+from ..user_model import select_output_permanently
 
 
 class UsageError(PxpruneError):
     """A command-line argument that names nothing usable."""
 
 
-def build_model(spec: str, num_classes: int = 10) -> nn.Module:
-    """A built-in model name (see ``pxprune.models.NAMES``) or ``package.module:function``."""
+def build_model(spec: str, num_classes: int = 10, output: str | None = None) -> nn.Module:
+    """A built-in model name (see ``pxprune.models.NAMES``) or ``package.module:function``,
+    called as ``function(num_classes=N)`` when it takes ``num_classes``, else ``function()``.
+    ``output`` (``--output``: an index such as ``0`` or a key such as ``logits``) makes a model
+    that returns several outputs return that one."""
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise UsageError(f"cannot import model factory {spec!r}: {exc}") from exc
-        model = factory()
+        model = factory(**_class_count_argument(factory, num_classes))
         if not isinstance(model, nn.Module):
             raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module")
         check_model_device(model)  # a meta model has no values to move, score or train
-        return model
+    else:
+        try:
+            model = models.get(spec, num_classes=num_classes)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return select_output_permanently(model, parse_output(output))
+
+
+def _class_count_argument(factory, num_classes: int | None) -> dict:
+    """``{"num_classes": N}`` when the factory takes that keyword (or ``**kwargs``), else {}."""
+    if num_classes is None:
+        return {}
     try:
-        return models.get(spec, num_classes=num_classes)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return {}
+    takes = any(p.name == "num_classes" and p.kind != p.POSITIONAL_ONLY
+                or p.kind == p.VAR_KEYWORD for p in params)
+    return {"num_classes": num_classes} if takes else {}
+
+
+def parse_output(output: str | int | None) -> str | int | None:
+    """``--output``: digits name a tuple index, anything else a dict key or attribute."""
+    if isinstance(output, str) and output.strip().lstrip("-").isdigit():
+        return int(output)
+    if output == "":
+        raise UsageError("--output is empty: give an index (0) or a key (logits)")
+    return output
 
 
 def _matching_model_hint(state: dict, own: dict) -> str:

@@ -75,6 +75,24 @@ def resolve_channels_last(channels_last: bool | None, device: torch.device) -> b
     return device.type == "cpu"
 
 
+@torch.no_grad()
+def channels_last_works(model: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the model's own code runs on channels-last tensors (``x.view(n, -1)`` on a
+    channels-last activation does not): one eval-mode forward of ``x``, nothing updated; the
+    model is left in the usual layout."""
+    was_training = model.training
+    model.eval()
+    try:
+        model.to(memory_format=torch.channels_last)
+        model(x.contiguous(memory_format=torch.channels_last))
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+
+
 def autocast(device: torch.device, precision: str):
     """An autocast context for a resolved precision (disabled for fp32)."""
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
