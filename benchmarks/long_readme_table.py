@@ -1,16 +1,23 @@
-"""Write the README's headline table from benchmarks/results/sweep_resnet20_cpu_long.json.
+"""Write the long CPU sweep's tables from benchmarks/results/sweep_resnet20_cpu_long.json.
 
-Replaces the text between ``<!-- long-protocol:start -->`` and ``<!-- long-protocol:end -->`` in
-README.md with: which cells have finished, mean ± std per method and sparsity with the paper's
-Fig. 2a value in brackets and the empty layers per seed, and the paired verdicts of the default
-PX against each baseline, as the results file holds them (nothing else is claimed).
+Two places, each between its markers, nothing else touched:
+
+- benchmarks/README.md (``<!-- long-protocol:start -->`` ... ``<!-- long-protocol:end -->``):
+  which cells of the grid have finished, mean ± std per method and sparsity with the paper's
+  Fig. 2a value in brackets and the empty layers per seed, and the paired verdicts of the
+  default PX against each baseline, as the results file holds them (nothing else is claimed);
+- README.md (``<!-- headline:start -->`` ... ``<!-- headline:end -->``): the headline table
+  alone (mean ± std, seeds, paper value) and the cells not in the results file yet.
 
     python benchmarks/long_readme_table.py            # after sweep_resnet20_cpu_long.sh --collect
+    python benchmarks/long_readme_table.py --check    # exit 1 if either file is out of date
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 from pxprune.experiments.compare import paper_value
@@ -18,16 +25,22 @@ from pxprune.experiments.report import display_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/sweep_resnet20_cpu_long.json"
+BENCH_README = ROOT / "benchmarks/README.md"
+README = ROOT / "README.md"
 START, END = "<!-- long-protocol:start -->", "<!-- long-protocol:end -->"
-PLANNED = 2 * (1 + 9 * 3)  # seeds x (dense + 9 methods x 3 sparsities)
+HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
 
 
 def label(s: float) -> str:
     return f"s{s * 100:.2f}"
 
 
-def table(data: dict) -> list[str]:
-    """Markdown lines of the headline table."""
+def _accuracy(r: dict) -> str:
+    return f"{r['mean']:.2f}" if r["std"] is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
+
+
+def table(data: dict, empty_layers: bool = True) -> list[str]:
+    """Markdown lines of the table: one row per method, one column per sparsity, then dense."""
     rows = {(r["method"], label(r["sparsity"])): r for r in data["summary"]}
     shapes = data.get("layer_shapes") or {}
     sparsities = sorted(data["sparsities"], reverse=True)
@@ -39,20 +52,21 @@ def table(data: dict) -> list[str]:
         for s in sparsities:
             r = rows.get((m, label(s)))
             pv = paper_value("fig2a", m, s)
+            paper = f" [{pv}]" if pv else ""
             if r is None:
-                cells.append("not finished" + (f" [{pv}]" if pv else ""))
+                cells.append("not finished" + paper)
                 continue
-            acc = (f"{r['mean']:.2f}" if r["std"] is None else
-                   f"{r['mean']:.2f} ± {r['std']:.2f}")
-            seeds = shapes.get(f"{m}|{label(s)}", {})
-            empty = "/".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
-            cells.append(f"{acc} (n={r['n']}){f' [{pv}]' if pv else ''}, empty {empty or '?'}")
+            cell = f"{_accuracy(r)} (n={r['n']}){paper}"
+            if empty_layers:
+                seeds = shapes.get(f"{m}|{label(s)}", {})
+                empty = "/".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
+                cell += f", empty {empty or '?'}"
+            cells.append(cell)
         lines.append(f"| {display_name(m)} | " + " | ".join(cells) + " |")
     dense = rows.get(("dense", label(0.0)))
     if dense is None:
         return [*lines, "", "Dense: not finished yet."]
-    std = f" ± {dense['std']:.2f}" if dense["std"] is not None else ""
-    return [*lines, "", f"Dense: {dense['mean']:.2f}{std} % (n={dense['n']})."]
+    return [*lines, "", f"Dense (unpruned): {_accuracy(dense)} % (n={dense['n']})."]
 
 
 def _pair(p: dict) -> str:
@@ -88,36 +102,74 @@ def verdicts(data: dict) -> list[str]:
     return out
 
 
-def progress(data: dict) -> str:
-    """How many planned cells have finished, and which are still missing per sparsity."""
-    done = len(data["cells"])
-    missing: dict[str, list[str]] = {}
+def missing(data: dict) -> str:
+    """The grid's cells that are not in the results file, per sparsity ('' when none)."""
+    by: dict[str, list[str]] = {}
     for m in data.get("missing") or []:
         where = "dense" if m["method"] == "dense" else f"{m['sparsity'] * 100:.2f} %"
-        missing.setdefault(where, []).append(f"{display_name(m['method'])} seed {m['seed']}")
-    text = (f"**{done} of the {PLANNED} planned cells {'has' if done == 1 else 'have'} "
-            "finished**; the sweep resumes in later sessions (see below).")
-    started = {f"{c['sparsity'] * 100:.2f} %" for c in data["cells"] if c["method"] != "dense"}
-    if missing:
-        text += " Still missing in the sparsities started: " + "; ".join(
-            f"{where}: {', '.join(names)}" if where in started or where == "dense" else
-            f"{where}: all {len(names)} cells (none finished yet)"
-            for where, names in missing.items()) + "."
-    return text
+        by.setdefault(where, []).append(f"{display_name(m['method'])} seed {m['seed']}")
+    return "; ".join(f"{where}: {', '.join(names)}" for where, names in by.items())
 
 
-def main() -> None:
+def progress(data: dict) -> str:
+    """How many cells of the grid have finished, and which are missing."""
+    done = len(data["cells"])
+    planned = done + len(data.get("missing") or [])
+    text = (f"**{done} of the {planned} cells of the grid {'has' if done == 1 else 'have'} "
+            "finished**.")
+    gaps = missing(data)
+    return text + (f" Missing: {gaps}." if gaps else "")
+
+
+def long_block(data: dict) -> list[str]:
+    """The text for benchmarks/README.md, markers included."""
+    return [START, "", progress(data) + " Accuracy % (final epoch), mean ± sample std over "
+            "seeds, the paper's Fig. 2a value in brackets, then the prunable layers left empty "
+            "per seed:", "", *table(data), "", *verdicts(data), "", END]
+
+
+def headline_block(data: dict) -> list[str]:
+    """The text for README.md, markers included."""
+    gaps = missing(data)
+    note = ("Accuracy % at the final epoch, mean ± sample std over seeds (n = seeds; no ± for "
+            "one seed); in brackets the paper's Fig. 2a value (160 epochs), read off its plot.")
+    if gaps:
+        note += f" Cells not in the results file yet: {gaps}."
+    return [HEAD_START, "", *table(data, empty_layers=False), "", note, "", HEAD_END]
+
+
+def replaced(path: Path, start: str, end: str, block: list[str]) -> tuple[str, str]:
+    """(current text, text with the part between ``start`` and ``end`` replaced by ``block``)."""
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return text, head + "\n".join(block) + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a file differs from the results JSON")
+    args = parser.parse_args(argv)
     data = json.loads(RESULTS.read_text())
-    block = [START, "", progress(data) + " Accuracy % (final epoch), mean ± sample std over "
-             "seeds, the paper's Fig. 2a value in brackets, then the prunable layers left empty "
-             "per seed:", "", *table(data), "", *verdicts(data), "", END]
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + "\n".join(block) + tail)
-    print("\n".join(block))
+    stale = []
+    for path, start, end, block in ((BENCH_README, START, END, long_block(data)),
+                                    (README, HEAD_START, HEAD_END, headline_block(data))):
+        old, new = replaced(path, start, end, block)
+        if old != new:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(new)
+    if args.check:
+        if stale:
+            print("out of date (run python benchmarks/long_readme_table.py): " + ", ".join(stale))
+            return 1
+        return 0
+    print("\n".join(long_block(data)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
