@@ -18,7 +18,7 @@ Conventions, shared by every function here:
   ``torch.func.functional_call``).
 
 ``px_bound`` evaluates the bound
-``Tr Theta <= sum_{n,k} A_nk B_k <= ||J_v^f||_F^2 ||J_theta^v||_F^2`` of DESIGN.md §3
+``Tr Theta <= sum_{n,k} A_nk B_k <= ||J_v^f||_F^2 ||J_theta^v||_F^2`` of docs/px.md §2
 with the two PX copies (see its docstring for exactly what is computed).
 """
 

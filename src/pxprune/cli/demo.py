@@ -13,7 +13,7 @@ from ..experiments.run import run_experiment
 from ..methods.spec import folder_name
 from .common import show_progress
 
-# The demo's CPU-sized protocol (DESIGN §3 "small"), cut to finish in a few minutes on 2 cores.
+# The demo's CPU-sized protocol (recipe cpu_small), cut to finish in a few minutes on 2 cores.
 DEMO = RunConfig(model="resnet20", dataset="cifar10", method="px", sparsity=0.982, seed=0,
                  recipe="cpu_small", epochs=3, train_per_class=300, test_per_class=100)
 
@@ -31,7 +31,7 @@ DEMO_METHODS = ("px", "px[variant=bound]", "random")  # the default, the bound, 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """PX at 98.2 % (the default, the authors' 2024 scoring; then DESIGN §3.2's bound variant)
+    """PX at 98.2 % (the default, the authors' 2024 scoring; then the bound variant, docs/px.md §2)
     vs a random mask, same short CPU recipe."""
     out = Path(args.out)
     device = args.device

@@ -18,7 +18,7 @@ from .sweep import sparsity_label
 
 TIE_POINTS = 0.5
 
-# The paper's figure 2a (CIFAR-10 / ResNet-20, 160 epochs), read off the plot (paper.md §3.2):
+# The paper's figure 2a (CIFAR-10 / ResNet-20, 160 epochs), read off the plot (docs/px.md §5):
 # sparsity label -> method -> text ("hidden": under another curve; "<75": below the floor).
 PAPER: dict[str, dict[str, dict[str, str]]] = {
     "fig2a": {

@@ -1,6 +1,6 @@
 """Transfer: load a pre-trained backbone, prune it with downstream data, probe or fine-tune.
 
-The paper's second claim (paper.md §3.2, Fig. 3) is that PX applied to a *pre-trained* model
+The paper's second claim (Fig. 3; docs/px.md §5) is that PX applied to a *pre-trained* model
 keeps a subnetwork that stays usable on a downstream task at high sparsity. This module gives the
 pieces to test that on CPU:
 

@@ -1,6 +1,6 @@
 """PX — Path eXclusion (Iurada, Ciccone, Tommasi, CVPR 2024): the registered ``px`` score.
 
-Two definitions (DESIGN §3):
+Two definitions (docs/px.md):
 
 - ``variant="cvpr2024"`` (the default, :mod:`.cvpr2024`): the authors' April-2024 scoring, the
   code that produced the paper's numbers. Cross-checked against that code on the same
@@ -8,7 +8,7 @@ Two definitions (DESIGN §3):
   iterative rounds give the same masks. In both CPU sweeps it empties no layer and trains at
   the top or level with the best baselines. It needs no gate decomposition, so it works on
   SiLU / GELU / Hardswish networks, depthwise convolutions, squeeze-excite and LayerNorm.
-- ``variant="bound"`` (:mod:`.bound`): the NTK-trace upper bound of DESIGN §3.2 written out
+- ``variant="bound"`` (:mod:`.bound`): the NTK-trace upper bound of docs/px.md §2 written out
   exactly (brute-force path-enumeration tests), with ReLU gates replayed from the real network.
   With running-statistics BatchNorm (``bn="running"``, its default) it empties ResNet-20's last
   stage at >= 95.6 % sparsity and trains 7-10 points worse; ``bn="batch"`` takes the BatchNorm

@@ -1,4 +1,4 @@
-"""PX — Path eXclusion (Iurada, Ciccone, Tommasi, CVPR 2024), as specified in DESIGN.md §3.
+"""PX — Path eXclusion (Iurada, Ciccone, Tommasi, CVPR 2024), as specified in docs/px.md §2.
 
 The NTK trace of a bias-free ReLU network is bounded by ``||J_v^f||_F^2 ||J_theta^v||_F^2``
 (path view of Gebhart et al. 2021). PX scores each weight by its share of the per-output bound

@@ -1,4 +1,4 @@
-"""PX's default score: the authors' April-2024 scoring (DESIGN §3.1), on any vision block.
+"""PX's default score: the authors' April-2024 scoring (docs/px.md §1), on any vision block.
 
 ``R = sum_x z1(x) . z2(x)`` with two copies of the network, both on the raw input:
 
