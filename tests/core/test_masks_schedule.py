@@ -128,3 +128,21 @@ def test_other_parameters_can_be_made_prunable():
     assert (model[1].weight[~masks["1.weight"]] == 0).all()
     with pytest.raises(pxprune.PruningError, match="not parameters"):
         pxprune.Masks.ones(model, extra=["1.nonexistent"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.5, 2.0, -1.0])
+def test_masks_refuse_values_other_than_zero_and_one(bad):
+    """A float mask is not rounded or cast: NaN, 0.5 and 2 would all become True (kept)."""
+    with pytest.raises(PruningError, match=r"'conv\.weight' holds") as exc:
+        Masks({"fc.weight": torch.ones(2, dtype=torch.bool),
+               "conv.weight": torch.tensor([1.0, 0.0, bad])})
+    assert len(str(exc.value).splitlines()) == 1
+    with pytest.raises(PruningError, match="'w' holds 2"):
+        Masks({"w": torch.tensor([0, 1, 2])})
+
+
+def test_masks_take_bool_and_zero_one_tensors():
+    for m in (torch.tensor([True, False]), torch.tensor([1.0, 0.0]), torch.tensor([1, 0]),
+              torch.tensor([1, 0], dtype=torch.uint8)):
+        mask = Masks({"w": m})["w"]
+        assert mask.dtype == torch.bool and mask.tolist() == [True, False]

@@ -7,13 +7,16 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import pxprune.api
+import pxprune.experiments.run
 from pxprune import checkpoint as prune_checkpoint
 from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
 from pxprune.experiments.config import RunConfig
 from pxprune.experiments.run import run_experiment
+from pxprune.masks import Masks
 
 
 def run_args(model_spec: str, data_file: str, out, *extra: str) -> list[str]:
@@ -150,3 +153,42 @@ def test_the_prune_command_says_it_resumes(tmp_path, data_file, model_spec, monk
     capsys.readouterr()
     assert main(argv) == 0
     assert "resuming the pruning after round 2 of 4" in capsys.readouterr().out
+
+
+def _drop(name: str):
+    return lambda masks: {n: m for n, m in masks.items() if n != name}
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_drop("5.weight"), "no mask for 1 of the model's 2 prunable tensors (e.g. '5.weight')"),
+    (_drop("0.weight"), "no mask for 1 of the model's 2 prunable tensors (e.g. '0.weight')"),
+    (lambda masks: {}, "no mask for 2 of the model's 2 prunable tensors"),
+    (lambda masks: {n: torch.zeros_like(m) for n, m in masks.items()},
+     "keeps 0 of 232 weights but prune.json records 116 of 232"),
+    ("prune.json", "prune.json is unreadable or not a pruning record"),
+])
+def test_a_pruned_run_resumes_only_from_masks_that_match_the_model_and_prune_json(
+        tmp_path, data_file, model_spec, monkeypatch, capsys, damage, says):
+    """A layer missing from the saved masks would train dense; all-False masks would train
+    nothing; either way a finished summary would be written for masks nobody chose."""
+    out = tmp_path / "r"
+    args = run_args(model_spec, data_file, out, "--holdout", "0.25")
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt  # pruned, not trained
+
+    with monkeypatch.context() as m:
+        m.setattr(pxprune.experiments.run, "train", ctrl_c)
+        assert main(args) == 130
+    assert (out / "masks.safetensors").exists() and not (out / "summary.json").exists()
+    if damage == "prune.json":
+        (out / "prune.json").write_text('{"kept": ')
+    else:
+        saved = Masks.load(out / "masks.safetensors")
+        assert saved.kept == 116 and saved.total == 232  # magnitude 50 % of conv 216 + fc 16
+        Masks(damage(dict(saved))).save(out / "masks.safetensors")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert not (out / "summary.json").exists()

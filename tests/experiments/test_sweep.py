@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shlex
+import shutil
 
 import pytest
 import torch
@@ -267,3 +268,126 @@ def test_sweep_json_written_with_later_fields_at_default_still_matches(tmp_path)
     assert _load_sweep_file(tmp_path, protocol_of(base))["methods"] == ["dense"]
     with pytest.raises(UsageError, match="differs in: precision"):
         _load_sweep_file(tmp_path, protocol_of(replace(base, precision="fp32")))
+
+
+# -- damaged or edited cells ------------------------------------------------------------------
+CUT = "random/s50.00/seed0"  # the cell each damage below is done to
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, data):
+    """random at 50 % and 90 % and dense, seed 0, finished once; each test damages a copy."""
+    out = tmp_path_factory.mktemp("sweep") / "small"
+    pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"], [0.5, 0.9], [0], out,
+                                        progress=False, log=lambda m: None, env={"command": "t"})
+    return out
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+DAMAGES = {  # name: (what is done to the cell folder, the file the one-line reason names)
+    "masks truncated": (lambda c: (c / "masks.safetensors").write_bytes(
+        (c / "masks.safetensors").read_bytes()[:300]), "masks.safetensors is unreadable"),
+    "masks deleted": (lambda c: (c / "masks.safetensors").unlink(),
+                      "masks.safetensors is missing"),
+    "another cell's masks": (lambda c: shutil.copy(c.parent.parent / "s90.00/seed0" /
+                                                   "masks.safetensors", c),
+                             "masks.safetensors does not match"),
+    "config sparsity edited": (lambda c: _edit_json(c / "config.json", sparsity=0.9),
+                               "config.json says sparsity 0.9"),
+    "both configs moved to 90 %": (lambda c: (_edit_json(c / "config.json", sparsity=0.9),
+                                              _edit_json(c / "summary.json", config={
+                                                  **json.loads((c / "config.json").read_text()),
+                                                  "sparsity": 0.9})),
+                                   "summary.json says sparsity 0.9 but the cell's folder is "
+                                   "for 0.5"),
+    "summary truncated": (lambda c: (c / "summary.json").write_text(
+        (c / "summary.json").read_text()[:200]), "summary.json is unreadable"),
+    "summary garbage bytes": (lambda c: (c / "summary.json").write_bytes(b"\xff\xfe\x00\x9c"),
+                              "summary.json is unreadable"),
+    "summary a JSON list": (lambda c: (c / "summary.json").write_text("[1, 2]"),
+                            "summary.json holds a JSON list"),
+    "accuracy abc": (lambda c: _edit_json(c / "summary.json", final_test_acc="abc"),
+                     "summary.json: final_test_acc is 'abc'"),
+    "config garbage": (lambda c: (c / "config.json").write_bytes(b"\x00{{garbage"),
+                       "config.json is unreadable"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_cell_is_listed_as_damaged_and_left_out(small, tmp_path, capsys, damage):
+    out = tmp_path / "s"
+    shutil.copytree(small, out)
+    do, says = DAMAGES[damage]
+    do(out / CUT)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{CUT} (damaged: {says}" in printed, printed
+    result = collect(out)
+    assert sorted(c["folder"] for c in result["cells"]) == ["dense/seed0", "random/s90.00/seed0"]
+    assert [(c["folder"], c["status"]) for c in result["missing"]] == [(CUT, "damaged")]
+    assert says in result["missing"][0]["error"]
+    assert [r["n"] for r in result["rows"]] == [1, 1]  # the other cells are still reported
+    assert f"`{CUT}` — damaged: {says}" in (out / "report.md").read_text()
+    assert main(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "done 2" in status and "damaged 1" in status, status
+    assert f"damaged  {CUT}: {says}" in status
+
+
+def test_a_results_only_copy_is_reported(small, tmp_path):
+    """Committed benchmark cells keep no masks and no weights (config, summary, metrics, layer
+    tables): such a cell is reported from its checked summary."""
+    out = tmp_path / "s"
+    shutil.copytree(small, out)
+    for cell in ("random/s50.00/seed0", "random/s90.00/seed0", "dense/seed0"):
+        for name in ("masks.safetensors", "model.pt"):
+            (out / cell / name).unlink()
+    result = collect(out)
+    assert len(result["cells"]) == 3 and result["missing"] == []
+
+
+def test_resume_sets_a_damaged_cell_aside_and_runs_it_again(small, data, tmp_path):
+    out = tmp_path / "s"
+    shutil.copytree(small, out)
+    cut = out / CUT
+    DAMAGES["masks truncated"][0](cut)
+    damaged_masks = (cut / "masks.safetensors").read_bytes()
+    (cut / "notes.txt").write_text("a user's file")
+    DAMAGES["config garbage"][0](out / "dense/seed0")
+    intact = (out / "random/s90.00/seed0/summary.json").stat().st_mtime_ns
+    messages: list[str] = []
+    record = pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"],
+                                                 [0.5, 0.9], [0], out, progress=False,
+                                                 log=messages.append, env={"command": "t"})
+    assert all(e["status"] == "done" for e in record["cells"].values()), record["cells"]
+    assert any(m.startswith(f"  damaged {CUT}: masks.safetensors is unreadable")
+               for m in messages), messages
+    assert any(m.startswith("  damaged dense/seed0: config.json is unreadable")
+               for m in messages), messages
+    assert (cut / ".damaged-1" / "masks.safetensors").read_bytes() == damaged_masks
+    assert (cut / "notes.txt").read_text() == "a user's file"  # not pxprune's: left in place
+    assert (out / "random/s90.00/seed0/summary.json").stat().st_mtime_ns == intact
+    result = collect(out)  # the set-aside files are not reported as a second cell
+    assert len(result["cells"]) == 3 and result["missing"] == []
+    fresh = pxprune.experiments.sweep.cell_state(out, plan_cells(["random"], [0.5], [0])[0])
+    assert fresh.state == "done" and fresh.done["masks_sha256"] == json.loads(
+        (small / CUT / "summary.json").read_text())["masks_sha256"]  # same seed, same masks
+
+
+@pytest.mark.parametrize("command", ["report", "status", "sweep"])
+def test_a_truncated_sweep_json_is_one_line(small, tmp_path, data, capsys, command):
+    out = tmp_path / "s"
+    shutil.copytree(small, out)
+    text = (out / "sweep.json").read_text()
+    (out / "sweep.json").write_text(text[: len(text) // 2])
+    argv = {"report": ["report", str(out)], "status": ["sweep", "--status", str(out)],
+            "sweep": sweep_args(data, out, methods="random,dense", seeds="0")}[command]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out / 'sweep.json'} is unreadable" in err, err
+    assert (out / "sweep.json").read_text() == text[: len(text) // 2]  # left as found

@@ -22,12 +22,12 @@ from pathlib import Path
 from ..errors import OutputError, atomic_write_bytes, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
+from .cell_check import ASIDE, check_cell
 from .compare import format_section, results_extra
 from .config import CELL_FIELDS, DENSE
 from .resolve import UsageError
 from .sweep import (
     DONE_FILES,
-    ERROR_FILE,
     LATER_FIELDS,
     SWEEP_FILE,
     TRAINING,
@@ -35,6 +35,7 @@ from .sweep import (
     Cell,
     comparable_protocol,
     plan_cells,
+    read_record,
     sparsity_label,
 )
 
@@ -109,14 +110,9 @@ def check_comparable(cells: list[dict], protocols: dict[str, dict]) -> None:
                              "their accuracies are not comparable: report each folder on its own")
 
 
-def _read_cell(summary_path: Path) -> dict:
-    """One finished cell's identity and numbers, from its summary.json (config.json fallback);
+def _read_cell(summary: dict, cfg: dict) -> dict:
+    """One finished cell's identity and numbers, from its checked summary.json and config;
     ``_protocol`` holds what it must share with the cells it is compared with."""
-    summary = json.loads(summary_path.read_text())
-    cfg = summary.get("config")
-    if cfg is None and (summary_path.parent / "config.json").exists():
-        cfg = json.loads((summary_path.parent / "config.json").read_text())
-    cfg = cfg or {}
     method = cfg.get("method", DENSE)
     if "resolved_method" not in cfg and method != DENSE:  # written before it was recorded:
         old = resolved_spec(method, legacy=True)  # label it by what it computed then
@@ -137,10 +133,9 @@ def _read_cell(summary_path: Path) -> dict:
     }
 
 
-def _read_transfer_cell(result_path: Path) -> dict:
-    """One finished transfer cell (or dense reference) from its result.json: the pruned (dense)
-    test accuracy after the refitted probe, or after fine-tuning in finetune mode."""
-    res = json.loads(result_path.read_text())
+def _read_transfer_cell(res: dict, cfg: dict | None = None) -> dict:
+    """One finished transfer cell (or dense reference) from its checked result.json: the pruned
+    (dense) test accuracy after the refitted probe, or after fine-tuning in finetune mode."""
     method = res.get("method", DENSE)
     block = res["dense"] if method == DENSE else res["pruned"]
     finetune, probe = block.get("finetune") or {}, block.get("probe") or {}
@@ -204,43 +199,52 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no sweep folder {sweep_dir}")
     record_path = sweep_dir / SWEEP_FILE
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record = read_record(record_path) if record_path.exists() else {}
     kind = record.get("kind", TRAINING)
     if kind == TRANSFER and metric == "best" and (record.get("protocol") or {}).get(
             "mode") != "finetune":
         raise UsageError("a probe transfer sweep has one accuracy per cell: --metric best "
                          "applies to training and fine-tuning sweeps")
     read = _read_transfer_cell if kind == TRANSFER else _read_cell
-    cells = []
+    planned: list[Cell] = []
+    if record.get("methods"):
+        planned = plan_cells(record["methods"], record.get("sparsities") or [],
+                             record.get("seeds") or [0])
+    places = {c.folder: c for c in planned}
+    cells, damaged = [], []
     protocols: dict[str, dict] = {}
     for path in sorted(sweep_dir.rglob(DONE_FILES[kind])):
-        if kind == TRANSFER and path.parent == sweep_dir:
+        rel = path.parent.relative_to(sweep_dir)
+        if (kind == TRANSFER and path.parent == sweep_dir) or any(
+                part.startswith(ASIDE) for part in rel.parts):  # a damaged cell set aside
             continue
-        cell = read(path)
-        cell["folder"] = path.parent.relative_to(sweep_dir).as_posix()
+        place = places.get(rel.as_posix())
+        where = {"method": None, "sparsity": None, "seed": None} if place is None else {
+            "method": place.method, "sparsity": place.sparsity, "seed": place.seed}
+        state = check_cell(path.parent, place and where, kind)
+        if state.state != "done":  # listed as damaged, left out of the table
+            damaged.append({**where, "folder": rel.as_posix(), "status": state.state,
+                            "error": state.reason})
+            continue
+        cell = read(state.done, state.config)
+        cell["folder"] = rel.as_posix()
         cell.update(_invocation_of(path, record.get("invocations") or []))
         cells.append(cell)
         if kind == TRAINING:
             protocols[cell["folder"]] = cell.pop("_protocol")
     if kind == TRAINING:
         check_comparable(cells, protocols)
-    done = {c["folder"] for c in cells}
-    planned: list[Cell] = []
-    if record.get("methods"):
-        planned = plan_cells(record["methods"], record.get("sparsities") or [],
-                             record.get("seeds") or [0])
-    missing = []
+    seen = {c["folder"] for c in cells} | {c["folder"] for c in damaged}
+    missing = [c for c in damaged if c["folder"] not in places]
     for cell in planned:
-        if cell.folder in done:
+        if cell.folder in seen:
+            missing += [c for c in damaged if c["folder"] == cell.folder]
             continue
-        folder = sweep_dir / cell.folder
+        state = check_cell(sweep_dir / cell.folder, None, kind)
         entry = {"method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
-                 "folder": cell.folder, "status": "missing"}
-        if (folder / ERROR_FILE).exists():
-            entry.update(status="failed",
-                         error=json.loads((folder / ERROR_FILE).read_text()).get("error"))
-        elif (folder / "config.json").exists():
-            entry["status"] = "partial"
+                 "folder": cell.folder, "status": state.state}
+        if state.state == "failed":
+            entry["error"] = state.reason
         missing.append(entry)
     methods = list(record.get("methods") or [])
     methods += [m for m in dict.fromkeys(c["method"] for c in cells) if m not in methods]
@@ -326,7 +330,8 @@ def format_text_table(result: dict) -> str:
         out.append(f"{dense_label(result).lower()}: {_fmt(dense, with_n=True)}")
     if result["missing"]:
         out.append(f"{len(result['missing'])} cell(s) not finished: " + ", ".join(
-            f"{c['folder']} ({c['status']})" for c in result["missing"]))
+            f"{c['folder']} ({c['status']}" + (f": {c['error']})" if c["status"] == "damaged"
+                                               else ")") for c in result["missing"]))
     return "\n".join(out)
 
 

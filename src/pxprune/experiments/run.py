@@ -19,7 +19,7 @@ from .. import checkpoint as prune_checkpoint
 from ..api import prune
 from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
-from ..errors import OutputError, atomic_write_text
+from ..errors import DamagedFileError, OutputError, atomic_write_text
 from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
 from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
@@ -28,7 +28,14 @@ from ..training import distributed as D
 from ..training.precision import resolve_precision
 from ..training.recipes import get_recipe
 from ..training.train import train
-from .checks import check_connected, check_inputs, log_resume
+from .cell_check import check_cell
+from .checks import (
+    check_connected,
+    check_inputs,
+    check_saved_masks,
+    log_resume,
+    read_prune_record,
+)
 from .config import DENSE, RunConfig
 from .data_split import PruneClock, describe_test_split, train_test_sets
 from .folder import claim, differences, read_config, work_files, write_config, write_layer_table
@@ -167,8 +174,12 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
     if config_path.exists() and summary_path.exists():  # finished: still never another method
         check_same_method(RunConfig.from_dict(json.loads(config_path.read_text())), cfg, out)
     if summary_path.exists():
+        finished = check_cell(out)  # the same check as a sweep's report and resume
+        if finished.state != "done":
+            raise DamagedFileError(f"{out} holds a damaged finished run ({finished.reason}); "
+                                   "use another --out")
         log(f"{out}: already finished")
-        return json.loads(summary_path.read_text())
+        return finished.done
     main = D.is_main_process()  # under torchrun only rank 0 writes; masks are broadcast
     out.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and work_files(out):  # a config alone (a failed start) claims nothing
@@ -188,7 +199,8 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
         # the model's order, which the trainer's checkpoint fingerprint depends on (else every
         # resume would be refused as "another masks")
         masks = Masks.load(masks_path).in_order_of(model)
-        info = json.loads(prune_path.read_text())
+        info = read_prune_record(prune_path)
+        check_saved_masks(masks, model, info, masks_path)  # a missing layer would train dense
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
         is_imp = cfg.method.split("[")[0] == "imp"

@@ -2,6 +2,8 @@
 
 Read from the cell folders, never from a job scheduler, so it is the same for every launcher and
 works from any machine that sees the folder: done = the kind's done file (``summary.json``),
+intact (:mod:`pxprune.experiments.cell_check`; damaged = it fails that check and runs again
+when the sweep is re-run),
 running = a live ``running.json`` (:mod:`pxprune.experiments.cell_lock`: the writer's process
 exists on this
 host, or its heartbeat is younger than ``cell_lock.STALE_S``), failed = ``error.json``, pending =
@@ -11,14 +13,14 @@ with ``config.json``, e.g. a killed job), which resume when the sweep is submitt
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..errors import DamagedFileError
 from .cell_lock import describe, live_holder
 from .resolve import UsageError
-from .sweep import DONE_FILES, ERROR_FILE, SWEEP_FILE, TRAINING, Cell, cell_status
+from .sweep import SWEEP_FILE, TRAINING, Cell, cell_state, read_record
 
-STATES = ("done", "running", "failed", "pending")
+STATES = ("done", "running", "failed", "damaged", "pending")
 
 
 def sweep_status(out: str | Path) -> dict:
@@ -27,22 +29,24 @@ def sweep_status(out: str | Path) -> dict:
     path = out / SWEEP_FILE
     if not path.exists():
         raise UsageError(f"no sweep in {out} (no {SWEEP_FILE})")
-    record = json.loads(path.read_text())
+    record = read_record(path)
     kind = record.get("kind", TRAINING)
     cells = []
     for key, entry in record.get("cells", {}).items():
-        cell = Cell(entry["method"], float(entry["sparsity"]), int(entry["seed"]))
-        found = cell_status(out, cell, DONE_FILES[kind])
+        try:
+            cell = Cell(str(entry["method"]), float(entry["sparsity"]), int(entry["seed"]))
+        except (KeyError, TypeError, ValueError):
+            raise DamagedFileError(f"{path}: the entry of cell {key!r} is not a cell") from None
+        checked = cell_state(out, cell, kind)
+        found = checked.state
         holder = live_holder(out / cell.folder) if found != "done" else None
         detail = ""
         if found == "done":
             state = "done"
         elif holder is not None:
             state, detail = "running", describe(holder)
-        elif found == "failed":
-            state = "failed"
-            error = json.loads((out / cell.folder / ERROR_FILE).read_text()).get("error", "")
-            detail = str(error).splitlines()[0][:200] if error else ""
+        elif found in ("failed", "damaged"):
+            state, detail = found, checked.reason[:200]
         else:
             state = "pending"
             detail = "interrupted, resumes when re-submitted" if found == "partial" else (
@@ -60,8 +64,10 @@ def format_status(status: dict, max_lines: int = 50) -> str:
     c = status["counts"]
     lines = [f"{status['sweep_dir']}: {len(status['cells'])} cells: done {c['done']}, "
              f"running {c['running']}, failed {c['failed']}, pending {c['pending']} "
-             f"({status['interrupted']} interrupted)"]
-    shown = [x for x in status["cells"] if x["state"] in ("running", "failed")]
+             f"({status['interrupted']} interrupted)"
+             + (f", damaged {c['damaged']} (run again by the sweep command)" if c["damaged"]
+                else "")]
+    shown = [x for x in status["cells"] if x["state"] in ("running", "failed", "damaged")]
     for x in shown[:max_lines]:
         lines.append(f"  {x['state']:<8} {x['folder']}: {x['detail']}")
     if len(shown) > max_lines:

@@ -41,9 +41,11 @@ from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from ..errors import DamagedFileError
 from ..masks import PruningError
 from ..methods.spec import canonical, check_method_spec, folder_name, resolved_spec
 from ..training.recipes import get_recipe
+from .cell_check import DONE_FILES, ERROR_FILE, TRAINING, TRANSFER, CellState, check_cell, set_aside
 from .cell_lock import CellBusy, CellLock, describe, live_holder
 from .config import CELL_FIELDS, DENSE, RunConfig
 from .folder import refuse_foreign
@@ -54,11 +56,8 @@ from .run import run_experiment
 
 FORMAT = "pxprune.sweep/1"
 SWEEP_FILE = "sweep.json"
-ERROR_FILE = "error.json"
 DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
 ENV_VARS = ("PXPRUNE_DATA", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # recorded with the command
-TRAINING, TRANSFER = "training", "transfer"  # sweep kinds (``sweep.json``'s "kind")
-DONE_FILES = {TRAINING: "summary.json", TRANSFER: "result.json"}  # a finished cell has it
 
 
 @dataclass(frozen=True)
@@ -170,16 +169,18 @@ def save_record(out: Path, record: dict) -> None:
     _write_json(out / SWEEP_FILE, record)
 
 
+def cell_state(out: Path, cell: Cell, kind: str = TRAINING) -> CellState:
+    """The checked state of a cell's folder (:func:`pxprune.experiments.cell_check.check_cell`):
+    done and intact, damaged, failed, partial (started) or missing."""
+    expected = {"method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed}
+    return check_cell(out / cell.folder, expected, kind)
+
+
 def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
-    """``done`` (``done_file``), ``failed`` (error.json), ``partial`` (started) or ``missing``."""
-    folder = out / cell.folder
-    if (folder / done_file).exists():
-        return "done"
-    if (folder / ERROR_FILE).exists():
-        return "failed"
-    if (folder / "config.json").exists():
-        return "partial"
-    return "missing"
+    """``done`` (``done_file``, intact), ``damaged``, ``failed`` (error.json), ``partial``
+    (started) or ``missing``."""
+    kind = TRANSFER if done_file == DONE_FILES[TRANSFER] else TRAINING
+    return cell_state(out, cell, kind).state
 
 
 def check_resolved_method(folder: Path, method: str) -> None:
@@ -189,7 +190,12 @@ def check_resolved_method(folder: Path, method: str) -> None:
     path = folder / "config.json"
     if method == DENSE or not path.exists():
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # the cell check reports it damaged
+    if not isinstance(saved, dict) or not isinstance(saved.get("method", method), str):
+        return
     before = saved.get("resolved_method") or resolved_spec(saved.get("method", method),
                                                             legacy=True)
     now = resolved_spec(method)
@@ -202,13 +208,31 @@ def _merge(old: Sequence, new: Sequence) -> list:
     return list(old) + [x for x in new if x not in old]
 
 
+def read_record(path: Path) -> dict:
+    """A ``sweep.json``; a truncated or foreign one is one line naming it (DamagedFileError)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise DamagedFileError(f"{path} is unreadable (truncated or not JSON: {first}); "
+                               "restore it, or move it aside and re-run the sweep command to "
+                               "start a new record") from None
+    lists = ("methods", "sparsities", "seeds", "invocations")
+    if (not isinstance(record, dict) or not isinstance(record.get("cells", {}), dict)
+            or any(not isinstance(record.get(k, []), list) for k in lists)
+            or not all(isinstance(e, dict) for e in record.get("cells", {}).values())
+            or record.get("kind", TRAINING) not in DONE_FILES):
+        raise DamagedFileError(f"{path} is not a pxprune sweep record")
+    return record
+
+
 def _load_sweep_file(out: Path, protocol: dict, kind: str = TRAINING) -> dict:
     """The existing ``sweep.json`` (checked against this protocol) or an empty record."""
     path = out / SWEEP_FILE
     if not path.exists():
         return {"format": FORMAT, "methods": [], "sparsities": [], "seeds": [], "invocations": [],
                 "cells": {}}
-    record = json.loads(path.read_text())
+    record = read_record(path)
     if record.get("kind", TRAINING) != kind:
         raise UsageError(f"{out} holds a {record.get('kind', TRAINING)} sweep, not a {kind} "
                          "sweep; use another --out")
@@ -309,9 +333,9 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
         check_resolved_method(out / cell.folder, cell.method)
     todo, busy = [], []
     for cell in cells:
-        status = cell_status(out, cell, DONE_FILES[kind])
+        state = cell_state(out, cell, kind)
         entry = record["cells"].setdefault(cell.key, {**asdict(cell), "folder": cell.folder})
-        if status == "done":
+        if state.state == "done":
             entry["status"] = "done"
             continue
         holder = live_holder(out / cell.folder)
@@ -319,6 +343,11 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
             busy.append(cell)
             log(f"  skip   {cell.folder}: running ({describe(holder)})")
             continue
+        if state.state == "damaged":  # its files set aside (never deleted); it runs again
+            aside = set_aside(out / cell.folder)
+            entry.update(status="damaged", error=state.reason)
+            log(f"  damaged {cell.folder}: {state.reason}; runs again"
+                + (f" (its files are in {aside})" if aside else ""))
         todo.append(cell)
     how = (f"as {invocation['launcher']} jobs" if invocation.get("launcher", "local") != "local"
            else f"{invocation.get('jobs', 1)} at a time")
