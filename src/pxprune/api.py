@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
 from .numerics import exact_float32, first_nonfinite
+from .pathview.reach import reached_outputs
 from .schedule import (
     check_keeps_some,
     check_rounds,
@@ -70,6 +72,25 @@ def _on_cpu(scores: dict[str, Tensor]) -> dict[str, Tensor]:
         out[name] = flat[start : start + s.numel()].view(s.shape)
         start += s.numel()
     return out
+
+
+class DisconnectedMasksWarning(UserWarning):
+    """``prune`` returned masks with empty layers, or that cut the output off the input."""
+
+
+def _warn_if_disconnected(model: nn.Module, masks: Masks, batches: list, method: str) -> None:
+    """Warn, naming the empty layers, when masks keep no weight of some layer; say so when no
+    path of kept weights is left from input to output (the command line refuses those)."""
+    empty = masks.collapsed_layers()
+    cut = bool(batches) and reached_outputs(model, masks, batches[0][0][:1]) == 0
+    if not empty and not cut:
+        return
+    named = f"{len(empty)} empty layer(s): {', '.join(empty[:6])}" + (
+        " ..." if len(empty) > 6 else "")
+    warnings.warn(f"{method} kept {masks.kept:,} of {masks.total:,} weights; "
+                  + ("no path of kept weights joins the input to the output; " if cut else "")
+                  + (named if empty else "no layer is empty"),
+                  DisconnectedMasksWarning, stacklevel=3)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -155,6 +176,7 @@ def prune(
     masks: Masks | None = None,
     start_round: int = 0,
     checkpoint: str | Path | None = None,
+    keep_checkpoint: bool = False,
     output: Output = None,
     **options,
 ) -> Masks:
@@ -175,7 +197,12 @@ def prune(
     ``checkpoint`` (a file path) makes a multi-round schedule survive interruption: the masks
     are saved there every few seconds of scoring, a later call with the same pruning (method,
     options, sparsity, rounds, scope, seed, starting weights, data) resumes after the saved
-    round, another pruning is refused, and the file is deleted once the schedule is done.
+    round, another pruning is refused, and the file is deleted once the schedule is done
+    (``keep_checkpoint=True``: it is kept, holding the final masks, and a later call returns
+    them at once).
+
+    Masks with an empty layer, or that leave no path of kept weights from input to output,
+    are returned with a ``DisconnectedMasksWarning`` naming the empty layers.
 
     ``output`` and wrapped models (``torch.compile``, ``nn.DataParallel``): as in ``score``.
     """
@@ -232,5 +259,10 @@ def prune(
                     p.copy_(original[n])
     current.apply_(model)
     if path is not None:
-        path.unlink(missing_ok=True)
+        if keep_checkpoint:  # the caller decides (the command line keeps refused masks)
+            prune_checkpoint.save(path, current, rounds, ident)
+        else:
+            path.unlink(missing_ok=True)
+    with logits_of(model, output):
+        _warn_if_disconnected(model, current, batches, method)
     return _outer_masks(current, prefix)

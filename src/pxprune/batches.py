@@ -104,7 +104,8 @@ def check_batches(model: nn.Module, batches: list[Batch], output: Output = None)
     model.eval()
     try:
         with logits_of(model, output):
-            out = model(x[:1].to(next(model.parameters()).device))
+            first = next(model.parameters(), None)  # none: nothing prunable, said later
+            out = model(x[:1] if first is None else x[:1].to(first.device))
     except RuntimeError as exc:  # a size the model cannot take
         first = (str(exc).splitlines() or [""])[0][:200]
         raise PruningError(f"the model cannot take these images {tuple(x.shape[1:])}: "

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import NoReturn
 
 from .. import __version__
+from ..api import DisconnectedMasksWarning
 from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
 from ..experiments.provenance import set_cli_argv
 from . import demo, ntk, prune, report, run, sweep, transfer
+from .common import check_common_args
 
 DESCRIPTION = ("pxprune: foresight pruning of vision models with PX and the usual baselines.\n"
                "Run 'pxprune COMMAND --help' for a command's options.")
@@ -77,9 +80,12 @@ def _one_line(command: str, message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     set_cli_argv(argv)
+    # the commands flag empty layers in their tables and refuse disconnected masks themselves
+    warnings.filterwarnings("ignore", category=DisconnectedMasksWarning)
     parser = build_parser()
     args = parse(parser, argv)
     try:
+        check_common_args(args)
         return int(args.func(args) or 0)
     except PxpruneError as exc:  # bad input or a fault the user can fix: one line, exit 2
         return _one_line(args.command, str(exc))

@@ -81,13 +81,17 @@ def _prune_claimed(args: argparse.Namespace, out: Path, sparsity: float, identit
     checkpoint = out / prune_checkpoint.FILE_NAME
     log_resume(checkpoint, log)
     start = time.perf_counter()
+    # the final masks stay in the checkpoint until saved: refused as disconnected, they are
+    # returned at once by the next command (e.g. with --allow-disconnected)
     masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=show_progress(args), checkpoint=checkpoint)
+                  seed=args.seed, progress=show_progress(args), checkpoint=checkpoint,
+                  keep_checkpoint=True)
     seconds = time.perf_counter() - start
     if not args.allow_disconnected:
         check_connected(model, x, masks, args.method)
     flops, table = write_layer_table(out, masks, model, tuple(x.shape[1:]))
     masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
+    checkpoint.unlink(missing_ok=True)
     log(table)
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
         f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")

@@ -13,6 +13,7 @@ from ..batches import as_batches, check_batches
 from ..data import DataError
 from ..errors import DamagedFileError, PxpruneError
 from ..masks import Masks, check_model_device
+from ..pathview.reach import reached_outputs
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -64,22 +65,11 @@ def log_resume(checkpoint: Path, log: Callable[[str], object]) -> int:
     return done
 
 
-@torch.no_grad()
 def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> None:
-    """Refuse masks (applied to ``model``) that cut every path from input to output: the
-    masked network then gives the same output for different images. Empty layers are named."""
-    if x.shape[0] < 2:
-        return
-    was_training = model.training
-    model.eval()
-    x = x[:4].to(_device(model))
-    try:
-        a = model(x)
-        g = torch.Generator(device="cpu").manual_seed(0)
-        b = model(x + torch.randn(x.shape, generator=g).to(x.device, x.dtype))
-    finally:
-        model.train(was_training)
-    if torch.equal(a, b):
+    """Refuse masks that cut every path of kept weights from input to output, judged on the
+    masks themselves (``pathview.reach``: exact, whatever the weights, BatchNorm statistics or
+    precision); ``x`` gives the input's shape. Empty layers are named."""
+    if reached_outputs(model, masks, x[:1].to(_device(model))) == 0:
         empty = masks.collapsed_layers()
         named = f" (empty: {', '.join(empty[:4])}{' ...' if len(empty) > 4 else ''})" \
             if empty else ""
