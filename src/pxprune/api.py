@@ -93,6 +93,31 @@ def _warn_if_disconnected(model: nn.Module, masks: Masks, batches: list, method:
                   DisconnectedMasksWarning, stacklevel=3)
 
 
+def dense_names(model: nn.Module, keep_dense: object) -> list[str]:
+    """The prunable tensors ``keep_dense`` names: parameter names (``fc.weight``), module names
+    (``fc``), or ``"first"`` / ``"last"`` (the first and last prunable tensors in registration
+    order: typically the stem convolution and the classifier); a one-line error otherwise."""
+    if isinstance(keep_dense, str):
+        keep_dense = [s for s in keep_dense.split(",") if s.strip()]
+    if not isinstance(keep_dense, (list, tuple, set, frozenset)) or not all(
+            isinstance(s, str) for s in keep_dense):
+        raise PruningError(f"keep_dense must name layers ('first', 'last', 'fc' or "
+                           f"'fc.weight'), got {keep_dense!r}")
+    prunable = list(prunable_parameters(model))
+    aliases = {"first": prunable[0], "last": prunable[-1]}
+    names = []
+    for given in (s.strip() for s in keep_dense):
+        name = aliases.get(given) or (given if given in prunable else f"{given}.weight")
+        if name not in prunable:
+            raise PruningError(f"keep_dense: {given!r} is not a prunable layer; choose 'first', "
+                               f"'last' or one of {', '.join(prunable[:5])}"
+                               + (" ..." if len(prunable) > 5 else ""))
+        names.append(name)
+    if len(set(names)) == len(prunable):
+        raise PruningError("keep_dense names every prunable layer: nothing is left to prune")
+    return sorted(set(names), key=prunable.index)
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -178,6 +203,7 @@ def prune(
     checkpoint: str | Path | None = None,
     keep_checkpoint: bool = False,
     output: Output = None,
+    keep_dense: str | list[str] | tuple[str, ...] = (),
     **options,
 ) -> Masks:
     """Prune ``model`` to ``sparsity`` with ``method``; apply and return the masks.
@@ -204,6 +230,10 @@ def prune(
     Masks with an empty layer, or that leave no path of kept weights from input to output,
     are returned with a ``DisconnectedMasksWarning`` naming the empty layers.
 
+    ``keep_dense`` leaves layers unpruned and out of the count (e.g. ``("first", "last")``,
+    the stem convolution and the classifier, or names: ``"fc"``, ``"conv1.weight"``): the
+    masks hold the other tensors only, and ``sparsity`` applies to those.
+
     ``output`` and wrapped models (``torch.compile``, ``nn.DataParallel``): as in ``score``.
     """
     spec, options = method_and_options(method, options, pipeline_keys=True)
@@ -215,7 +245,9 @@ def prune(
     density = 1.0 - parse_sparsity(sparsity)
     check_model_device(model)
     check_finite(model)
-    check_keeps_some(density, sum(p.numel() for p in prunable_parameters(model).values()),
+    dense = set(dense_names(model, keep_dense)) if keep_dense else set()
+    check_keeps_some(density, sum(p.numel() for n, p in prunable_parameters(model).items()
+                                  if n not in dense),
                      sparsity)  # prunable_parameters raises when there is nothing to prune
     rounds = spec.default_rounds if rounds is None else check_rounds(
         rounds, sum(p.numel() for p in prunable_parameters(model).values()), density)
@@ -226,7 +258,13 @@ def prune(
         raise PruningError(f"start_round must be in [0, {rounds}), got {start_round}")
     if start_round and masks is None:
         raise PruningError("start_round > 0 needs the masks those rounds produced")
-    current = Masks.ones(model) if masks is None else masks
+    if masks is None:
+        current = Masks({n: m for n, m in Masks.ones(model).items() if n not in dense})
+    elif dense & set(masks):
+        raise PruningError(f"keep_dense names {sorted(dense & set(masks))}, which the given "
+                           f"masks prune")
+    else:
+        current = masks
     original = {n: p.detach().clone() for n, p in model.named_parameters() if n in current}
     path = Path(checkpoint) if checkpoint is not None and rounds > 1 else None
     ident: dict = {}

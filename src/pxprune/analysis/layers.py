@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from ..errors import atomic_write_text
@@ -30,20 +30,23 @@ def layer_rows(masks: Masks, flops: dict | None = None) -> list[dict]:
     return rows
 
 
-def unpruned_rows(unpruned: Mapping[str, tuple[int, ...]]) -> list[dict]:
-    """Rows for weight tensors the masks leave whole (not Conv/Linear weights)."""
+def unpruned_rows(unpruned: Mapping[str, tuple[int, ...]],
+                  dense: Collection[str] = ()) -> list[dict]:
+    """Rows for weight tensors the masks leave whole: kept dense on request (``dense``), or
+    not Conv/Linear weights."""
     return [{"layer": name, "shape": "x".join(map(str, shape)), "kept": math.prod(shape),
              "total": math.prod(shape), "density": 1.0, "kept_macs": "",
-             "warning": "NOT PRUNED: not a Conv/Linear weight"} for name, shape in
-            unpruned.items()]
+             "warning": "KEPT DENSE (asked)" if name in dense
+             else "NOT PRUNED: not a Conv/Linear weight"} for name, shape in unpruned.items()]
 
 
 def format_layer_table(masks: Masks, flops: dict | None = None,
-                       unpruned: Mapping[str, tuple[int, ...]] | None = None) -> str:
+                       unpruned: Mapping[str, tuple[int, ...]] | None = None,
+                       dense: Collection[str] = ()) -> str:
     """The per-layer table as aligned text, with totals and a collapse warning line;
     ``unpruned`` weight tensors (see :func:`pxprune.masks.unpruned_matrices`) are listed below
     the pruned ones and counted in a line of their own, never in the density."""
-    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {})
+    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {}, dense)
     header = ["layer", "shape", "kept", "total", "density", "kept_macs", "warning"]
 
     def cell(row: dict, h: str) -> str:
@@ -66,8 +69,9 @@ def format_layer_table(masks: Masks, flops: dict | None = None,
         lines.append(f"WARNING: layer collapse in {len(collapsed)} layer(s): {names}")
     if unpruned:
         whole = sum(math.prod(shape) for shape in unpruned.values())
-        lines.append(f"NOT PRUNED: {len(unpruned)} weight tensor(s), {whole:,} weights, are not "
-                     f"Conv/Linear weights and were kept whole; density over all weights "
+        lines.append(f"NOT PRUNED: {len(unpruned)} weight tensor(s), {whole:,} weights, were "
+                     f"kept whole ({len([n for n in unpruned if n in dense])} kept dense as "
+                     f"asked, the others not Conv/Linear weights); density over all weights "
                      f"{(masks.kept + whole) / (masks.total + whole):.4f}")
     if flops:
         lines.append(f"MACs kept: {flops['kept_macs']:,} of {flops['dense_macs']:,} "
@@ -76,10 +80,11 @@ def format_layer_table(masks: Masks, flops: dict | None = None,
 
 
 def write_layer_csv(masks: Masks, path: str | Path, flops: dict | None = None,
-                    unpruned: Mapping[str, tuple[int, ...]] | None = None) -> None:
+                    unpruned: Mapping[str, tuple[int, ...]] | None = None,
+                    dense: Collection[str] = ()) -> None:
     """``layers.csv``: one row per masked tensor (see :func:`layer_rows`) and per tensor left
     whole (``unpruned``), written atomically."""
-    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {})
+    rows = layer_rows(masks, flops) + unpruned_rows(unpruned or {}, dense)
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
