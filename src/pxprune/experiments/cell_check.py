@@ -93,8 +93,8 @@ def _check_summary(summary: object, name: str) -> dict:
         raise Damaged(f"{name} holds a JSON {type(summary).__name__}, not a run summary")
     for key in ("final_test_acc", "best_test_acc"):
         _field(summary, key, _percent, "an accuracy in percent", name)
-    _field(summary, "density", _fraction, "a fraction", name, optional=False)
-    _field(summary, "epochs", _count, "a count", name, optional=False)
+    _field(summary, "density", _fraction, "a fraction", name)
+    _field(summary, "epochs", _count, "a count", name)
     for key in ("kept_params", "total_params"):
         _field(summary, key, _count, "a count", name)
     _field(summary, "train_seconds", lambda v: _is_number(v) and v >= 0, "seconds", name)
