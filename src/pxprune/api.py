@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import checkpoint as prune_checkpoint
 from .batches import as_batches, check_batches, require_targets
@@ -18,6 +17,7 @@ from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
 from .numerics import exact_float32, first_nonfinite
 from .pathview.reach import reached_outputs
+from .progress import report_progress
 from .schedule import (
     check_keeps_some,
     check_rounds,
@@ -279,8 +279,9 @@ def prune(
             current, start_round = saved[0].in_order_of(model), saved[1]
     last_save = time.monotonic()
     try:
-        for r, d in enumerate(tqdm(schedule[start_round:], desc=f"{method} rounds",
-                                   disable=not progress, leave=False), start=start_round):
+        for r, d in enumerate(report_progress(schedule[start_round:], rounds, f"{method} rounds",
+                                              progress and rounds > 1, start_round),
+                              start=start_round):
             current.apply_(model)  # score the masked network
             with exact_float32(), logits_of(model, output):  # no TF32 on CUDA (see score)
                 scores = _on_cpu(spec.score(model, batches, current, seed=seed + r, **options))

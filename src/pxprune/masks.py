@@ -230,11 +230,13 @@ class Masks(Mapping[str, Tensor]):
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> None:
         """Write the masks to a safetensors file (bool tensors), atomically: a reader sees the
-        old file or the new one, never half of one (a full disk is a one-line OutputError)."""
+        old file or the new one, never half of one (a full disk is a one-line OutputError).
+        ``metadata`` (e.g. method, sparsity, seed, model) is stored beside them, with the
+        tensors' order (``load`` restores it: safetensors itself sorts the names)."""
         from safetensors.torch import save
 
-
-        meta = {"format": "pxprune.masks", "extra": json.dumps(dict(metadata or {}))}
+        meta = {"format": "pxprune.masks", "extra": json.dumps(dict(metadata or {})),
+                "order": json.dumps(list(self._masks))}
         blob = save({n: m.contiguous() for n, m in self._masks.items()}, metadata=meta)
         atomic_write_bytes(path, lambda f: f.write(blob))  # type: ignore[attr-defined]
 
@@ -252,7 +254,35 @@ class Masks(Mapping[str, Tensor]):
         if not_bool:
             raise PruningError(f"{path} is not a masks file: {not_bool[0]!r} holds "
                                f"{tensors[not_bool[0]].dtype} values, masks are bool")
+        order = _header(path).get("order")
+        try:
+            names = json.loads(order) if order else []
+        except ValueError:
+            names = []
+        if sorted(names) == sorted(tensors):  # the order they were saved in
+            tensors = {n: tensors[n] for n in names}
         return cls(tensors)
+
+    @staticmethod
+    def metadata(path: str | Path) -> dict:
+        """What :meth:`save` stored beside the masks (method, sparsity, seed, model, ...);
+        {} for a file without it."""
+        try:
+            extra = json.loads(_header(path).get("extra") or "{}")
+        except ValueError:
+            return {}
+        return extra if isinstance(extra, dict) else {}
+
+
+def _header(path: str | Path) -> dict:
+    """The safetensors header metadata of ``path`` ({} when unreadable: load reports that)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return {}
 
 
 class MaskHandle:

@@ -132,3 +132,11 @@ def test_the_command_keeps_refused_masks_for_the_next_command(tmp_path, monkeypa
     masks = Masks.load(out / "masks.safetensors")
     assert masks["2.weight"].sum() == 0 and masks.kept == round(0.2 * masks.total)
     assert not (out / "prune_rounds.safetensors").exists()  # the kept checkpoint is gone
+
+
+def test_progress_in_a_log_file_is_a_line_every_tenth(capsys):
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8)
+    pxprune.prune(_weak_middle(1), "random", 0.5, (x, y), rounds=20)  # stderr is not a terminal
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == [f"random rounds: {r}/20" for r in
+                                                   range(2, 21, 2)]
