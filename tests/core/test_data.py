@@ -696,3 +696,10 @@ def test_process_pool_decode_matches_serial(monkeypatch: pytest.MonkeyPatch) -> 
     items[23] = ("img23.png", b"\x89PNG broken")
     with pytest.raises(DataError, match="img23.png"):
         decode.decode_many(items, workers=2)
+
+
+def test_printing_a_dataset_summarises_it_instead_of_dumping_pixels():
+    from helpers import synthetic
+
+    text = repr(synthetic(40, 0))
+    assert text == "ImageDataset('synthetic': 40 images of 3x8x8 uint8, 4 classes [c0, c1, c2, c3])"

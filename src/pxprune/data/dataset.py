@@ -69,6 +69,13 @@ class ImageDataset:
         """Number of examples."""
         return int(self.images.shape[0])
 
+    def __repr__(self) -> str:
+        """A summary (name, size, classes), not the pixels."""
+        n, c, h, w = self.images.shape
+        names = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        return (f"ImageDataset({self.name!r}: {n:,} images of {c}x{h}x{w} uint8, "
+                f"{len(self.classes)} classes [{names}])")
+
     @property
     def num_classes(self) -> int:
         """Number of classes (length of `classes`, whether or not each one has examples)."""
