@@ -377,6 +377,8 @@ def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys
     for png in ("ntk.png", "ntk_spectrum.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "trace ratio" in first and "snip" in first
+    assert "BatchNorm in eval mode" in first
+    assert data["warnings"] == [] and "warning" not in err  # a healthy network: no warning
 
     # a second run resumes: nothing is recomputed, the cells are byte-identical
     before = (out / "ntk.json").read_text()
@@ -391,6 +393,18 @@ def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys
     # the same folder with another configuration is refused with a clear error
     assert cli.main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_degenerate_diagnostics_are_named():
+    from pxprune.experiments.ntk_study import degenerate_warnings
+
+    vanished = degenerate_warnings({"trace": 1.2e-9}, {"snip@98.0000": {"trace": 0.0},
+                                                       "px@98.0000": {"trace": 3e-10}}, 200)
+    assert len(vanished) == 2
+    assert vanished[0].startswith("the dense NTK trace is 1.2e-09 over 200 outputs")
+    assert "1 cell(s) have an NTK trace of exactly 0" in vanished[1]
+    assert "snip@98.0000" in vanished[1] and "px@" not in vanished[1]
+    assert degenerate_warnings({"trace": 35.0}, {"px@98.0000": {"trace": 2.0}}, 200) == []
 
 
 def test_ntk_command_rejects_unknown_method(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -23,6 +24,10 @@ def cmd_ntk(args: argparse.Namespace) -> int:
     for key, title in (("trace_ratio", "NTK trace ratio (sparse / dense)"),
                        ("lambda_max_ratio", "top eigenvalue ratio (sparse / dense)")):
         print(f"\n{title}\n{trace_table(results, key)}")
+    print("\nThe NTK is measured with BatchNorm in eval mode (running statistics; a model at "
+          "initialisation has mean 0, variance 1), dropout off.")
+    for warning in results.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     print(f"\nwrote {out / (args.stem + '.json')}"
           + ("" if args.no_plots else f", {args.stem}.png, {args.stem}_spectrum.png"))

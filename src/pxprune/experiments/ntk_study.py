@@ -108,6 +108,29 @@ def _measure(model: torch.nn.Module, x: torch.Tensor, masks: Masks, top_k: int,
     return stats
 
 
+# a dense NTK trace below this, per example and output, means the outputs barely depend on the
+# weights (a default-init network whose activations vanish under eval-mode BatchNorm: 1e-9)
+DEGENERATE_TRACE = 1e-6
+
+
+def degenerate_warnings(dense: Mapping, cells: Mapping, n_outputs: int) -> list[str]:
+    """Plain-words warnings for diagnostics that cannot be read as ratios: a vanishing dense
+    trace, and sparse cells whose trace is exactly zero."""
+    out = []
+    trace = dense.get("trace")
+    if trace is not None and trace < DEGENERATE_TRACE * max(n_outputs, 1):
+        out.append(f"the dense NTK trace is {trace:.3g} over {n_outputs} outputs: the outputs "
+                   f"barely depend on the weights at this initialisation (e.g. activations "
+                   f"vanishing under eval-mode BatchNorm with fresh statistics), so every ratio "
+                   f"here is unreliable")
+    zero = [k for k, c in cells.items() if c.get("trace") == 0.0]
+    if zero:
+        out.append(f"{len(zero)} cell(s) have an NTK trace of exactly 0 (their outputs do not "
+                   f"depend on the kept weights): {', '.join(zero[:5])}"
+                   + (" ..." if len(zero) > 5 else ""))
+    return out
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b and math.isfinite(a) and math.isfinite(b) else None
 
@@ -235,6 +258,10 @@ def run_ntk_study(
             f"{cell['trace_ratio']:.3e}  lambda_max ratio {cell['lambda_max_ratio']:.3e}  "
             f"bound ratio {cell['bound_ratio']:.3e}  collapsed {len(cell['collapsed_layers'])}"
             f"  ({cell['seconds']} s, prune {cell['seconds_prune']} s)")
+    with torch.no_grad():
+        n_outputs = int(base.eval()(xe[:1]).numel()) * len(xe)
+    results["warnings"] = degenerate_warnings(dense, results["cells"], n_outputs)
+    _write_json(path, results)
     if plots:
         plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
     return results
