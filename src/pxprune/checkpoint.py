@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -52,10 +51,9 @@ def identity(method: str, options: Mapping[str, object], density: float, rounds:
 
 
 def save(path: Path, masks: Masks, done_rounds: int, ident: Mapping[str, object]) -> None:
-    """Write the masks after ``done_rounds`` rounds atomically (never half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    masks.save(tmp, {**ident, "done_rounds": done_rounds})
-    os.replace(tmp, path)
+    """Write the masks after ``done_rounds`` rounds atomically (never half a file; a killed
+    write leaves a temporary file of a dead process, removed when the folder is next opened)."""
+    masks.save(path, {**ident, "done_rounds": done_rounds})
 
 
 def load(path: Path, ident: Mapping[str, object]) -> tuple[Masks, int] | None:

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .tempfiles import temp_path
+
 
 class PxpruneError(ValueError):
     """Bad input or an environment fault the user can fix; never a bug in pxprune.
@@ -26,7 +28,7 @@ class DamagedFileError(PxpruneError):
 # errno values that mean "the environment refused", not "pxprune has a bug"
 USER_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                          errno.EISDIR, errno.EEXIST, errno.EDQUOT, errno.ENOENT,
-                         errno.ENAMETOOLONG})
+                         errno.ENAMETOOLONG, errno.EFBIG})
 
 
 def describe_os_error(exc: OSError, what: str) -> str:
@@ -35,7 +37,9 @@ def describe_os_error(exc: OSError, what: str) -> str:
               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
               errno.EPERM: "permission denied",
               errno.ENOTDIR: "a path component is a file, not a folder",
-              errno.EISDIR: "it is a folder"}.get(exc.errno, exc.strerror or str(exc))
+              errno.EISDIR: "it is a folder",
+              errno.EFBIG: "file too large (a file-size limit, e.g. ulimit -f, or the file "
+                           "system's largest file)"}.get(exc.errno, exc.strerror or str(exc))
     name = exc.filename or what
     return f"cannot write {name}: {reason}"
 
@@ -44,7 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[object], None])
     """Write a file via a temp file in the same folder, fsync, then os.replace: a reader sees the
     old file or the new one, never half of one; an OSError becomes an OutputError naming it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             write(f)

@@ -32,17 +32,37 @@ def parse_sparsity(value: float | str) -> float:
     return value
 
 
-def check_rounds(rounds: object) -> int:
-    """A round count is a positive integer: 2.7 or "3" are refused, never truncated."""
+def check_rounds(rounds: object, total: int | None = None, density: float | None = None) -> int:
+    """A round count is a positive integer (2.7 or "3" are refused, never truncated), and, given
+    the ``total`` of prunable weights, no larger than it: more rounds than weights would prune
+    nothing in most of them (and run for ever). The refusal shows the schedule's first rounds."""
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise PruningError(f"rounds must be a positive integer, got {rounds!r}")
-    return int(rounds)
+    rounds = int(rounds)
+    if total is not None and rounds > total:
+        empty, first = "some", ""
+        if density is not None:
+            target = round(density * total)
+            empty = f"at least {rounds - (total - target):,}"
+            kept = [f"{round(density ** (r / rounds) * total):,}" for r in range(1, 4)]
+            first = (f" (the schedule's first rounds would keep {', '.join(kept)} weights, "
+                     f"{total:,} -> {target:,} in all)")
+        raise PruningError(f"rounds {rounds:,} is more than the {total:,} prunable weights of "
+                           f"the model: {empty} rounds would prune no weight{first}; use at "
+                           f"most {total:,} rounds (PX and SynFlow use 100)")
+    return rounds
+
+
+SEED_MAX = 2**64 - 1  # torch's generators take seeds in [0, 2**64)
 
 
 def check_seed(seed: object) -> int:
-    """A seed is an integer (a string or float seed is refused)."""
+    """A seed is an integer in [0, 2**64) (a string, float or negative seed is refused)."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise PruningError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise PruningError(f"seed must be in [0, 2**64) (a non-negative 64-bit integer), got "
+                           f"{seed}")
     return int(seed)
 
 

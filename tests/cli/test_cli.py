@@ -216,3 +216,67 @@ def test_argument_errors_are_one_line_naming_the_commands_help(data_file, tmp_pa
         assert len(err.strip().splitlines()) == 1, err
         for needle in needles:
             assert needle in err, err
+
+
+# --- option values the parser's types let through: one line, nothing written ---------------
+
+@pytest.mark.parametrize("command, extra, needle", [
+    ("run", ["--lr", "nan"], "lr must be a finite number, got nan"),
+    ("run", ["--lr", "inf"], "lr must be a finite number, got inf"),
+    ("prune", ["--seed", "-1"], "seed must be in [0, 2**64)"),
+    ("run", ["--seed", str(2**64)], "seed must be in [0, 2**64)"),
+    ("prune", ["--device", "bogus"], "device 'bogus' is not a device name"),
+    ("run", ["--device", "cpu:7"], "there is one CPU device"),
+    ("prune", ["--num-classes", "0"], "--num-classes must be at least 1, got 0"),
+    ("run", ["--rounds", "100000000", "--method", "synflow"],
+     "rounds 100,000,000 is more than the 270,896 prunable weights"),
+])
+def test_bad_option_values_are_one_line_and_write_nothing(command, extra, needle, data_file,
+                                                          tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ([command, "--data", data_file, "--method", "random", "--sparsity", "0.9",
+             "--per-class", "2", "--no-progress", "--device", "cpu", "--out", str(out)]
+            + (["--holdout", "0.5", "--epochs", "1"] if command == "run" else []) + extra)
+    code, _, err = run(argv, capsys)
+    _one_line_error(code, err, needle)
+    assert not (out / "summary.json").exists() and not (out / "masks.safetensors").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line(data_file, tmp_path, capsys):
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--device", "cuda"), capsys)
+    _one_line_error(code, err, "device 'cuda'", "use --device cpu")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--seeds", "0,0"], "--seeds names seed 0 more than once"),
+    (["--seeds", "1,-1"], "seed must be in [0, 2**64)"),
+    (["--methods", ""], "--methods '' names no method"),
+    (["--methods", ",,"], "names no method"),
+    (["--methods", "random,random"], "--methods names random more than once"),
+])
+def test_sweep_grids_that_name_nothing_or_twice_are_refused(extra, needle, data_file, tmp_path,
+                                                           capsys):
+    out = tmp_path / "sw"
+    code, _, err = run(["sweep", "--dataset", data_file, "--holdout", "0.5", "--sparsities",
+                        "0.5", "--epochs", "1", "--device", "cpu", "--no-progress", "--out",
+                        str(out), *extra], capsys)
+    _one_line_error(code, err, needle)
+    assert not out.exists()
+
+
+def test_the_api_checks_the_device_and_seed_of_a_run(tmp_path):
+    from pxprune.devices import DeviceError
+    from pxprune.errors import PxpruneError
+    from pxprune.experiments.config import RunConfig
+    from pxprune.experiments.run import run_experiment
+    from pxprune.masks import PruningError
+
+    with pytest.raises(DeviceError, match="not a device name"):
+        run_experiment(RunConfig(recipe="cpu_small"), tmp_path / "a", device="bogus")
+    with pytest.raises(PruningError, match="seed must be in"):
+        run_experiment(RunConfig(recipe="cpu_small", seed=-3), tmp_path / "b", device="cpu")
+    with pytest.raises(PxpruneError, match="--out is empty"):
+        run_experiment(RunConfig(recipe="cpu_small"), "", device="cpu")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

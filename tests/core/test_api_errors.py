@@ -68,3 +68,24 @@ def test_prune_returns_exact_density_and_applies_masks():
     for name, m in masks.items():
         assert (dict(model.named_parameters())[name][~m] == 0).all()
     assert "px" in pxprune.METHODS
+
+
+def test_more_rounds_than_prunable_weights_are_refused_with_the_first_rounds():
+    with pytest.raises(PruningError) as info:  # 42 prunable weights: round 43 would be empty
+        pxprune.prune(net(), "synflow", 0.5, torch.randn(3, 4), rounds=43)
+    message = str(info.value)
+    assert "rounds 43 is more than the 42 prunable weights" in message
+    assert "at least 22 rounds would prune no weight" in message  # 21 weights go in 43 rounds
+    assert "first rounds would keep 41, 41, 40 weights, 42 -> 21 in all" in message
+    assert len(message.splitlines()) == 1
+    with pytest.raises(PruningError, match="rounds 100,000,000 is more than the 42"):
+        pxprune.prune(net(), "synflow", 0.5, torch.randn(3, 4), rounds=100_000_000)  # at once
+    masks = pxprune.prune(net(), "synflow", 0.5, torch.randn(3, 4), rounds=42)  # allowed
+    assert masks.kept == 21
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_a_seed_outside_64_bits_is_refused(seed):
+    with pytest.raises(PruningError, match=r"seed must be in \[0, 2\*\*64\)"):
+        pxprune.prune(net(), "random", 0.5, seed=seed)
+    assert pxprune.prune(net(), "random", 0.5, seed=2**64 - 1).kept == 21

@@ -162,3 +162,134 @@ def test_transfer_refuses_a_pruning_folder_before_loading_anything(data, tiny_mo
                  "--method", "random", "--out", str(out), "--device", "cpu"])
     one_line(code, capsys.readouterr().err, "pxprune prune", "pxprune transfer")
     assert hashes(out) == before
+
+
+# --- one writer per folder; what a killed writer or a foreign file leaves --------------------
+
+HOLD_LOCK = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from pxprune.experiments.cell_lock import CellLock
+    out = Path(sys.argv[1])
+    with CellLock(out):
+        # what a pruning that has just started leaves: its config, no work yet
+        (out / "config.json").write_text(json.dumps({"command": "prune", "sparsity": 0.9}))
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def run_cmd(data: str, model: str, out, *extra: str) -> list[str]:
+    return ["run", "--model", model, "--dataset", data, "--holdout", "0.25", "--method",
+            "snip", "--sparsity", "0.5", "--per-class", "2", "--epochs", "1", "--batch-size",
+            "4", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("command", ["prune", "run"])
+def test_a_folder_has_one_writer_and_a_dead_writers_lock_is_taken_over(command, data,
+                                                                       tiny_model, tmp_path,
+                                                                       capsys):
+    import subprocess
+
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = hashes(out)
+        argv = (prune(data, tiny_model, out, "--sparsity", "0.5") if command == "prune"
+                else run_cmd(data, tiny_model, out))
+        code = main(argv)
+        one_line(code, capsys.readouterr().err, "being written by another pxprune process",
+                 f"pid {holder.pid}")
+        assert hashes(out) == before  # the other writer's config.json is left as it was
+    finally:
+        holder.kill()  # SIGKILL: its running.json stays behind, naming a dead pid
+        holder.wait()
+    assert (out / "running.json").exists()
+    assert main(argv) == 0  # the stale lock is taken over
+    assert (out / "masks.safetensors").exists() and not (out / "running.json").exists()
+    assert json.loads((out / "config.json").read_text())["sparsity"] == 0.5
+
+
+@pytest.mark.parametrize("command", ["prune", "run"])
+def test_a_config_json_pxprune_did_not_write_is_refused_and_kept(command, data, tiny_model,
+                                                                 tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"learning_rate": 0.1, "layers": [64, 64]}\n')
+    before = hashes(out)
+    argv = (prune(data, tiny_model, out, "--sparsity", "0.5") if command == "prune"
+            else run_cmd(data, tiny_model, out))
+    one_line(main(argv), capsys.readouterr().err, "config.json that pxprune did not write")
+    assert hashes(out) == before
+
+
+def test_an_empty_out_is_refused_not_taken_for_the_current_folder(data, tiny_model, tmp_path,
+                                                                  capsys, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for argv in (prune(data, tiny_model, "", "--sparsity", "0.5"),
+                 run_cmd(data, tiny_model, "")):
+        one_line(main(argv), capsys.readouterr().err, "--out is empty")
+    assert list(here.iterdir()) == []
+
+
+def dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("command", ["prune", "run"])
+def test_temporary_files_of_killed_writers_are_removed_when_the_folder_is_opened(
+        command, data, tiny_model, tmp_path):
+    import subprocess
+
+    out = tmp_path / "o"
+    out.mkdir()
+    gone = dead_pid()
+    stale = [out / f".checkpoint.pt.{gone}.tmp", out / f".masks.safetensors.{gone}.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * (1 << 20))  # what kill -9 during a write leaves
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = out / f".notes.txt.{live.pid}.tmp"  # a live writer's file is never touched
+        alive.write_bytes(b"x")
+        user = out / ".my.123.tmpfile"
+        user.write_bytes(b"y")
+        argv = (prune(data, tiny_model, out, "--sparsity", "0.5") if command == "prune"
+                else run_cmd(data, tiny_model, out))
+        assert main(argv) == 0
+        assert not any(p.exists() for p in stale)
+        assert alive.read_bytes() == b"x" and user.read_bytes() == b"y"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_the_folder_intact(data, tmp_path):
+    import subprocess
+
+    out = tmp_path / "p"
+    limited = textwrap.dedent("""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then a write past it is EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        from pxprune.cli.main import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    argv = ["prune", "--data", data, "--model", "resnet20", "--per-class", "2", "--method",
+            "snip", "--sparsity", "0.5", "--out", str(out), "--no-progress", "--device", "cpu"]
+    done = subprocess.run([sys.executable, "-c", limited, *argv], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "masks.safetensors" in done.stderr and "file too large" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "layers.csv", "layers.txt"]
+    assert main(argv) == 0  # no limit: the same command finishes the folder
+    assert Masks.load(out / "masks.safetensors").density() == pytest.approx(0.5, abs=1e-4)

@@ -41,3 +41,34 @@ def test_runs_of_one_protocol_are_seeds_others_are_refused(data_file, model_spec
     err = _report_error(runs, capsys)
     assert "a and c were run differently (epochs 1 vs 2)" in err, err
     assert "report each folder on its own" in err
+
+
+def test_an_interrupted_report_is_re_run_and_a_run_folder_is_refused(data_file, model_spec,
+                                                                     tmp_path, capsys,
+                                                                     monkeypatch):
+    import hashlib
+
+    from pxprune.errors import OutputError
+    from pxprune.experiments import report
+
+    runs = tmp_path / "runs"
+    _run(data_file, model_spec, runs / "a", seed=0, epochs=1)
+    real_csv = report.write_csv
+
+    def disk_full(*args, **kwargs):
+        raise OutputError("cannot write report.csv: no space left on the device")
+
+    monkeypatch.setattr(report, "write_csv", disk_full)  # the disk fills up half-way
+    assert main(["report", str(runs)]) == 2
+    assert "no space left" in capsys.readouterr().err
+    monkeypatch.setattr(report, "write_csv", real_csv)  # space again: the same command works
+    assert main(["report", str(runs)]) == 0
+    assert all((runs / n).exists() for n in report.REPORT_FILES)
+
+    cell = runs / "a"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in cell.iterdir()}
+    capsys.readouterr()
+    assert main(["report", str(runs), "--out", str(cell)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pxprune run" in err, err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in cell.iterdir()} == before

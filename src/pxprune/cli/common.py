@@ -10,16 +10,42 @@ import sys
 import torch
 
 from ..data import DATASETS
+from ..devices import check_device
 from ..experiments.config import DENSE, RunConfig
+from ..experiments.folder import check_out_named
+from ..experiments.resolve import UsageError
 from ..methods import REGISTRY
 from ..models import NAMES
-from ..schedule import parse_sparsity
+from ..schedule import check_seed, parse_sparsity
 from ..training.recipes import RECIPES
 
 
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal: a log file gets one line per epoch, no escapes."""
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, values the parser's types let through: a device that
+    is not here, a negative or over-64-bit seed, repeated sweep seeds, --num-classes below 1,
+    an empty --out."""
+    if getattr(args, "out", None) is not None:
+        check_out_named(args.out)  # '' would write into the current folder
+    device = getattr(args, "device", None)
+    if device is not None:
+        # Slurm jobs run elsewhere: a login node without a GPU may submit --device cuda
+        args.device = check_device(device, here=getattr(args, "launcher", None) != "submitit")
+    seeds = ([args.seed] if getattr(args, "seed", None) is not None else []) + list(
+        getattr(args, "seeds", None) or [])
+    for seed in seeds:
+        check_seed(seed)
+    repeated = sorted({s for s in getattr(args, "seeds", None) or [] if args.seeds.count(s) > 1})
+    if repeated:
+        raise UsageError(f"--seeds names seed {repeated[0]} more than once (each seed is one "
+                         f"run of every cell)")
+    num_classes = getattr(args, "num_classes", None)
+    if num_classes is not None and num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {num_classes}")
 
 
 def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:

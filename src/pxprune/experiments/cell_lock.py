@@ -7,6 +7,11 @@ Ctrl-C, or a Slurm time limit that submitit turns into a requeue). A killed proc
 node failure, out of memory) leaves it behind: it then counts as stale, and the next run of the
 cell replaces it. Stale means: written on this host by a process id that no longer exists, or,
 from another host (a cluster node), not refreshed for ``STALE_S`` seconds.
+
+``pxprune run`` and ``pxprune prune`` hold the same lock on their ``--out``: a folder has one
+writer at a time. The thread holding a folder's lock may enter it again (a sweep cell holds
+its folder, then runs it); any other thread or process is refused. Taking the lock also
+removes temporary files that killed writers left in the folder.
 """
 
 from __future__ import annotations
@@ -19,23 +24,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import OutputError
+from ..tempfiles import pid_alive, remove_stale_temps
+
 FILE = "running.json"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0  # ten missed heartbeats: a live writer on a busy shared file system refreshes
 
 
-class CellBusy(RuntimeError):
-    """The cell is being run by another live process (another launcher or invocation)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+class CellBusy(OutputError):
+    """The folder is being written by another live process (another launcher or invocation)."""
 
 
 def live_holder(folder: str | Path, now: float | None = None) -> dict | None:
@@ -47,11 +45,35 @@ def live_holder(folder: str | Path, now: float | None = None) -> dict | None:
         age = (time.time() if now is None else now) - path.stat().st_mtime
     except (FileNotFoundError, json.JSONDecodeError):  # absent, or being written this instant
         return None
-    if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+    if not isinstance(info, dict):
+        return None
+    if info.get("host") == socket.gethostname() and not pid_alive(_int(info.get("pid"))):
         return None
     if age > STALE_S:
         return None
     return {**info, "age_s": age}
+
+
+def _int(value: object) -> int:
+    """A pid read from the lock file (-1 when it is not an integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+_HELD: dict[str, int] = {}  # folders this process holds -> the holding thread
+
+
+def _held_by_this_thread(folder: Path) -> bool:
+    """Whether this thread already holds ``folder``'s lock (a nested entry: a sweep cell's
+    lock, then the run inside it)."""
+    holder = live_holder(folder)
+    return (_HELD.get(str(folder.resolve())) == threading.get_ident() and holder is not None
+            and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid())
+
+
+def busy_message(folder: Path, holder: dict) -> str:
+    """One line: who writes ``folder``, and what to do."""
+    return (f"{folder} is being written by another pxprune process ({describe(holder)}); "
+            f"wait for it to end or choose another folder")
 
 
 def describe(holder: dict) -> str:
@@ -70,6 +92,7 @@ class CellLock:
                      "started": datetime.now(timezone.utc).isoformat()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._nested = False
 
     def _create(self) -> bool:
         try:
@@ -81,15 +104,20 @@ class CellLock:
         return True
 
     def __enter__(self) -> CellLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
         if not self._create():
-            holder = live_holder(self.path.parent)
+            if _held_by_this_thread(folder):  # entered again by its holder: nothing to do
+                self._nested = True
+                return self
+            holder = live_holder(folder)
             if holder is not None:
-                raise CellBusy(f"{self.path.parent} is being run by {describe(holder)}")
+                raise CellBusy(busy_message(folder, holder))
             self.path.unlink(missing_ok=True)  # stale: its writer was killed
             if not self._create():  # another process took it over in between
-                holder = live_holder(self.path.parent) or {}
-                raise CellBusy(f"{self.path.parent} is being run by {describe(holder)}")
+                raise CellBusy(busy_message(folder, live_holder(folder) or {}))
+        _HELD[str(folder.resolve())] = threading.get_ident()
+        remove_stale_temps(folder)  # what killed writers left half-written
         self._thread = threading.Thread(target=self._beat, daemon=True, name="cell-heartbeat")
         self._thread.start()
         return self
@@ -102,6 +130,9 @@ class CellLock:
                 return
 
     def __exit__(self, *exc) -> None:
+        if self._nested:
+            return
+        _HELD.pop(str(self.path.parent.resolve()), None)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

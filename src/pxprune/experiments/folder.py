@@ -19,6 +19,7 @@ from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
 from ..errors import OutputError, atomic_write_text, make_output_dir
 from ..masks import Masks, unpruned_matrices
+from .cell_lock import CellBusy
 
 CONFIG = "config.json"
 # what pxprune commands leave in a folder; any of these means the folder holds work
@@ -39,6 +40,22 @@ def read_config(out: Path) -> dict | None:
     if not isinstance(data, dict):
         raise OutputError(f"{path} is not a pxprune config; choose another --out")
     return data
+
+
+def written_by_pxprune(config: Mapping) -> bool:
+    """Whether a config.json is one pxprune writes: a pruning's or a transfer's (``command``),
+    or a run's (a RunConfig: ``model`` and ``recipe``, no ``command``)."""
+    command = config.get("command")
+    if command is not None:
+        return command in ("prune", "transfer")
+    return "model" in config and "recipe" in config
+
+
+def check_out_named(out: str | os.PathLike) -> None:
+    """Refuse an empty ``--out`` (it would mean the current folder)."""
+    if not str(os.fspath(out)).strip():
+        raise OutputError("--out is empty; name a folder (e.g. --out runs/r1; --out . for the "
+                          "current folder)")
 
 
 def command_of(config: Mapping) -> str:
@@ -71,12 +88,16 @@ def claim(out: str | os.PathLike, command: str, identity: Mapping | None = None)
     Raises OutputError (one line; nothing in the folder is touched) for a file in the way, an
     unwritable place, another command's work, or the same command with another configuration.
     """
+    check_out_named(out)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder")
     if out.is_dir():
         work = work_files(out)
         config = read_config(out)
+        if config is not None and not written_by_pxprune(config):
+            raise OutputError(f"--out {out} holds a config.json that pxprune did not write; "
+                              f"choose another folder (it is left as it is)")
         if work and config is None:
             raise OutputError(f"--out {out} holds pxprune outputs ({', '.join(work[:4])}) "
                               f"without a config.json; choose another folder")
@@ -98,6 +119,7 @@ def claim(out: str | os.PathLike, command: str, identity: Mapping | None = None)
 def refuse_foreign(out: str | os.PathLike, command: str) -> None:
     """For commands without a config.json of their own (sweep, ntk): refuse a folder holding
     the work of a command that has one (a run, a pruning, a transfer)."""
+    check_out_named(out)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder")
@@ -124,6 +146,8 @@ def left_as_found_on_failure(out: str | os.PathLike) -> Iterator[None]:
     old = path.read_bytes() if path.is_file() else None
     try:
         yield
+    except CellBusy:  # another live process writes the folder: nothing of it is ours to tidy
+        raise
     except BaseException:
         if out.is_dir() and not work_files(out):
             try:

@@ -22,9 +22,11 @@ from pathlib import Path
 from ..errors import OutputError, atomic_write_bytes, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
+from ..tempfiles import remove_stale_temps
 from .cell_check import ASIDE, check_cell
 from .compare import format_section, results_extra
 from .config import CELL_FIELDS, DENSE
+from .folder import refuse_foreign
 from .resolve import UsageError
 from .sweep import (
     DONE_FILES,
@@ -616,14 +618,16 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
                  results_path: str | Path | None = None,
                  report_command: str | None = None, notes: list[str] | None = None,
                  paired: str | None = None, paper: str | None = None) -> dict:
-    """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder)."""
+    """Write report.md/.csv/.png/.json into ``out_dir`` (default: the sweep folder).
+
+    report.json goes first: it marks the folder's report files as pxprune's, so a report
+    interrupted (killed, disk full) after it is simply re-run; a run or cell folder is refused."""
     result = collect(sweep_dir, metric)
     out = Path(out_dir or sweep_dir)
+    refuse_foreign(out, "report")  # never beside a run's or cell's own files
     check_report_targets(out, results_path)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", format_markdown(result, title, notes, paired, paper))
-    write_csv(result, out / "report.csv")
-    plot(result, out / "report.png", title)
+    remove_stale_temps(out)  # what an interrupted report left half-written
     data = {**results_json(result, report_command), "notes": list(notes or [])}
     if paired:
         data.update(results_extra(result, paired, paper))
@@ -631,6 +635,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(out / "report.md", format_markdown(result, title, notes, paired, paper))
+    write_csv(result, out / "report.csv")
+    plot(result, out / "report.png", title)
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,16 +20,19 @@ from .. import checkpoint as prune_checkpoint
 from ..api import prune
 from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
+from ..devices import check_device
 from ..errors import DamagedFileError, OutputError, atomic_write_text
 from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
 from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..schedule import check_seed
 from ..training import distributed as D
 from ..training.precision import resolve_precision
-from ..training.recipes import get_recipe
+from ..training.recipes import Recipe, get_recipe
 from ..training.train import train
 from .cell_check import check_cell
+from .cell_lock import CellLock
 from .checks import (
     check_connected,
     check_inputs,
@@ -38,7 +42,15 @@ from .checks import (
 )
 from .config import DENSE, RunConfig
 from .data_split import PruneClock, describe_test_split, train_test_sets
-from .folder import claim, differences, read_config, work_files, write_config, write_layer_table
+from .folder import (
+    check_out_named,
+    claim,
+    differences,
+    read_config,
+    work_files,
+    write_config,
+    write_layer_table,
+)
 from .resolve import build_model, load_weights
 
 
@@ -155,11 +167,22 @@ def check_same_method(previous: RunConfig, cfg: RunConfig, out: Path) -> None:
 def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
                    progress: bool = True, log: Callable[[str], object] = print) -> dict:
     """Run (or resume, or just read back) one cell; returns its summary."""
+    check_out_named(out)
+    device = check_device(device)
+    check_seed(cfg.seed)
     out = Path(out)
     # a bad recipe or precision fails here, before a folder is claimed or a weight is scored
     recipe = get_recipe(cfg.recipe, **cfg.recipe_overrides())
     resolve_precision(recipe.precision, torch.device(device), recipe.amp, recipe.amp_dtype)
     claim(out, "run")  # another command's work, a file in the way, unwritable: one line
+    # one writer per folder (under torchrun rank 0 writes, the other ranks only read)
+    with CellLock(out) if D.is_main_process() else nullcontext():
+        return _run_claimed(cfg, out, recipe, device, progress, log)
+
+
+def _run_claimed(cfg: RunConfig, out: Path, recipe: Recipe, device: str, progress: bool,
+                 log: Callable[[str], object]) -> dict:
+    """:func:`run_experiment` in a folder this process holds."""
     saved = read_config(out)
     if saved is not None and work_files(out):  # never finish or resume another config's work
         wanted = {k: v for k, v in asdict(cfg).items()

@@ -6,6 +6,7 @@ MultiStepLR with gamma 0.1) and the CPU-sized protocol of DESIGN §3 (``cpu_smal
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import TrainingError
@@ -13,6 +14,8 @@ from .errors import TrainingError
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "label_smoothing",
+                "onecycle_pct_start")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class Recipe:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise TrainingError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in FLOAT_FIELDS:  # NaN or inf would train to NaN and still record a result
+            if not math.isfinite(getattr(self, key)):
+                raise TrainingError(f"{key} must be a finite number, got {getattr(self, key)}")
         if self.lr <= 0:
             raise TrainingError(f"lr must be positive, got {self.lr}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))

@@ -35,6 +35,7 @@ from ..errors import atomic_write_bytes as _atomic_write_bytes  # one helper for
 from ..errors import atomic_write_text as _atomic_write_text
 from ..masks import Masks
 from ..safe_load import load_tensors
+from ..tempfiles import remove_stale_temps
 from . import distributed as D
 from .errors import TrainingError
 from .precision import autocast, memory_format_name, resolve_channels_last, resolve_precision
@@ -372,6 +373,7 @@ def train(
         random.seed(seed)
     net = D.wrap_ddp(model, device, sync_bn=sync_bn) if world > 1 else model
     if main:  # metrics.jsonl always agrees with the checkpoint (a kill may have split them)
+        remove_stale_temps(out)  # a checkpoint half-written by a killed run
         _atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     epochs_bar = tqdm(range(start, recipe.epochs), desc="epochs", disable=not (progress and main),
