@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from ..experiments import report
+from ..experiments.compare import PAPER
 from ..experiments.provenance import cli_argv
 from ..experiments.report import METRICS, format_text_table, write_report
 
@@ -41,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paired", default=None, metavar="METHOD",
                    help="add a section pairing METHOD (e.g. px) by seed against every other "
                         "method, with empty layers and density per block of layers")
-    p.add_argument("--paper", choices=("fig2a",), default=None,
-                   help="with --paired: the paper's figure values in brackets")
+    p.add_argument("--paper", choices=tuple(PAPER), default=None,
+                   help="with --paired: the paper's figure values in brackets (fig2a: "
+                        "ResNet-20 / CIFAR-10 from scratch; fig3: ImageNet ResNet-50 fine-tuned "
+                        "on CIFAR-10)")
     p.set_defaults(func=cmd_report)
 
 

@@ -77,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="test images per class; 0 = all")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune mode)")
     p.add_argument("--recipe", default=SHARED_DEFAULTS["recipe"],
-                   help="training preset for fine-tuning")
+                   help="training preset for fine-tuning (default: finetune_cpu, 2 epochs "
+                        "one-cycle to lr 0.02, batch 64; see pxprune.training.recipes)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate override")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size override")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -63,7 +63,8 @@ TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "hea
 
 
 # Options that a training sweep has too, with other defaults there (None: not given).
-SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "cpu_small",
+# A transfer run's "recipe" "" means: by --mode (TransferConfig.__post_init__).
+SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "",
                    "norm": "backbone"}
 
 
@@ -93,11 +94,19 @@ class TransferConfig:
     scope: str = "global"
     norm: str = "backbone"
     px_precision: str = "float32"
-    recipe: str = "cpu_small"
+    recipe: str = ""  # "" = by mode: finetune_cpu for --mode finetune, cpu_small (unused) else
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
     dense_finetune: bool = True
+
+    def __post_init__(self) -> None:
+        """Resolve an empty ``recipe``: the fine-tuning recipe in finetune mode (issue 23)."""
+        if not self.recipe:
+            from ..training.recipes import FINETUNE_RECIPE, PROBE_RECIPE
+
+            object.__setattr__(self, "recipe",
+                               FINETUNE_RECIPE if self.mode == "finetune" else PROBE_RECIPE)
 
     @classmethod
     def from_dict(cls, d: dict) -> TransferConfig:

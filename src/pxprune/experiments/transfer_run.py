@@ -8,6 +8,20 @@ respects the classifier's mask on the pruned features (``--mode probe``: no trai
 ``--mode finetune``, also train the whole pruned network with the mask fixed (and the dense one
 the same way, unless ``--no-dense-finetune``).
 
+The new classifier while scoring: the checkpoint's head is replaced by a fresh Linear for the
+downstream classes (seeded by ``--seed``); with ``--head probe`` (default) the ridge probe of the
+dense features is written into it before scoring, with ``--head random`` (the authors' setting:
+their code replaces ``fc`` and prunes it, paper.md §1.6, §5) it stays the fresh random layer. In
+both it is scored and pruned like every other layer (global threshold), so a method can empty it:
+such a cell gets a warning line and ``classifier_emptied: true`` in ``result.json`` (its
+fine-tuned accuracy is chance). Fine-tuning (``--recipe``, default ``finetune_cpu`` in finetune
+mode) starts from the ridge probe refitted on the pruned features within the head's mask; in
+finetune mode the pruned network's BatchNorm running statistics are first recomputed on 2,048
+seeded training images (:func:`pxprune.transfer.backbones.recalibrate_batchnorm`: the dense
+network's statistics make a pruned network's eval features nearly constant, the probe fitted on
+them huge, and the first fine-tuning loss ~1e5). The dense reference keeps the pre-trained
+statistics (its features are well conditioned), as in the pilot that chose the recipe.
+
 The output folder gets ``config.json``, ``masks.safetensors``, the per-layer table
 (``layers.txt``, ``layers.csv``) and ``result.json`` (accuracies in percent).
 
@@ -200,9 +214,32 @@ def _probe_summary(res, seconds: float) -> dict:
     }
 
 
+BN_IMAGES = 2048  # training images the pruned network's BN statistics are recomputed on
+
+HEAD_TEXT = {
+    "probe": "fresh Linear holding the ridge probe of the dense features, scored and pruned like "
+             "every other layer",
+    "random": "fresh random Linear (the authors' setting), scored and pruned like every other "
+              "layer",
+}
+
+
+def classifier_block(model: torch.nn.Module, masks, head: str) -> dict:
+    """``result.json``'s ``classifier``: the new head's name, treatment while scoring, kept
+    weights and whether the method emptied it (then fine-tuning cannot leave chance)."""
+    key = T.classifier_name(model) + ".weight"
+    if key not in masks:
+        return {"name": key, "while_scoring": HEAD_TEXT[head].split(",")[0] + ", kept dense",
+                "kept": None, "total": None, "emptied": False}
+    kept, total = int(masks[key].sum()), int(masks[key].numel())
+    return {"name": key, "while_scoring": HEAD_TEXT[head], "kept": kept, "total": total,
+            "emptied": kept == 0}
+
+
 def _finetune_summary(summary: dict) -> dict:
-    """The fine-tuning run's accuracies and length."""
-    keys = ("final_test_acc", "best_test_acc", "best_epoch", "epochs", "train_seconds")
+    """The fine-tuning run's accuracies, length and precision (with the reason for it)."""
+    keys = ("final_test_acc", "best_test_acc", "best_epoch", "epochs", "train_seconds",
+            "precision", "precision_reason", "memory_format")
     return {k: summary.get(k) for k in keys}
 
 
@@ -266,7 +303,16 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     flops, table = write_layer_table(out, masks, model, data.shape)
     if show_layers:
         log(table)
+    head = classifier_block(model, masks, cfg.head)
+    if head["emptied"]:
+        log(f"WARNING: {cfg.method} at {cfg.sparsity:.2%} (seed {cfg.seed}) emptied the new "
+            f"classifier {head['name']} (0 of {head['total']} weights kept): this cell's "
+            "accuracy is chance")
 
+    recalibrated = 0
+    if cfg.mode == "finetune":  # stale dense BN statistics would make the probe head explode
+        recalibrated = T.recalibrate_batchnorm(model, data.train, images=BN_IMAGES,
+                                               seed=cfg.seed, size=data.size, device=device)
     t = time.perf_counter()
     pruned = T.linear_probe(model, data.train, data.test, masks=masks, l2=cfg.l2, seed=cfg.seed,
                             device=device, size=data.size, install=True)
@@ -278,7 +324,9 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
         "mode": cfg.mode, "seed": cfg.seed, "sparsity": cfg.sparsity,
         "sparsity_actual": masks.sparsity(), "density": masks.density(), "kept": masks.kept,
         "total": masks.total, "collapsed_layers": masks.collapsed_layers(),
-        "image_size": data.size, "rounds": rounds, "scope": scope,
+        "image_size": data.size, "rounds": rounds, "scope": scope, "head": cfg.head,
+        "classifier": head, "classifier_emptied": head["emptied"],
+        "bn_recalibration_images": recalibrated,
         "continued_from": None if start is None else {"folder": start[2], "rounds": start[1]},
         "prune_seconds": round(prune_seconds, 1), "prune_options": options,
         "macs_kept": flops["kept_macs"], "macs_dense": flops["dense_macs"],

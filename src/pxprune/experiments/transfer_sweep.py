@@ -216,6 +216,7 @@ def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                         progress=progress, log=log, start=start, show_layers=False)
     return {"final_test_acc": result["pruned"]["test_acc"],
             "extra": {"rounds": result["rounds"],
+                      "classifier_emptied": result["classifier_emptied"],
                       "continued_from": (result["continued_from"] or {}).get("folder")}}
 
 

@@ -1,6 +1,7 @@
 """Training precision and memory format: what ``auto`` resolves to on a device, and autocast.
 
-CPU: bf16 autocast only where the processor has native bf16 arithmetic, read from the kernel's
+CPU: bf16 autocast only where the processor has native bf16 arithmetic (and the model has no
+depthwise convolutions, slower in bf16: :func:`precision_choice`), read from the kernel's
 CPU flags (x86: ``avx512_bf16`` or ``amx_bf16``; Arm: ``bf16``). torch's own check
 (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it is true on any AVX-512 CPU,
 where oneDNN emulates bf16 without those instructions. Weights, gradients and
@@ -52,9 +53,45 @@ def _cpu_has_bf16_cached() -> bool:
     return cpu_has_bf16()
 
 
+def depthwise_convs(model: torch.nn.Module | None) -> list[str]:
+    """Names of the model's depthwise/grouped convolutions (``groups > 1``)."""
+    if model is None:
+        return []
+    return [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.modules.conv._ConvNd) and m.groups > 1]
+
+
+def precision_choice(precision: str, device: torch.device, amp: bool = True,
+                     amp_dtype: str = "float16",
+                     model: torch.nn.Module | None = None) -> tuple[str, str]:
+    """(resolved precision, why): :func:`resolve_precision` with the reason recorded in summaries.
+
+    ``auto`` on a CPU with native bf16 is bf16 autocast unless ``model`` has depthwise (grouped)
+    convolutions: oneDNN's bf16 depthwise kernels are slower than fp32 on such CPUs, so a network
+    built on them trains faster in fp32 (one thread, batch 64, channels-last: EfficientNet-Lite0
+    at 64 px 139 img/s fp32 vs 78 bf16; ResNet-56 177 bf16 vs 119 fp32;
+    benchmarks/results/precision_auto.json). A rule by layer type rather than a timed probe,
+    so that the choice is the same in every run and on resume.
+    """
+    resolved = resolve_precision(precision, device, amp, amp_dtype, model)
+    if precision != "auto":
+        return resolved, f"{precision} requested"
+    if device.type == "cuda":
+        return resolved, "auto on CUDA: the recipe's AMP setting"
+    if not _cpu_has_bf16_cached():
+        return resolved, "auto on CPU without native bf16 instructions: fp32"
+    dw = depthwise_convs(model)
+    if dw:
+        return resolved, (f"auto on a CPU with native bf16: fp32, because the model has {len(dw)} "
+                          "depthwise/grouped convolutions, slower in bf16 than fp32 here")
+    return resolved, ("auto on a CPU with native bf16: bf16 autocast (no depthwise/grouped "
+                      "convolutions)")
+
+
 def resolve_precision(precision: str, device: torch.device, amp: bool = True,
-                      amp_dtype: str = "float16") -> str:
-    """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device`` (``auto`` decides)."""
+                      amp_dtype: str = "float16", model: torch.nn.Module | None = None) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device`` for ``model``
+    (``auto`` decides; see :func:`precision_choice` for the rule and its reason)."""
     if precision not in PRECISIONS:
         raise TrainingError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
@@ -63,7 +100,7 @@ def resolve_precision(precision: str, device: torch.device, amp: bool = True,
         return precision
     if device.type == "cuda":
         return ("fp16" if amp_dtype == "float16" else "bf16") if amp else "fp32"
-    if device.type == "cpu" and _cpu_has_bf16_cached():
+    if device.type == "cpu" and _cpu_has_bf16_cached() and not depthwise_convs(model):
         return "bf16"
     return "fp32"
 

@@ -92,6 +92,9 @@ class Recipe:
         return cls(**{k: (tuple(v) if k == "milestones" else v) for k, v in d.items()})
 
 
+FINETUNE_RECIPE = "finetune_cpu"  # what `pxprune transfer --mode finetune` uses without --recipe
+PROBE_RECIPE = "cpu_small"  # recorded (unused) in --mode probe configs, as before
+
 RECIPES: dict[str, Recipe] = {
     "cifar10_resnet20": Recipe(
         lr=0.1, momentum=0.9, weight_decay=1e-4, epochs=160, milestones=(80, 120),
@@ -128,6 +131,15 @@ RECIPES: dict[str, Recipe] = {
         notes="long CPU protocol (issue 12), NOT the paper's 160 epochs: ResNet-20 on all 50,000 "
         "CIFAR-10 training images, 12 epochs one-cycle (25 % warm-up) to lr 0.2, crop+flip; bf16 "
         "autocast + channels_last where the CPU has native bf16",
+    ),
+    "finetune_cpu": Recipe(
+        lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-4, epochs=2, batch_size=64,
+        schedule="onecycle", milestones=(), onecycle_pct_start=0.15,
+        notes="CPU fine-tuning of a pre-trained backbone (issue 23; NOT the authors' 182 epochs "
+        "at 224 px): the default of `pxprune transfer --mode finetune`, picked by the dense pilot "
+        "benchmarks/results/transfer_finetune_pilot.json (EfficientNet-Lite0 at 48 px on all "
+        "50,000 CIFAR-10 training images): 2 epochs one-cycle (15 % warm-up) to lr 0.02, SGD "
+        "Nesterov 0.9, wd 1e-4, batch 64, crop+flip, from the ridge-probe head",
     ),
     "cpu_small": Recipe(
         lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, epochs=4, batch_size=128,

@@ -38,7 +38,13 @@ from ..safe_load import load_tensors
 from ..tempfiles import remove_stale_temps
 from . import distributed as D
 from .errors import TrainingError
-from .precision import autocast, memory_format_name, resolve_channels_last, resolve_precision
+from .precision import (
+    autocast,
+    memory_format_name,
+    precision_choice,
+    resolve_channels_last,
+    resolve_precision,
+)
 from .recipes import RECIPES, Recipe, get_recipe, scale_milestones
 
 __all__ = [
@@ -324,7 +330,8 @@ def train(
     spe = _steps_per_epoch(len(train_set), recipe.batch_size, world)
     if spe < 1:
         raise TrainingError(f"training set of {len(train_set)} examples gives no batch")
-    precision = _precision(device, recipe)
+    precision, precision_reason = precision_choice(recipe.precision, device, recipe.amp,
+                                                   recipe.amp_dtype, model)
     channels_last = resolve_channels_last(recipe.channels_last, device)
     ckpt_path = out / CHECKPOINT
     ckpt = None
@@ -333,7 +340,10 @@ def train(
         # and the RNG states must stay CPU tensors
         ckpt = load_tensors(ckpt_path, "the training checkpoint", map_location="cpu",
                             hint="delete it to restart training from epoch 0")
-        precision = _resumed_setting(ckpt, "precision", recipe.precision, precision, ckpt_path)
+        resumed = _resumed_setting(ckpt, "precision", recipe.precision, precision, ckpt_path)
+        if resumed != precision:
+            precision_reason = f"resumed in the checkpoint's {resumed} (auto now says {precision})"
+        precision = resumed
         fmt = _resumed_setting(ckpt, "memory_format", recipe.channels_last,
                                memory_format_name(channels_last), ckpt_path)
         channels_last = fmt == "channels_last"
@@ -464,7 +474,8 @@ def train(
             handle.remove()
     summary = _summary(model, masks, train_set, history, recipe, seed, world, device,
                        fingerprint)
-    summary.update(precision=precision, memory_format=memory_format_name(channels_last),
+    summary.update(precision=precision, precision_reason=precision_reason,
+                   memory_format=memory_format_name(channels_last),
                    eval_precision=precision if device.type == "cuda" else "fp32")
     if main:
         _atomic_write_bytes(out / FINAL_MODEL, lambda f: torch.save(model.state_dict(), f))
