@@ -128,7 +128,8 @@ def test_recalibrate_batchnorm_recomputes_running_statistics_only():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 2))
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     ds = ImageDataset(images, torch.arange(40) % 2, ["a", "b"], (0.5,) * 3, (0.25,) * 3, "tiny")
-    before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    before = {k: v.clone() for k, v in model.state_dict().items()
+              if "running" not in k and "num_batches" not in k}
     n = T.recalibrate_batchnorm(model.eval(), ds, images=32, seed=1, batch_size=8)
     assert n == 32 and not model.training and model[1].momentum == 0.1
     idx = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:32].sort().values
