@@ -121,9 +121,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not methods:
         raise UsageError(f"--methods {args.methods!r} names no method (e.g. --methods "
                          f"px,snip,random,dense)")
-    repeated = [m for i, m in enumerate(methods) if m in methods[:i]]
-    if repeated:
-        raise UsageError(f"--methods names {repeated[0]} more than once")
     sparsities = parse_sparsities(args.sparsities)
     if not args.seeds:
         raise UsageError("--seeds names no seed")
