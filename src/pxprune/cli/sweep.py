@@ -206,8 +206,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "transfer sweep", "--transfer: every cell is a `pxprune transfer` run (a pre-trained "
         "--backbone pruned for --dataset, then probed or fine-tuned; see "
         "pxprune.experiments.transfer_sweep). The options below apply only with --transfer; "
-        "there --train-per-class and --test-per-class default to 100 and --recipe to "
-        "cpu_small, as in pxprune transfer.")
+        "there --train-per-class and --test-per-class default to 100 and --recipe (with "
+        "--mode finetune) to finetune_cpu, as in pxprune transfer.")
     g.add_argument("--transfer", action="store_true",
                    help="sweep transfer runs instead of training from scratch")
     add_transfer_args(g, sweep=True)
