@@ -4,7 +4,8 @@ from .api import DisconnectedMasksWarning, prune, score
 from .masks import Masks, PruningError, prunable_parameters
 from .methods import REGISTRY
 
-__all__ = ["METHODS", "DisconnectedMasksWarning", "Masks", "PruningError", "prunable_parameters", "prune", "score"]
+__all__ = ["METHODS", "DisconnectedMasksWarning", "Masks", "PruningError", "prunable_parameters",
+           "prune", "score"]
 __version__ = "0.1.0"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -165,3 +165,17 @@ def threshold(
         k = min(round(density * s.numel()), int(masks[n].sum()))
         out[n] = _top_k_mask(s.flatten(), k).view(s.shape)
     return Masks(out)
+
+
+# the paper's grid: 1 - 0.8**k for k = 2, 4, ..., 18 (36.00 ... 98.20 %)
+PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
+
+
+def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
+    """``"paper"`` (the paper's nine sparsities, 36.00 ... 98.20 %) or a list: "0.9,98.2%",
+    [0.9, "98.2%"]; each checked by ``parse_sparsity``."""
+    if isinstance(sparsities, str):
+        if sparsities == "paper":
+            return list(PAPER_SPARSITIES)
+        sparsities = [s for s in sparsities.split(",") if s.strip()]
+    return [parse_sparsity(s) for s in sparsities]

@@ -415,7 +415,7 @@ def test_ntk_command_rejects_unknown_method(tmp_path, capsys):
 
 
 def test_paper_sparsities():
-    from pxprune.experiments.ntk_study import parse_sparsities
+    from pxprune.schedule import parse_sparsities
 
     grid = parse_sparsities("paper")
     assert len(grid) == 9 and abs(grid[0] - 0.36) < 1e-12 and abs(grid[-1] - 0.98198) < 1e-5

@@ -351,8 +351,8 @@ def test_rounds_per_cell_from_the_round_factor():
     from dataclasses import replace
 
     from pxprune.experiments.config import TransferConfig
-    from pxprune.experiments.ntk_study import parse_sparsities
     from pxprune.experiments.transfer_run import effective_rounds
+    from pxprune.schedule import parse_sparsities
 
     base = TransferConfig(backbone="resnet20_a", round_factor=0.8)
     for method in ("px", "px[variant=cvpr2024]", "synflow", "ntksap"):

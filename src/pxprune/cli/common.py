@@ -11,13 +11,14 @@ import torch
 
 from ..data import DATASETS
 from ..devices import check_device
-from ..experiments.config import DENSE, RunConfig
+from ..experiments.config import DENSE, MASKS, RunConfig
 from ..experiments.folder import check_out_named
-from ..experiments.resolve import UsageError
+from ..experiments.resolve import UsageError, read_masks_file
 from ..methods import REGISTRY
 from ..models import NAMES
 from ..schedule import check_seed, parse_sparsity
 from ..training.recipes import RECIPES
+from ..training.train import masks_fingerprint
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -55,8 +56,12 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     model_default = None if sweep else "resnet20"
     p.add_argument("--model", default=model_default,
                    help=f"a built-in name ({', '.join(NAMES)}) or package.module:function, "
-                        f"which IMPORTS AND CALLS YOUR CODE (only name modules you trust)"
+                        f"which IMPORTS AND CALLS YOUR CODE (only name modules you trust): "
+                        f"function(num_classes=N) when it takes num_classes, else function()"
                         + (" (default: resnet20; not with --transfer)" if sweep else ""))
+    p.add_argument("--output", default=None,
+                   help="for a model that returns several outputs: which one is the logits, "
+                        "an index (0) for a tuple or a key (logits) for a dict or object")
     p.add_argument("--weights", help="optional state_dict file to load before pruning (read "
                                      "with torch.load(weights_only=True): tensors only)")
     p.add_argument("--num-classes", type=int, default=None,
@@ -69,6 +74,10 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
                        help="fraction pruned, in [0, 1): 0.982 or 98.2%%")
     p.add_argument("--rounds", type=int, default=None,
                    help="pruning rounds (default: the method's, 100 for PX/SynFlow)")
+    p.add_argument("--keep-dense", default=None, metavar="LAYERS",
+                   help="layers left unpruned and out of the sparsity count: first, last (the "
+                        "stem convolution and the classifier, in registration order) or names, "
+                        "comma-separated, e.g. first,last or conv1,fc")
     p.add_argument("--scope", choices=("global", "layer"), default="global",
                    help="one threshold over all layers, or the same density in every layer")
     if not sweep:
@@ -115,10 +124,17 @@ def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of parsed ``run`` (or ``sweep``, per cell) arguments: the one place the
     command line becomes a configuration; everything below takes the RunConfig."""
-    sparsity = 0.0 if args.method == DENSE else parse_sparsity(args.sparsity)
+    method = args.method
+    sparsity = 0.0 if method == DENSE else parse_sparsity(args.sparsity)
+    masks_file = masks_sha = None
+    if getattr(args, "masks", None):  # train given masks: their method and sparsity, no pruning
+        path, masks, meta = read_masks_file(args.masks)
+        masks_file, masks_sha = str(path), masks_fingerprint(masks)
+        method = str(meta.get("method") or MASKS)
+        sparsity = 1.0 - masks.kept / masks.total
     recipe = args.recipe or ("cifar10_resnet20" if args.device != "cpu" else "cpu_small")
     return RunConfig(
-        model=args.model, dataset=args.dataset, method=args.method, sparsity=sparsity,
+        model=args.model, dataset=args.dataset, method=method, sparsity=sparsity,
         seed=args.seed, rounds=args.rounds, scope=args.scope, per_class=args.per_class,
         recipe=recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         schedule=args.schedule, train_per_class=args.train_per_class,
@@ -129,4 +145,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         allow_disconnected=bool(getattr(args, "allow_disconnected", False))
         or getattr(args, "command", None) == "sweep",
         precision=getattr(args, "precision", None),
+        output=getattr(args, "output", None),
+        keep_dense=getattr(args, "keep_dense", None),
+        masks=masks_file, masks_sha256=masks_sha,
     )

@@ -28,11 +28,11 @@ from ..masks import Masks
 from ..methods.spec import resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..schedule import parse_sparsity
-from .common import add_model_args, show_progress
+from .common import add_model_args
 
 # what makes two prunings the same (the folder guard compares these with config.json)
 PRUNE_IDENTITY = ("model", "output", "weights", "num_classes", "method", "rounds", "scope",
-                  "seed", "per_class", "norm", "data")
+                  "seed", "per_class", "norm", "data", "keep_dense")
 
 
 def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
@@ -84,13 +84,16 @@ def _prune_claimed(args: argparse.Namespace, out: Path, sparsity: float, identit
     # the final masks stay in the checkpoint until saved: refused as disconnected, they are
     # returned at once by the next command (e.g. with --allow-disconnected)
     masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=show_progress(args), checkpoint=checkpoint,
-                  keep_checkpoint=True)
+                  seed=args.seed, progress=not args.no_progress, checkpoint=checkpoint,
+                  keep_checkpoint=True, keep_dense=args.keep_dense or ())
     seconds = time.perf_counter() - start
     if not args.allow_disconnected:
         check_connected(model, x, masks, args.method)
     flops, table = write_layer_table(out, masks, model, tuple(x.shape[1:]))
-    masks.save(out / "masks.safetensors", {"method": args.method, "sparsity": sparsity})
+    masks.save(out / "masks.safetensors", {
+        "method": args.method, "resolved_method": identity["resolved_method"],
+        "sparsity": sparsity, "seed": args.seed, "model": args.model,
+        "dataset": dataset.name, "keep_dense": args.keep_dense})
     checkpoint.unlink(missing_ok=True)
     log(table)
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "

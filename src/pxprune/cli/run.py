@@ -33,5 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pxprune run``."""
     p = sub.add_parser("run", help="prune + train + evaluate into a resumable run folder")
     add_training_args(p)
+    p.add_argument("--masks", default=None, metavar="FILE_OR_FOLDER",
+                   help="train these masks instead of pruning: a masks file (pxprune prune, "
+                        "Masks.save) or a pxprune prune folder; checked against the model, "
+                        "recorded by content hash, method and sparsity taken from the file")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_run)

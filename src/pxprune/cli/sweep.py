@@ -34,7 +34,6 @@ from ..experiments.launchers import (
     parse_mem_gb,
     parse_slurm_time,
 )
-from ..experiments.ntk_study import parse_sparsities
 from ..experiments.report import collect, format_text_table
 from ..experiments.resolve import UsageError
 from ..experiments.status import format_status, sweep_status
@@ -43,6 +42,7 @@ from ..experiments.sweep import DEFAULT_METHODS, run_sweep
 from ..experiments.transfer_sweep import run_transfer_sweep
 from ..masks import PruningError
 from ..methods.spec import split_method_list
+from ..schedule import parse_sparsities
 from .common import add_training_args, config_from_args, show_progress
 from .transfer import add_transfer_args, transfer_config_from_args
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 DENSE = "dense"
+MASKS = "masks"  # the method of a run trained from a masks file that records none
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class RunConfig:
     allow_disconnected: bool = False  # keep masks that cut the output off the input
     precision: str | None = None  # training precision (recipe's "auto" when None)
     output: str | None = None  # which of the model's outputs is the logits (--output)
+    keep_dense: str | None = None  # layers left unpruned (--keep-dense first,last)
+    masks: str | None = None  # train these masks (a file or a prune folder) instead of pruning
+    masks_sha256: str | None = None  # ... whose content hash this is (checked when used)
     # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
     # filled in by run_experiment; "" in folders written before it was recorded
     resolved_method: str = ""

@@ -18,7 +18,7 @@ from torch import nn
 from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
 from ..errors import OutputError, atomic_write_text, make_output_dir
-from ..masks import Masks, unpruned_matrices
+from ..masks import Masks, prunable_parameters, unpruned_matrices
 from .cell_lock import CellBusy
 
 CONFIG = "config.json"
@@ -168,7 +168,8 @@ def write_layer_table(out: Path, masks: Masks, model: nn.Module,
     layer, collapse flagged, weight tensors no method prunes listed; returns (MACs, the table)."""
     flops = count_flops(model, tuple(input_shape), masks)
     unpruned = unpruned_matrices(model, masks)
-    write_layer_csv(masks, Path(out) / "layers.csv", flops, unpruned)
-    table = format_layer_table(masks, flops, unpruned)
+    dense = set(prunable_parameters(model)) - set(masks)  # kept dense on request
+    write_layer_csv(masks, Path(out) / "layers.csv", flops, unpruned, dense)
+    table = format_layer_table(masks, flops, unpruned, dense)
     atomic_write_text(Path(out) / "layers.txt", table + "\n")
     return flops, table

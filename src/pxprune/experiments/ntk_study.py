@@ -25,12 +25,11 @@ from ..data import load_dataset, normalize, pruning_split
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
 from ..methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
-from ..schedule import parse_sparsity
+from ..schedule import parse_sparsities
 from . import provenance
 from .folder import refuse_foreign
 from .resolve import build_model
 
-PAPER_SPARSITIES: tuple[float, ...] = tuple(1.0 - 0.8**k for k in range(2, 19, 2))
 SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
 FORMAT = "pxprune.ntk_study/1"
 
@@ -38,15 +37,6 @@ FORMAT = "pxprune.ntk_study/1"
 def study_methods() -> list[str]:
     """Every registered foresight method (all but those that train, such as IMP)."""
     return [name for name in sorted(REGISTRY) if not REGISTRY[name].trains]
-
-
-def parse_sparsities(sparsities: str | Sequence[float | str]) -> list[float]:
-    """``"paper"`` (1 - 0.8**k, k = 2, 4, ..., 18: 36.00 ... 98.20 %) or a list: [0.9, "98.2%"]."""
-    if isinstance(sparsities, str):
-        if sparsities == "paper":
-            return list(PAPER_SPARSITIES)
-        sparsities = [s for s in sparsities.split(",") if s.strip()]
-    return [parse_sparsity(s) for s in sparsities]
 
 
 def _cell_key(method: str, sparsity: float) -> str:

@@ -202,6 +202,7 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
         raise FileNotFoundError(f"no sweep folder {sweep_dir}")
     record_path = sweep_dir / SWEEP_FILE
     record = read_record(record_path) if record_path.exists() else {}
+    without_record = not record
     kind = record.get("kind", TRAINING)
     if kind == TRANSFER and metric == "best" and (record.get("protocol") or {}).get(
             "mode") != "finetune":
@@ -248,6 +249,8 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
         if state.state == "failed":
             entry["error"] = state.reason
         missing.append(entry)
+    if without_record and kind == TRAINING and cells:  # separate runs: what they share
+        record = _record_of_runs(sweep_dir, cells)
     methods = list(record.get("methods") or [])
     methods += [m for m in dict.fromkeys(c["method"] for c in cells) if m not in methods]
     sparsities = sorted({*(float(s) for s in record.get("sparsities") or []),
@@ -257,6 +260,31 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
             "cells": cells,
             "rows": aggregate(cells, key), "missing": missing, "methods": methods,
             "sparsities": _unique_sparsities(sparsities)}
+
+
+# what varies between the runs of one experiment, or only names a file: not the protocol
+_NOT_PROTOCOL = (*CELL_FIELDS, "resolved_method", "masks", "masks_sha256")
+
+
+def _record_of_runs(folder: Path, cells: list[dict]) -> dict:
+    """For a folder of separate ``pxprune run`` folders (no sweep.json): the protocol is what
+    their configurations share, the environment and resolved recipe those their summaries
+    recorded, so a report of a user's own runs names its model, data and versions."""
+    summaries = []
+    for cell in cells:
+        try:
+            summaries.append(json.loads((folder / cell["folder"] / "summary.json").read_text()))
+        except (OSError, ValueError):  # checked already; a race leaves the field out
+            continue
+    configs = [s.get("config") or {} for s in summaries]
+    shared = {k: v for k, v in (configs[0] if configs else {}).items()
+              if k not in _NOT_PROTOCOL and all(c.get(k) == v for c in configs)}
+    recipes = [s.get("recipe") for s in summaries]
+    envs = [s.get("environment") or {} for s in summaries]
+    return {"protocol": shared,
+            "recipe": recipes[0] if recipes and all(r == recipes[0] for r in recipes) else {},
+            "environment": envs[-1] if envs else {},
+            "seeds": sorted({c["seed"] for c in cells if c.get("seed") is not None})}
 
 
 def _unique_sparsities(values: list[float]) -> list[float]:

@@ -15,7 +15,7 @@ from torch import nn
 from .. import models
 from ..data import DataError, ImageDataset, load_dataset
 from ..errors import PxpruneError
-from ..masks import PruningError, check_model_device
+from ..masks import Masks, PruningError, check_model_device, prunable_parameters
 from ..user_model import select_output_permanently
 
 
@@ -189,3 +189,28 @@ def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
 
 __all__ = ["PruningError", "UsageError", "build_model", "load_any_dataset", "load_data_file",
            "load_weights"]
+
+
+def read_masks_file(given: str | Path) -> tuple[Path, Masks, dict]:
+    """``--masks``: a masks file, or a ``pxprune prune`` / ``run`` folder holding
+    ``masks.safetensors``; returns its path, the masks and what was stored beside them."""
+    path = Path(given)
+    if path.is_dir():
+        path = path / "masks.safetensors"
+    if not path.is_file():
+        raise UsageError(f"--masks {given}: no masks file there (give a .safetensors file "
+                         f"written by pxprune or Masks.save, or a pxprune prune folder)")
+    return path, Masks.load(path), Masks.metadata(path)
+
+
+def check_masks_fit(masks: Masks, model: nn.Module, source: str | Path) -> None:
+    """Masks to train must name prunable tensors of this model with their shapes; a tensor the
+    masks leave out trains dense (as with --keep-dense)."""
+    prunable = prunable_parameters(model)
+    unknown = [n for n in masks if n not in prunable]
+    if unknown:
+        raise UsageError(f"{source} does not fit the model: {unknown[:4]} are not its prunable "
+                         f"weights (is it the same --model?)")
+    wrong = [n for n, m in masks.items() if tuple(m.shape) != tuple(prunable[n].shape)]
+    if wrong:
+        raise UsageError(f"{source} does not fit the model: wrong shape for {wrong[:4]}")

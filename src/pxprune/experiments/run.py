@@ -30,7 +30,8 @@ from ..schedule import check_seed
 from ..training import distributed as D
 from ..training.precision import resolve_precision
 from ..training.recipes import Recipe, get_recipe
-from ..training.train import train
+from ..training.train import masks_fingerprint, train
+from . import provenance
 from .cell_check import check_cell
 from .cell_lock import CellLock
 from .checks import (
@@ -51,7 +52,7 @@ from .folder import (
     write_config,
     write_layer_table,
 )
-from .resolve import build_model, load_weights
+from .resolve import build_model, check_masks_fit, load_weights, read_masks_file
 
 
 def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -70,7 +71,7 @@ def load_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
 def initial_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
     """The seeded initialisation (identical for every method of a sweep with the same seed)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes)
+    model = build_model(cfg.model, num_classes, cfg.output)
     if cfg.weights:
         load_weights(model, cfg.weights)
     return model
@@ -111,6 +112,9 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
     """Score and prune on the seeded class-balanced split; dense runs keep every weight;
     ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
     start, earlier = time.perf_counter(), 0.0
+    if cfg.masks:
+        masks = given_masks(cfg, model, train_set, device)
+        return masks, {**_prune_info(cfg, masks, 0.0), "masks_file": cfg.masks}
     name, options = split_method(cfg)
     if name == DENSE or cfg.sparsity == 0:
         masks = Masks.ones(model)
@@ -129,19 +133,40 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
         try:
             masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
                           rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
-                          checkpoint=checkpoint, **options)
+                          checkpoint=checkpoint, keep_dense=cfg.keep_dense or (), **options)
         finally:
             clock.stop()
         earlier = clock.previous
         if not cfg.allow_disconnected:
             check_connected(model, x.to(device), masks, cfg.method)
-    info = {
+    # earlier attempts included
+    return masks, _prune_info(cfg, masks, time.perf_counter() - start + earlier)
+
+
+def _prune_info(cfg: RunConfig, masks: Masks, seconds: float) -> dict:
+    """What prune.json records of a cell's masks."""
+    return {
         "method": cfg.method, "sparsity": cfg.sparsity, "density": masks.density(),
-        "kept": masks.kept, "total": masks.total,
-        "prune_seconds": time.perf_counter() - start + earlier,  # earlier attempts included
+        "kept": masks.kept, "total": masks.total, "prune_seconds": seconds,
         "layer_density": masks.layer_density(), "collapsed_layers": masks.collapsed_layers(),
     }
-    return masks, info
+
+
+def given_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
+                device: str) -> Masks:
+    """``--masks``: the file's masks, unchanged since the configuration recorded their hash,
+    fitting the model, connected unless allowed; applied to the model."""
+    _, masks, _ = read_masks_file(cfg.masks)
+    if masks_fingerprint(masks) != cfg.masks_sha256:
+        raise PruningError(f"{cfg.masks} changed since this run was configured (its content "
+                           f"hash differs); restore it or start another --out")
+    masks = masks.in_order_of(model)
+    check_masks_fit(masks, model, cfg.masks)
+    if not cfg.allow_disconnected:
+        x, _ = pruning_batch(train_set, 1, cfg.seed)
+        check_connected(model, x.to(device), masks, cfg.method)
+    masks.apply_(model)
+    return masks
 
 
 def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
@@ -235,7 +260,9 @@ def _run_claimed(cfg: RunConfig, out: Path, recipe: Recipe, device: str, progres
         if is_imp:  # the ticket is trained from the rewound init, like the others
             model = initial_model(cfg, train_set.num_classes).to(device)
         if main:
-            masks.save(masks_path, {"method": cfg.method, "sparsity": cfg.sparsity})
+            masks.save(masks_path, {"method": cfg.method, "resolved_method": cfg.resolved_method,
+                                    "sparsity": cfg.sparsity, "seed": cfg.seed,
+                                    "model": cfg.model, "dataset": train_set.name})
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(out, masks, model, tuple(train_set.image_shape))
 
@@ -244,7 +271,8 @@ def _run_claimed(cfg: RunConfig, out: Path, recipe: Recipe, device: str, progres
     summary = {**summary, "config": asdict(cfg), "prune": info, "dataset_name": train_set.name,
                "train_examples": len(train_set), "test_examples": len(test_set),
                "test_split": describe_test_split(cfg.dataset, cfg.test_dataset, cfg.holdout,
-                                                 cfg.seed)}
+                                                 cfg.seed),
+               "environment": provenance.environment(device)}
     if main:
         atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -40,6 +40,7 @@ from . import distributed as D
 from .errors import TrainingError
 from .precision import (
     autocast,
+    channels_last_works,
     memory_format_name,
     precision_choice,
     resolve_channels_last,
@@ -190,6 +191,7 @@ def evaluate(
     part = dataset.subset(torch.arange(lo, hi)) if (lo, hi) != (0, len(dataset)) else dataset
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    predicted = torch.zeros(0, dtype=torch.bool, device=device)  # which classes were predicted
     precision = _precision(device, recipe) if recipe is not None else "fp32"
     amp = autocast(device, precision if device.type == "cuda" else "fp32")
     try:
@@ -199,10 +201,14 @@ def evaluate(
             out = out.float()
             loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").double()
             correct += (out.argmax(1) == y).sum()
+            if predicted.numel() < out.shape[1]:
+                predicted = torch.zeros(out.shape[1], dtype=torch.bool, device=device)
+            predicted[out.argmax(1)] = True
     finally:
         model.train(was_training)
     loss, corr, n = D.all_reduce_sum([loss_sum.item(), correct.item(), hi - lo])
-    return {"loss": loss / max(n, 1), "acc": 100.0 * corr / max(n, 1), "count": int(n)}
+    return {"loss": loss / max(n, 1), "acc": 100.0 * corr / max(n, 1), "count": int(n),
+            "classes_predicted": int(predicted.sum())}
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -333,6 +339,13 @@ def train(
     precision, precision_reason = precision_choice(recipe.precision, device, recipe.amp,
                                                    recipe.amp_dtype, model)
     channels_last = resolve_channels_last(recipe.channels_last, device)
+    if channels_last and recipe.channels_last is None:  # the automatic choice, only where the
+        # model's code takes channels-last tensors (a user's x.view(n, -1) does not)
+        sample = next(iterate_batches(train_set, 2, shuffle=False, device=device))[0]
+        channels_last = channels_last_works(model, sample)
+        if not channels_last:
+            say("the model's forward fails on channels-last tensors (e.g. x.view): training "
+                "in the contiguous layout")
     ckpt_path = out / CHECKPOINT
     ckpt = None
     if ckpt_path.exists():
@@ -442,7 +455,8 @@ def train(
             if test_set is not None:
                 ev = evaluate(net, test_set, batch_size=recipe.eval_batch_size, device=device,
                               recipe=recipe)
-                record.update(test_loss=ev["loss"], test_acc=ev["acc"])
+                record.update(test_loss=ev["loss"], test_acc=ev["acc"],
+                              test_classes_predicted=ev["classes_predicted"])
             else:
                 record.update(test_loss=None, test_acc=None)
             record["seconds"] = D.all_reduce_max([time.perf_counter() - t0])[0]
@@ -483,6 +497,10 @@ def train(
         if not keep_checkpoint and ckpt_path.exists():
             ckpt_path.unlink()
     D.barrier()
+    if summary["constant_predictions"]:
+        say("warning: every test image got the same prediction after the last epoch: the "
+            "network's output does not depend on its input (vanishing activations of a "
+            "default-init model, too high a learning rate, or masks that cut the network)")
     say(f"{out}: finished, final test acc {summary['final_test_acc']}, "
         f"best {summary['best_test_acc']} (epoch {summary['best_epoch']})")
     return summary
@@ -507,6 +525,8 @@ def _summary(
         "final_train_loss": last.get("train_loss"),
         "best_test_acc": best[0],
         "best_epoch": best[1],
+        # one class predicted for every test image: the accuracy says nothing of the masks
+        "constant_predictions": last.get("test_classes_predicted") == 1,
         "epochs": len(history),
         "kept_params": kept,
         "total_params": prunable,
