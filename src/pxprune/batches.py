@@ -59,7 +59,7 @@ def _labels(y: Tensor | None) -> Tensor | None:
     if y is None:
         return None
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise PruningError(f"labels must be integer class indices, got {y.dtype}"
+        raise PruningError(f"labels must be integers (class indices), got {y.dtype}"
                            + (" (one-hot or soft labels: pass labels.argmax(1))"
                               if y.dim() == 2 else ""))
     if y.dim() != 1:

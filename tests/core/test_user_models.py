@@ -201,8 +201,8 @@ def _bad_inputs():
         "small images": (x[:, :, :8, :8], y, "cannot take these images"),
         "labels out of range": (x, y + 3, "labels go up to 12 but the model has 10 outputs"),
         "negative labels": (x, y - 1, ">= 0"),
-        "float labels": (x, y.float(), "integer class indices"),
-        "bool labels": (x, y > 4, "integer class indices"),
+        "float labels": (x, y.float(), "must be integers"),
+        "bool labels": (x, y > 4, "must be integers"),
         "one-hot labels": (x, F.one_hot(y, 10), "1-D"),
     }
 

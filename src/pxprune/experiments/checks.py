@@ -12,7 +12,7 @@ from torch import nn
 from ..batches import as_batches, check_batches
 from ..data import DataError
 from ..errors import DamagedFileError, PxpruneError
-from ..masks import Masks, check_model_device
+from ..masks import Masks, PruningError, check_model_device
 from ..pathview.reach import reached_outputs
 
 
@@ -27,8 +27,11 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
     """The API's data checks (``batches.check_batches``: pixels, channels, size, label type),
     then labels within the model's outputs and ``num_classes``, named as command-line options."""
     check_model_device(model)
-    batches = as_batches(x if y is None else (x, y))
-    outputs = check_batches(model, [(x, None) for x, _ in batches])
+    try:  # the API's checks, reported as the data errors they are
+        batches = as_batches(x if y is None else (x, y))
+        outputs = check_batches(model, [(x, None) for x, _ in batches])
+    except PruningError as exc:
+        raise DataError(str(exc)) from None
     y = batches[0][1]
     if y is None or y.numel() == 0:
         return
