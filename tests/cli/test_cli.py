@@ -144,6 +144,10 @@ def test_factory_problems(data_file, factory_module, tmp_path, capsys):
     code, _, err = run(prune_args(data_file, tmp_path / "o", "--model",
                                   f"{factory_module}:nothing_prunable"), capsys)
     _one_line_error(code, err, "nothing prunable")
+    code, _, err = run(prune_args(data_file, tmp_path / "o", "--model",
+                                  "no_such_user_pkg.models:build"), capsys)
+    _one_line_error(code, err, "cannot import model factory", "PYTHONPATH",
+                    "the folder that holds no_such_user_pkg.py")
 
 
 def test_weights_that_do_not_match(data_file, factory_module, tmp_path, capsys):

@@ -32,7 +32,13 @@ def build_model(spec: str, num_classes: int = 10, output: str | None = None) -> 
         module_name, _, attr = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
+        except ImportError as exc:
+            top = module_name.split(".")[0]
+            raise UsageError(
+                f"cannot import model factory {spec!r}: {exc}; Python looks for {top!r} in the "
+                f"current folder and on PYTHONPATH (run from the folder that holds {top}.py or "
+                f"{top}/, or set PYTHONPATH=/path/to/that/folder)") from exc
+        except AttributeError as exc:
             raise UsageError(f"cannot import model factory {spec!r}: {exc}") from exc
         model = factory(**_class_count_argument(factory, num_classes))
         if not isinstance(model, nn.Module):
