@@ -87,9 +87,11 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     p.add_argument("--norm", choices=("dataset", "imagenet"), default=None if sweep else "dataset",
                    help="input normalisation (imagenet for the shared pre-trained CIFAR ResNets)"
                         + (" (default: dataset; not with --transfer)" if sweep else ""))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+                   help="no progress output (a bar on a terminal; in a log file, a pruning "
+                        "prints a line every tenth of its rounds and training one per epoch)")
     p.add_argument("--allow-disconnected", action="store_true",
                    help="keep masks that cut every path from input to output (refused "
                         "otherwise; a sweep keeps them, flagged in each summary.json)")
@@ -108,11 +110,13 @@ def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
                         "--seed and never trained on (e.g. 0.2)")
     p.add_argument("--recipe", default=None,
                    help=f"training preset: {', '.join(RECIPES)} (default: cifar10_resnet20, "
-                        f"or cpu_small on CPU)")
+                        f"or cpu_small on CPU); `pxprune recipes` shows what each does")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--lr", type=float,
                    help="peak learning rate (default: the recipe's; the schedule scales it)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="(default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, help="(default: the recipe's)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default: the recipe's)")
     p.add_argument("--schedule", choices=("multistep", "cosine", "onecycle", "constant"))
     p.add_argument("--train-per-class", type=int, help="use the first N training images per class")
     p.add_argument("--test-per-class", type=int, help="use the first N test images per class")
@@ -137,6 +141,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model, dataset=args.dataset, method=method, sparsity=sparsity,
         seed=args.seed, rounds=args.rounds, scope=args.scope, per_class=args.per_class,
         recipe=recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        weight_decay=getattr(args, "weight_decay", None),
+        momentum=getattr(args, "momentum", None),
         schedule=args.schedule, train_per_class=args.train_per_class,
         test_per_class=args.test_per_class, weights=args.weights, norm=args.norm,
         test_dataset=getattr(args, "test_dataset", None),

@@ -11,7 +11,7 @@ from .. import __version__
 from ..api import DisconnectedMasksWarning
 from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
 from ..experiments.provenance import set_cli_argv
-from . import demo, ntk, prune, report, run, sweep, transfer
+from . import demo, ntk, prune, recipes, report, run, sweep, transfer
 from .common import check_common_args
 
 DESCRIPTION = ("pxprune: foresight pruning of vision models with PX and the usual baselines.\n"
@@ -26,7 +26,7 @@ examples:
 code (only name modules you trust). Weights and checkpoints are read with weights_only=True.
 Bad input is one line on stderr and exit status 2; a folder holding other work is refused."""
 
-COMMANDS = (prune, run, demo, sweep, report, ntk, transfer)  # each: add_parser(sub)
+COMMANDS = (prune, run, demo, sweep, report, ntk, transfer, recipes)  # each: add_parser(sub)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,6 +46,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` names each option's default, where it has one its help does not already
+    state (None and False mean "not given", not a value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pxprune`` parser: one sub-command per module of :data:`COMMANDS`."""
     parser = OneLineParser(prog="pxprune", description=DESCRIPTION, epilog=EPILOG,
@@ -54,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():  # every --help shows each option's default
+        command_parser.formatter_class = DefaultsHelpFormatter
     parser.commands = dict(sub.choices)
     return parser
 

@@ -30,6 +30,8 @@ class RunConfig:
     lr: float | None = None
     batch_size: int | None = None
     schedule: str | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
     train_per_class: int | None = None
     test_per_class: int | None = None
     weights: str | None = None
@@ -47,7 +49,8 @@ class RunConfig:
     resolved_method: str = ""
 
     def recipe_overrides(self) -> dict:
-        names = ("epochs", "lr", "batch_size", "schedule", "precision")
+        names = ("epochs", "lr", "batch_size", "schedule", "precision", "weight_decay",
+                 "momentum")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @classmethod

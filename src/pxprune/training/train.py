@@ -488,6 +488,7 @@ def train(
             handle.remove()
     summary = _summary(model, masks, train_set, history, recipe, seed, world, device,
                        fingerprint)
+    summary["recipe"]["amp_dtype"] = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
     summary.update(precision=precision, precision_reason=precision_reason,
                    memory_format=memory_format_name(channels_last),
                    eval_precision=precision if device.type == "cuda" else "fp32")
