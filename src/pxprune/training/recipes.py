@@ -139,7 +139,9 @@ RECIPES: dict[str, Recipe] = {
         "at 224 px): the default of `pxprune transfer --mode finetune`, picked by the dense pilot "
         "benchmarks/results/transfer_finetune_pilot.json (EfficientNet-Lite0 at 48 px on all "
         "50,000 CIFAR-10 training images): 2 epochs one-cycle (15 % warm-up) to lr 0.02, SGD "
-        "Nesterov 0.9, wd 1e-4, batch 64, crop+flip, from the ridge-probe head",
+        "Nesterov 0.9, wd 1e-4, batch 64, crop+flip, from the ridge-probe head. Measured: dense "
+        "81.4 % on the 10,000 test images (the aim of 88 % is NOT reached), ~6 min per epoch "
+        "on one idle core",
     ),
     "cpu_small": Recipe(
         lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, epochs=4, batch_size=128,
