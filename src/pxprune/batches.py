@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .masks import PruningError
-from .user_model import Output, logits_of
+from .user_model import Output, eval_mode, logits_of
 
 Batch = tuple[Tensor, Tensor | None]
 
@@ -100,18 +100,14 @@ def check_batches(model: nn.Module, batches: list[Batch], output: Output = None)
             raise PruningError("a batch of one example cannot pass BatchNorm1d with batch "
                                "statistics; give batches of at least two examples")
     x = batches[0][0]
-    was_training = model.training
-    model.eval()
     try:
-        with logits_of(model, output):
+        with eval_mode(model), logits_of(model, output):
             first = next(model.parameters(), None)  # none: nothing prunable, said later
             out = model(x[:1] if first is None else x[:1].to(first.device))
     except RuntimeError as exc:  # a size the model cannot take
         first = (str(exc).splitlines() or [""])[0][:200]
         raise PruningError(f"the model cannot take these images {tuple(x.shape[1:])}: "
                            f"{first}") from exc
-    finally:
-        model.train(was_training)
     outputs = out.shape[1] if out.dim() >= 2 else None
     labels = [y for _, y in batches if y is not None and y.numel()]
     if outputs is not None and labels:

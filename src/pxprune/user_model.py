@@ -99,3 +99,15 @@ def select_output_permanently(model: nn.Module, output: Output) -> nn.Module:
         model.register_forward_hook(lambda _m, _i, out: pick(out, output))
     return model
 
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module in eval mode while inside, then each back in its own mode (a model whose
+    modules were in mixed modes stays mixed)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

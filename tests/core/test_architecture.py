@@ -19,7 +19,7 @@ LAYERS = {
     "pxprune.checkpoint": 1, "pxprune.models": 1, "pxprune.data": 1, "pxprune.pathview": 1,
     "pxprune.masks": 0, "pxprune.schedule": 0, "pxprune.batches": 0, "pxprune.errors": 0,
     "pxprune.safe_load": 0, "pxprune.numerics": 0, "pxprune.user_model": 0,
-    "pxprune.progress": 0,
+    "pxprune.progress": 0, "pxprune.tempfiles": 0, "pxprune.devices": 0,
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ..user_model import eval_mode
 from .interceptor import BATCHNORM, HARDTANH, LEAKY, RELU, SMOOTH, WEIGHTED
 from .op_args import OpCall
 
@@ -56,11 +57,6 @@ def reached_outputs(model: nn.Module, masks: Mapping[str, Tensor], example: Tens
     params = dict(model.named_parameters())
     keep = {id(params[n]): m.to(device=params[n].device, dtype=torch.float64)
             for n, m in masks.items() if n in params}
-    was_training = model.training
-    model.eval()
-    try:
-        with _Reach(keep):
-            out = model(torch.ones_like(example[:1], dtype=torch.float64))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), _Reach(keep):
+        out = model(torch.ones_like(example[:1], dtype=torch.float64))
     return int((out != 0).sum())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..user_model import eval_mode
 from .errors import TrainingError
 from .recipes import PRECISIONS
 
@@ -117,17 +118,15 @@ def channels_last_works(model: torch.nn.Module, x: torch.Tensor) -> bool:
     """Whether the model's own code runs on channels-last tensors (``x.view(n, -1)`` on a
     channels-last activation does not): one eval-mode forward of ``x``, nothing updated; the
     model is left in the usual layout."""
-    was_training = model.training
-    model.eval()
     try:
-        model.to(memory_format=torch.channels_last)
-        model(x.contiguous(memory_format=torch.channels_last))
+        with eval_mode(model):
+            model.to(memory_format=torch.channels_last)
+            model(x.contiguous(memory_format=torch.channels_last))
         return True
     except RuntimeError:
         return False
     finally:
         model.to(memory_format=torch.contiguous_format)
-        model.train(was_training)
 
 
 def autocast(device: torch.device, precision: str):
