@@ -57,7 +57,8 @@ def test_training_learns_and_writes_files(tmp_path, data):
     assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
     for r in lines:
         assert set(r) == {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                          "seconds", "images_per_s"}
+                          "test_classes_predicted", "seconds", "images_per_s"}
+        assert 1 <= r["test_classes_predicted"] <= 4
         assert 0 <= r["test_acc"] <= 100 and r["seconds"] > 0 and r["images_per_s"] > 0
     # onecycle: starts at lr/25, peaks near lr
     assert lines[0]["lr"] == pytest.approx(0.1 / 25)
