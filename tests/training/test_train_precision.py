@@ -107,8 +107,9 @@ def test_resolve_precision_and_memory_format():
         resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="precision"):
         Recipe(precision="int8")
-    assert resolve_channels_last(None, cpu) is True
-    assert resolve_channels_last(None, cuda) is False
+    assert resolve_channels_last(None, cpu, "bf16") is True
+    assert resolve_channels_last(None, cpu, "fp32") is False  # see resolve_channels_last
+    assert resolve_channels_last(None, cuda, "fp16") is False
     assert resolve_channels_last(False, cpu) is False
 
 

@@ -338,7 +338,7 @@ def train(
         raise TrainingError(f"training set of {len(train_set)} examples gives no batch")
     precision, precision_reason = precision_choice(recipe.precision, device, recipe.amp,
                                                    recipe.amp_dtype, model)
-    channels_last = resolve_channels_last(recipe.channels_last, device)
+    channels_last = resolve_channels_last(recipe.channels_last, device, precision)
     if channels_last and recipe.channels_last is None:  # the automatic choice, only where the
         # model's code takes channels-last tensors (a user's x.view(n, -1) does not)
         sample = next(iterate_batches(train_set, 2, shuffle=False, device=device))[0]
