@@ -454,7 +454,8 @@ def test_status_and_local_launcher_skip_a_running_cell(data, tmp_path, capsys):
     assert not (held / "summary.json").exists() and not (held / "config.json").exists()
     assert record["cells"]["random/s90.00/seed0"]["status"] == "done"
     assert record["cells"]["random/s90.00/seed0"]["device"] == "cpu"
-    assert status["counts"] == {"done": 1, "running": 1, "failed": 0, "pending": 0}
+    assert status["counts"] == {"done": 1, "running": 1, "failed": 0, "pending": 0,
+                                "damaged": 0}
     text = capsys.readouterr().out
     assert "running  random/s50.00/seed0: job 5_0" in text
     assert sweep_status(out)["counts"]["pending"] == 1  # lock released: pending, not started

@@ -245,7 +245,7 @@ def test_parallel_jobs_isolate_a_failing_cell(data, tmp_path):
     assert (out / "random/s50.00/seed0/summary.json").exists()
     assert (out / "random/s50.00/seed0/sweep.log").exists()
     error = json.loads((bad / "error.json").read_text())
-    assert "another configuration" in error["error"]
+    assert "config.json that pxprune did not write" in error["error"]  # a foreign config
     record = json.loads((out / "sweep.json").read_text())
     assert record["invocations"][-1]["jobs"] == 2
     assert record["cells"]["random/s50.00/seed0"]["status"] == "done"
