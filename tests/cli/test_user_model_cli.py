@@ -89,8 +89,9 @@ def test_run_trains_a_two_headed_view_model(data_file, user_module, tmp_path, ca
     code = main(["run", "--dataset", data_file, "--holdout", "0.25", "--per-class", "2",
                  "--model", f"{user_module}:two_heads", "--output", "0", "--method", "px",
                  "--sparsity", "0.5", "--rounds", "2", "--epochs", "1", "--batch-size", "10",
-                 "--device", "cpu", "--no-progress", "--out", str(out)])
+                 "--precision", "bf16", "--device", "cpu", "--no-progress", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
+    assert "fails on channels-last tensors" in capsys.readouterr().out  # bf16 would use it
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["final_test_acc"] <= 100.0
     assert summary["memory_format"] == "contiguous"  # the view model cannot take channels-last
