@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 DATA ?= ../shared/data
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint check bench clean
 
 venv: .venv/.installed
 
@@ -25,6 +25,10 @@ test-all: venv
 
 lint: venv
 	.venv/bin/ruff check src tests benchmarks
+
+check: venv  # the one-minute check: ruff and the fast unit tests (no end-to-end runs)
+	.venv/bin/ruff check src tests benchmarks
+	$(PY) -m pytest tests/core tests/methods -m 'not slow and not integration'
 
 clean:
 	rm -rf .venv build *.egg-info src/*.egg-info

@@ -97,6 +97,7 @@ def test_the_api_warns_and_names_empty_layers():
     assert masks.collapsed_layers() == ["2.weight"]
 
 
+@pytest.mark.integration
 def test_the_command_keeps_refused_masks_for_the_next_command(tmp_path, monkeypatch, capsys):
     (tmp_path / "weak_models.py").write_text(textwrap.dedent("""
         import torch

@@ -56,6 +56,7 @@ def test_module_and_parameter_names_and_bad_names():
         pxprune.prune(_net(), "magnitude", 0.5, data, keep_dense=3)
 
 
+@pytest.mark.integration
 def test_command_line_records_and_reports_kept_dense_layers(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     data = tmp_path / "d.pt"

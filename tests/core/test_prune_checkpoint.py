@@ -147,6 +147,7 @@ def test_only_multi_round_schedules_write_checkpoints(tmp_path, monkeypatch):
     assert not path.exists()
 
 
+@pytest.mark.integration
 def test_prune_command_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(prune_checkpoint, "CHECKPOINT_SECONDS", 0.0)
     images = (torch.rand(40, 3, 16, 16) * 255).to(torch.uint8)

@@ -157,6 +157,7 @@ def test_every_registered_method_has_a_report_name_and_its_own_colour():
     assert len(set(names)) == len(names) and method_display("ntksap") == "NTK-SAP"
 
 
+@pytest.mark.integration
 def test_sweep_end_to_end_with_specs(tmp_path, capsys):
     """A tiny sweep with option specs: spec folders, per-layer threshold applied, report rows."""
     import json

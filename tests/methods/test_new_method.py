@@ -7,6 +7,8 @@ import importlib
 import sys
 import textwrap
 
+import pytest
+
 import pxprune
 from pxprune.methods import REGISTRY
 
@@ -22,6 +24,7 @@ TOY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.integration
 def test_a_method_from_one_file_reaches_every_surface(tmp_path, monkeypatch, capsys):
     from helpers import sweep_args, write_data
 
