@@ -37,30 +37,12 @@ METHODS='dense,px,magnitude,snip,grasp,ntksap,synflow,random,px[variant=bound],p
 FILES="config.json summary.json metrics.jsonl prune.json layers.csv layers.txt"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.3]=0.89262582)
 
-restore() {  # committed finished cells -> sweep folder (never over a cell that has a summary)
-  [ -d "$CELLS" ] || return 0
-  mkdir -p "$OUT"
-  [ -f "$OUT/sweep.json" ] || [ ! -f "$CELLS/sweep.json" ] || cp -p "$CELLS/sweep.json" "$OUT/"
-  find "$CELLS" -name summary.json | while read -r s; do
-    cell=$(dirname "${s#"$CELLS"/}")
-    [ -f "$OUT/$cell/summary.json" ] && continue
-    rm -rf "${OUT:?}/$cell"  # an unfinished copy of a cell finished elsewhere
-    mkdir -p "$OUT/$cell"
-    for f in $FILES; do [ -f "$CELLS/$cell/$f" ] && cp -p "$CELLS/$cell/$f" "$OUT/$cell/"; done
-    echo "restored $cell"
-  done
-}
+# shellcheck source=benchmarks/cells.sh
+source "$(dirname "$0")/cells.sh"
 
-collect() {  # finished cells' small files -> $CELLS, then the report from whatever is finished
-  mkdir -p "$CELLS"
-  [ -f "$OUT/sweep.json" ] && cp -p "$OUT/sweep.json" "$CELLS/"
-  find "$OUT" -name summary.json | while read -r s; do
-    cell=$(dirname "${s#"$OUT"/}")
-    mkdir -p "$CELLS/$cell"
-    for f in $FILES; do [ -f "$OUT/$cell/$f" ] && cp -p "$OUT/$cell/$f" "$CELLS/$cell/"; done
-  done
-  report
-}
+restore() { restore_cells summary.json; }
+
+collect() { collect_cells summary.json; report; }  # then the report from whatever is finished
 
 report() {
   "$PY" -m pxprune report "$OUT" --out "$OUT/report" --results "$R.json" --paper fig2a \

@@ -56,31 +56,12 @@ FILES="config.json result.json layers.csv layers.txt probe.safetensors finetune/
 finetune/metrics.jsonl"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.26]=0.89262582)
 
-restore() {  # committed finished cells -> sweep folder (never over a cell that has a result)
-  [ -d "$CELLS" ] || return 0
-  mkdir -p "$OUT"
-  [ -f "$OUT/sweep.json" ] || [ ! -f "$CELLS/sweep.json" ] || cp -p "$CELLS/sweep.json" "$OUT/"
-  find "$CELLS" -name result.json | while read -r s; do
-    cell=$(dirname "${s#"$CELLS"/}")
-    [ -f "$OUT/$cell/result.json" ] && continue
-    rm -rf "${OUT:?}/$cell"  # an unfinished copy of a cell finished elsewhere
-    mkdir -p "$OUT/$cell/finetune"
-    for f in $FILES; do [ -f "$CELLS/$cell/$f" ] && cp -p "$CELLS/$cell/$f" "$OUT/$cell/$f"; done
-    echo "restored $cell"
-  done
-}
+# shellcheck source=benchmarks/cells.sh
+source "$(dirname "$0")/cells.sh"
 
-collect() {  # finished cells' small files -> $CELLS, then the report from whatever is finished
-  mkdir -p "$CELLS"
-  [ -f "$OUT/sweep.json" ] && cp -p "$OUT/sweep.json" "$CELLS/"
-  find "$OUT" -name result.json -not -path "*/.damaged-*" | while read -r s; do
-    cell=$(dirname "${s#"$OUT"/}")
-    mkdir -p "$CELLS/$cell/finetune"
-    for f in $FILES; do [ -f "$OUT/$cell/$f" ] && cp -p "$OUT/$cell/$f" "$CELLS/$cell/$f"; done
-    rmdir "$CELLS/$cell/finetune" 2>/dev/null || true
-  done
-  report
-}
+restore() { restore_cells result.json; }
+
+collect() { collect_cells result.json; report; }  # then the report from whatever is finished
 
 report() {
   "$PY" -m pxprune report "$OUT" --out "$OUT/report" --results "$R.json" --paper fig3 \
