@@ -102,6 +102,9 @@ def _check_launcher_flags(args: argparse.Namespace) -> None:
     if args.transfer:
         raise UsageError("--launcher submitit does not apply with --transfer: the cells of a "
                          "seed share its data, backbone and dense reference in one process")
+    if args.stack != 1:
+        raise UsageError("--stack applies to --launcher local (submitit jobs train one cell "
+                         "each)")
     if args.jobs != 1:
         raise UsageError("--jobs applies to --launcher local; with submitit every cell is its "
                          "own job (--slurm-array-parallelism=N limits how many run at once)")
@@ -144,7 +147,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             record = run_sweep(base, methods, sparsities, args.seeds, args.out,
                                device=args.device, jobs=args.jobs, threads=args.threads,
-                               progress=show_progress(args))
+                               progress=show_progress(args), stack=args.stack)
     print(format_text_table(collect(args.out)))
     failed = record["invocations"][-1]["failed_cells"]
     if failed:
@@ -197,6 +200,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="local launcher: cells run at once, one process each (they share one "
                         "GPU)")
+    p.add_argument("--stack", type=int, default=1,
+                   help="local launcher: cells trained as one stacked computation on one "
+                        "device (same model and recipe; each its own masks, init, data order, "
+                        "folder); one process per stack, --jobs stacks at once (default 1: "
+                        "every cell alone)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: cpu_count // jobs with jobs > 1; "
                         "with submitit: --slurm-cpus-per-task)")
@@ -230,6 +238,8 @@ def check_transfer_flags(args: argparse.Namespace) -> None:
     for dest, why in NOT_WITH_TRANSFER.items():
         if getattr(args, dest, None) is not None:
             raise UsageError(f"--{dest} does not apply with --transfer: {why}")
+    if args.stack != 1:
+        raise UsageError("--stack does not apply with --transfer")
     if args.jobs != 1:
         raise UsageError("--jobs does not apply with --transfer: the cells of a seed share its "
                          "data, backbone and dense reference in one process (use --threads)")

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -208,6 +208,31 @@ def run_experiment(cfg: RunConfig, out: str | Path, *, device: str = "cpu",
 def _run_claimed(cfg: RunConfig, out: Path, recipe: Recipe, device: str, progress: bool,
                  log: Callable[[str], object]) -> dict:
     """:func:`run_experiment` in a folder this process holds."""
+    cell = prepare_claimed(cfg, out, device, progress, log)
+    if isinstance(cell, dict):
+        return cell
+    summary = train(cell.model, cell.masks, cell.train_set, cell.test_set, recipe, out_dir=out,
+                    device=device, seed=cell.cfg.seed, progress=progress, log=log)
+    return finish_cell(cell, summary, device)
+
+
+@dataclass
+class PreparedCell:
+    """A cell pruned (or resumed) and ready to train: what :func:`finish_cell` needs too."""
+
+    cfg: RunConfig
+    out: Path
+    model: torch.nn.Module
+    masks: Masks
+    info: dict
+    train_set: ImageDataset
+    test_set: ImageDataset
+
+
+def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
+                    log: Callable[[str], object]) -> PreparedCell | dict:
+    """Check the held folder, then prune or read back the saved masks: the cell ready to
+    train, or the summary of a finished one (the trainer is the caller's: alone or stacked)."""
     saved = read_config(out)
     if saved is not None and work_files(out):  # never finish or resume another config's work
         wanted = {k: v for k, v in asdict(cfg).items()
@@ -266,8 +291,15 @@ def _run_claimed(cfg: RunConfig, out: Path, recipe: Recipe, device: str, progres
             atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
             write_layer_table(out, masks, model, tuple(train_set.image_shape))
 
-    summary = train(model, masks, train_set, test_set, recipe, out_dir=out, device=device,
-                    seed=cfg.seed, progress=progress, log=log)
+    return PreparedCell(cfg, out, model, masks, info, train_set, test_set)
+
+
+def finish_cell(cell: PreparedCell, summary: dict, device: str) -> dict:
+    """The trainer's summary completed with the cell's config, pruning and data; written."""
+    cfg, info, train_set, test_set, out = (cell.cfg, cell.info, cell.train_set, cell.test_set,
+                                           cell.out)
+    main = D.is_main_process()
+    summary_path = out / "summary.json"
     summary = {**summary, "config": asdict(cfg), "prune": info, "dataset_name": train_set.name,
                "train_examples": len(train_set), "test_examples": len(test_set),
                "test_split": describe_test_split(cfg.dataset, cfg.test_dataset, cfg.holdout,

@@ -53,6 +53,7 @@ from .provenance import cli_argv
 from .provenance import environment as base_environment
 from .resolve import UsageError
 from .run import run_experiment
+from .stack_run import plan_stacks, run_stacks
 
 FORMAT = "pxprune.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -452,11 +453,16 @@ class DeviceSlots:
 def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
               seeds: Sequence[int], out: str | Path, *, device: str = "cpu", jobs: int = 1,
               threads: int | None = None, progress: bool = True,
-              log: Callable[[str], object] = print, env: dict | None = None) -> dict:
-    """Run every unfinished cell of the grid (``jobs`` at a time); return the ``sweep.json``."""
+              log: Callable[[str], object] = print, env: dict | None = None,
+              stack: int = 1) -> dict:
+    """Run every unfinished cell of the grid (``jobs`` at a time; with ``stack`` > 1, stacks
+    of that many cells trained as one computation, ``jobs`` stacks at a time); return the
+    ``sweep.json``."""
     methods = canonical_methods(methods)
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if stack < 1:
+        raise UsageError("--stack must be at least 1")
     out = Path(out)
     cells = plan_cells(methods, sparsities, seeds)
     env = env if env is not None else environment(device)
@@ -465,12 +471,20 @@ def run_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[floa
     record, todo = start_sweep(out, cells, protocol_of(base), kind=TRAINING, methods=methods,
                                sparsities=sparsities, seeds=seeds, device=device, env=env,
                                extra={"recipe": resolved_recipe(base)},
-                               invocation={"jobs": jobs, "threads": threads}, log=log)
+                               invocation={"jobs": jobs, "threads": threads,
+                                           **({"stack": stack} if stack > 1 else {})},
+                               log=log)
 
     def finish(cell: Cell, result: dict) -> None:
         record_cell(out, record, cell, result, log)
 
-    if jobs == 1:
+    if stack > 1 and todo:
+        units = plan_stacks([(c, cell_config(base, c), out / c.folder) for c in todo], stack,
+                            by_seed=bool(base.holdout))
+        slots = DeviceSlots(device, min(jobs, len(units)),
+                            cuda_device_count() if str(device) == "cuda" else 0)
+        run_stacks(units, slots.devices, threads, progress, log, finish)
+    elif jobs == 1:
         for cell in todo:
             log(f"  run    {cell.folder}")
             cfg = cell_config(base, cell)
