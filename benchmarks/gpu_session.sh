@@ -39,6 +39,27 @@
 #      (128 px and --round-factor 0.8, as the committed probe study transfer_sweep_lite0)
 #                                                                  -> transfer_report.{md,png}
 #   6. both sweeps' summaries (no weights) as sweep_summaries.tar.gz
+#   7. only when asked (STAGES="7 ..."; issue 24): the paper's protocol, STACKED: ResNet-20 /
+#      CIFAR-10 JPEG copy, recipe cifar10_resnet20 (the authors': 160 epochs, SGD 0.1, steps at
+#      80/120, batch 128, fp16 AMP), the 98.2 % cells of seed 0 of PAPER_METHODS (eight pruned
+#      methods + dense: nine cells) trained as ONE stack (`sweep --stack`), stopped after
+#      PAPER_SECONDS (or at PAPER_UNTIL). Resumable across calls, even on a fresh machine: the
+#      whole sweep folder (checkpoints, masks, configs; ~2.5 MB a cell) is packed into
+#      $OUT/paper_state.tar.gz after the run, and a call given PAPER_STATE=<that file, carried>
+#      unpacks it first, so every cell resumes after its last finished epoch
+#                                                                  -> paper_state.tar.gz,
+#                                                                     paper_report.{md,json}
+#      Calls (carry [".gpu", "<folder holding paper_state.tar.gz>"], the data alone is enough:
+#      the Lite0 package may stay behind); the first without PAPER_STATE:
+#        command "OUT=$OUT STAGES='1 0 3s 7' PAPER_UNTIL=560 bash benchmarks/gpu_session.sh"
+#        command "OUT=$OUT STAGES='7' PAPER_STATE=<carried>/paper_state.tar.gz PAPER_UNTIL=560 \
+#                 bash benchmarks/gpu_session.sh"
+#      (3s: train_throughput --stack 1,2,4,8,10,16,32 on the device -> train_throughput_stack_cuda.json)
+#      Dry run here on CPU (tiny; the second call resumes what the first left):
+#        DEVICE=cpu PXPRUNE_DATA=../shared/data STAGES=7 PAPER_EPOCHS=3 TRAIN_PER_CLASS=20 \
+#        TEST_PER_CLASS=10 PAPER_METHODS=random,magnitude,dense PAPER_SECONDS=60 \
+#        OUT=/tmp/paper_dry bash benchmarks/gpu_session.sh
+#        ... again with PAPER_STATE=/tmp/paper_dry/paper_state.tar.gz PAPER=/tmp/paper_dry2
 # STAGES picks the stages (default "1 2 3 4 6"). While the sweep runs, its finished cells'
 # summaries are re-packed every 20 s, so a call stopped at its limit still returns them (the
 # report can then be made here from the tarball). Every knob is an environment variable
@@ -68,6 +89,16 @@ TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-5}
 TRANSFER_TRAIN_PER_CLASS=${TRANSFER_TRAIN_PER_CLASS:-500}
 TRANSFER_TEST_PER_CLASS=${TRANSFER_TEST_PER_CLASS:-0}
 TRANSFER_SWEEP=${TRANSFER_SWEEP:-/tmp/pxprune_transfer}
+PAPER=${PAPER:-/tmp/pxprune_paper}
+PAPER_METHODS=${PAPER_METHODS:-px,px[variant=bound],snip,grasp,synflow,ntksap,random,magnitude,dense}
+PAPER_SPARSITY=${PAPER_SPARSITY:-0.98198627}
+PAPER_RECIPE=${PAPER_RECIPE:-cifar10_resnet20}
+PAPER_EPOCHS=${PAPER_EPOCHS:-160}
+PAPER_STACK=${PAPER_STACK:-16}  # >= the cells: all in one stack
+PAPER_PRECISION=${PAPER_PRECISION:-auto}  # auto: the recipe's fp16 AMP (bf16 as a fallback)
+PAPER_SECONDS=${PAPER_SECONDS:-540}
+PAPER_UNTIL=${PAPER_UNTIL:-0}  # >0: stage 7 stops this many seconds after the script began
+PAPER_STATE=${PAPER_STATE:-}  # a paper_state.tar.gz of an earlier call, to resume from
 
 export PXPRUNE_DATA=$DATA PYTHONUNBUFFERED=1 PYTHONPATH=src:.gpu/site${PYTHONPATH:+:$PYTHONPATH}
 PY=python3
@@ -161,6 +192,38 @@ if want 5 && [ "$TRANSFER_SECONDS" -gt 0 ]; then
     --title "Lite0 (ImageNet) -> CIFAR-10 (JPEG copy), fine-tuned $TRANSFER_EPOCHS epochs" \
     || echo "transfer report failed"
   for ext in md png; do cp "$TRANSFER_SWEEP/report.$ext" "$OUT/transfer_report.$ext"; done
+fi
+
+if want 3s; then
+stamp "3s train_throughput --stack (issue 24)"
+timeout 150 $PY benchmarks/train_throughput.py --device "$DEVICE" --stack 1,2,4,8,10,16,32 \
+  --rounds 20 --out-stack "$OUT/train_throughput_stack_cuda.json" \
+  || echo "stacked train_throughput failed or timed out"
+fi
+
+if want 7; then
+if [ -n "$PAPER_STATE" ]; then
+  if [ -f "$PAPER_STATE" ]; then
+    mkdir -p "$PAPER" && tar xzf "$PAPER_STATE" -C "$PAPER" && echo "resumed $PAPER_STATE"
+  else
+    echo "PAPER_STATE=$PAPER_STATE is not a file: starting the paper stage afresh"
+  fi
+fi
+if [ "$PAPER_UNTIL" -gt 0 ]; then PAPER_SECONDS=$(( PAPER_UNTIL - SECONDS )); fi
+stamp "7 paper protocol, stacked, for ${PAPER_SECONDS}s"
+timeout --signal=INT "$PAPER_SECONDS" $PY -m pxprune sweep --model resnet20 --dataset cifar10 \
+  --methods "$PAPER_METHODS" --sparsities "$PAPER_SPARSITY" --seeds 0 \
+  --recipe "$PAPER_RECIPE" --epochs "$PAPER_EPOCHS" --precision "$PAPER_PRECISION" \
+  --train-per-class "$TRAIN_PER_CLASS" --test-per-class "$TEST_PER_CLASS" \
+  --stack "$PAPER_STACK" --device "$DEVICE" --no-progress --out "$PAPER"
+echo "paper sweep exit code $? (124/130: stopped at the time limit; call again with PAPER_STATE)"
+tar czf "$OUT/paper_state.tmp.tar.gz" -C "$PAPER" . \
+  && mv "$OUT/paper_state.tmp.tar.gz" "$OUT/paper_state.tar.gz"
+$PY -m pxprune sweep --status "$PAPER" || true
+$PY -m pxprune report "$PAPER" --paired px \
+  --title "ResNet-20 / CIFAR-10 (JPEG copy), $PAPER_RECIPE ($PAPER_EPOCHS epochs), stacked, GPU" \
+  --results "$OUT/paper_report.json" || echo "paper report failed"
+cp "$PAPER/report.md" "$OUT/paper_report.md" 2>/dev/null
 fi
 
 if want 6; then

@@ -12,6 +12,13 @@ benchmarks/results/train_throughput.json under the device kind, with the CPU mod
 
     python benchmarks/train_throughput.py                   # CPU, 1 and 2 threads
     python benchmarks/train_throughput.py --device cuda     # on a GPU
+    python benchmarks/train_throughput.py --stack 1,2,4,8,16,32 --threads 1   # stacked cells
+
+``--stack K1,K2,...`` measures the stacked trainer instead (pxprune.training.stacked, issue 24):
+K ResNet-20 cells, each with its own init, random 98 % mask and data seed, one step of
+``train_step`` on batches from ``DeviceImages`` (uint8 data on the device, crop+flip there),
+the Ks interleaved round by round; images/s in all and per cell go to
+``benchmarks/results/train_throughput_stack_<device>.json``.
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ from pathlib import Path
 import torch
 
 from pxprune.data import ImageDataset, iterate_batches
+from pxprune.data.device import DeviceImages
 from pxprune.experiments.provenance import device_description, git_commit
 from pxprune.masks import Masks
 from pxprune.training.precision import CPU_BF16_FLAGS, autocast, cpu_flags, resolve_precision
+from pxprune.training.stacked import StackedModel
+from pxprune.training.stacked.sgd import CellScaler, StackedSGD
+from pxprune.training.stacked.trainer import train_step
 from pxprune.training.train import _Rezero
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +178,123 @@ def measure(device: torch.device, threads: list[int], rounds: int, batch: int,
     return out
 
 
+class StackSetup:
+    """K stacked cells: the stacked trainer's model, optimiser, scaler and device data."""
+
+    def __init__(self, device: torch.device, precision: str, k: int, data: ImageDataset,
+                 batch: int, sparsity: float):
+        models, masks = [], []
+        for i in range(k):
+            torch.manual_seed(i)
+            models.append(build_model())
+            masks.append(random_global_masks(models[-1], sparsity, seed=i))
+        pruned = {n: torch.stack([~m[n] for m in masks]).to(device) for n in masks[0]}
+        self.stack = StackedModel(models, device)
+        self.sgd = StackedSGD(self.stack.params, pruned, 5e-4, nesterov=True, momentum=True)
+        self.sgd.rezero(self.stack.params)
+        self.scaler = CellScaler(k, device, precision == "fp16")
+        self.alive = torch.ones(k, dtype=torch.bool, device=device)
+        self.data = DeviceImages(data, device)
+        self.device, self.precision, self.k, self.batch = device, precision, k, batch
+        self.plans = [self.data.plan(batch, seed, 0, True) for seed in range(k)]
+        self.b = 0
+
+    def step(self) -> float:
+        """Seconds of one stacked step (K batches gathered, augmented, trained)."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        n_batches = len(self.data) // self.batch
+        x, y = self.data.batch(self.plans, None, self.batch, self.b % n_batches, True)
+        self.b += 1
+        train_step(self.stack, self.sgd, self.scaler, x, y, 0.05, 0.9, self.alive, 0.0,
+                   self.device, self.precision)
+        sync()
+        return time.perf_counter() - t0
+
+    def masks_zero(self) -> bool:
+        """Every cell's pruned weights still exactly zero, every cell still finite."""
+        return bool(self.alive.all()) and all(
+            torch.count_nonzero(self.stack.params[n].detach()[p]) == 0
+            for n, p in self.sgd.pruned.items())
+
+
+def measure_stack(device: torch.device, ks: list[int], rounds: int, batch: int,
+                  sparsity: float, precision: str) -> dict:
+    """Median step time of every stack size K, interleaved round by round."""
+    data = synthetic_cifar(batch * 4, seed=1)
+    setups: dict = {k: StackSetup(device, precision, k, data, batch, sparsity) for k in ks}
+    setups["ordinary"] = Setup(device, precision, False, data, batch, sparsity)  # train()'s step
+    times: dict = {k: [] for k in setups}
+    for s in setups.values():  # warm-up: oneDNN primitives, allocator
+        s.step()
+    for r in range(rounds):
+        for k, s in setups.items():
+            times[k].append(s.step())
+        print(f"round {r + 1}/{rounds}", flush=True)
+    ordinary = times.pop("ordinary")
+    out: dict = {}
+    for k, ts in times.items():
+        med = sorted(ts)[len(ts) // 2]
+        out[f"stack_{k}"] = {"cells": k, "median_step_seconds": med,
+                             "images_per_s_all": k * batch / med,
+                             "images_per_s_per_cell": batch / med, "step_seconds": ts,
+                             "masks_zero": setups[k].masks_zero()}
+    med = sorted(ordinary)[len(ordinary) // 2]
+    base = batch / med
+    for v in out.values():
+        v["speedup_over_one_cell_alone"] = v["images_per_s_all"] / base
+    out["ordinary_trainer_one_cell"] = {"cells": 1, "median_step_seconds": med,
+                                        "images_per_s_all": base, "step_seconds": ordinary}
+    return out
+
+
+def main_stack(args: argparse.Namespace, device: torch.device) -> dict:
+    """The ``--stack`` benchmark: measure, print, write its own JSON."""
+    ks = [int(k) for k in args.stack.split(",")]
+    threads = int(args.threads.split(",")[0])
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
+    rounds = args.rounds or (2 if device.type == "cpu" else 30)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    results = measure_stack(device, ks, rounds, args.batch_size, args.sparsity, precision)
+    print(f"ordinary trainer, one cell: "
+          f"{results['ordinary_trainer_one_cell']['images_per_s_all']:.1f} img/s")
+    for v in results.values():
+        if "speedup_over_one_cell_alone" in v:
+            print(f"K={v['cells']:>3} {v['images_per_s_all']:9.1f} img/s in all "
+                  f"{v['images_per_s_per_cell']:8.1f} per cell "
+                  f"({v['speedup_over_one_cell_alone']:.2f}x the ordinary trainer's one cell)")
+    entry = {
+        "benchmark": "stacked ResNet-20 training step (pxprune.training.stacked.train_step): K "
+                     "cells, each its own init, random 98 % mask and data seed",
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "device": device_description(device), "cpu_model": cpu_model(),
+        "device_type": device.type, "threads": threads if device.type == "cpu" else None,
+        "precision": precision, "torch_version": torch.__version__,
+        "python": platform.python_version(), "git_commit": git_commit(),
+        "batch_size_per_cell": args.batch_size, "sparsity": args.sparsity, "rounds": rounds,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": time.perf_counter() - t0,
+        "load_average_1_5_15_before": list(load_before),
+        "load_average_1_5_15_after": list(os.getloadavg()),
+        "results": results,
+        "note": args.note or "Median of the rounds (the slower of two when there are two); "
+        "every K and the ordinary trainer's step (train()'s loop: loader batch, forward, "
+        "backward, SGD Nesterov, re-zeroing) interleaved step by step in one run, so a shared "
+        "machine slows all alike. images_per_s_all = K x batch / step time; the speed-up is "
+        "over the ordinary trainer's one cell.",
+    }
+    out = Path(args.out_stack or ROOT / f"benchmarks/results/train_throughput_stack_"
+                                        f"{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(entry, indent=2) + "\n")
+    print(f"wrote {out}")
+    return entry
+
+
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (platform.processor() where unreadable)."""
     try:
@@ -188,8 +316,15 @@ def main(argv: list[str] | None = None) -> dict:
                     help="interleaved rounds (default 15 on CPU, 50 on CUDA)")
     ap.add_argument("--sparsity", type=float, default=0.98)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/train_throughput.json"))
+    ap.add_argument("--stack", default=None,
+                    help="comma-separated stack sizes K: measure the stacked trainer instead")
+    ap.add_argument("--precision", default=None, help="--stack: fp32 (CPU default) or fp16")
+    ap.add_argument("--note", default=None, help="--stack: the JSON's note (e.g. the load)")
+    ap.add_argument("--out-stack", default=None, help="--stack: the JSON to write")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if args.stack:
+        return main_stack(args, device)
     threads = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [
         torch.get_num_threads()]
     rounds = args.rounds or (15 if device.type == "cpu" else 50)

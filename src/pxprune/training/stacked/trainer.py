@@ -68,6 +68,24 @@ def _cell_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> tor
     return vmap(one)(logits, y)
 
 
+def train_step(stack: StackedModel, sgd: StackedSGD, scaler: CellScaler, x: torch.Tensor,
+               y: torch.Tensor, lr: torch.Tensor | float, momentum: torch.Tensor | float,
+               alive: torch.Tensor, smoothing: float, device: torch.device,
+               precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of every cell on its batch ``x`` (K, B, ...), ``y`` (K, B); a cell whose loss
+    is not finite is marked in ``alive`` (in place) and not updated. Returns the (K,) losses
+    and the logits, detached."""
+    with autocast(device, precision):
+        logits = stack.forward(x, train=True)
+        losses = _cell_losses(logits, y, smoothing)
+    scaler.loss(losses).backward()
+    finite = scaler.unscale(stack.params)
+    alive &= torch.isfinite(losses.detach())
+    sgd.step(stack.params, lr, momentum, alive & finite)
+    scaler.update(finite)
+    return losses.detach(), logits.detach()
+
+
 @torch.no_grad()
 def _evaluate(stack: StackedModel, test: DeviceImages, recipe: Recipe, precision: str,
               device: torch.device) -> list[dict]:
@@ -190,20 +208,13 @@ def _train(runs: list[CellRun], index: list[int], results: list, train_set: Imag
             x, y = data.batch(plans, cell_plan, bs, b, recipe.augment)
             if len(plans) == 1 and k > 1:
                 x, y = x.expand(k, *x.shape[1:]), y.expand(k, *y.shape[1:])
-            with autocast(device, precision):
-                logits = stack.forward(x, train=True)
-                losses = _cell_losses(logits, y, recipe.label_smoothing)
-            scaler.loss(losses).backward()
-            finite = scaler.unscale(stack.params)
-            alive &= torch.isfinite(losses.detach())
-            lr = uniform(lr_rows[b])
-            mom = uniform(mom_rows[b])
-            sgd.step(stack.params, lr_dev[b] if lr is None else lr,
-                     mom_dev[b] if mom is None else mom, alive & finite)
-            scaler.update(finite)
+            lr, mom = uniform(lr_rows[b]), uniform(mom_rows[b])
+            losses, logits = train_step(stack, sgd, scaler, x, y, lr_dev[b] if lr is None else lr,
+                                        mom_dev[b] if mom is None else mom, alive,
+                                        recipe.label_smoothing, device, precision)
             n = y.shape[1]
-            loss_sum += losses.detach().double() * n
-            correct += (logits.detach().argmax(-1) == y).sum(1)
+            loss_sum += losses.double() * n
+            correct += (logits.argmax(-1) == y).sum(1)
             seen += n
         train_seconds = max(time.perf_counter() - t0, 1e-9)
         ok = alive.tolist()
