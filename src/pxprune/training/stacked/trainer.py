@@ -192,7 +192,9 @@ def _train(runs: list[CellRun], index: list[int], results: list, train_set: Imag
         groups = list(dict.fromkeys((r.seed, r.epoch) for r in runs))
         plans = [data.plan(bs, s, e, recipe.augment) for s, e in groups]
         of = [groups.index((r.seed, r.epoch)) for r in runs]
-        cell_plan = None if of == list(range(k)) else torch.tensor(of, device=device)
+        shared = len(plans) == 1  # one batch for all: expanded, not copied
+        cell_plan = (None if shared or of == list(range(k))
+                     else torch.tensor(of, device=device))
         tables = [r.schedule() for r in runs]
         lr_rows = list(zip(*(t[0] for t in tables), strict=True))
         mom_rows = list(zip(*(t[1] for t in tables), strict=True))
@@ -206,7 +208,7 @@ def _train(runs: list[CellRun], index: list[int], results: list, train_set: Imag
                    disable=not progress)
         for b in bar:
             x, y = data.batch(plans, cell_plan, bs, b, recipe.augment)
-            if len(plans) == 1 and k > 1:
+            if shared and k > 1:
                 x, y = x.expand(k, *x.shape[1:]), y.expand(k, *y.shape[1:])
             lr, mom = uniform(lr_rows[b]), uniform(mom_rows[b])
             losses, logits = train_step(stack, sgd, scaler, x, y, lr_dev[b] if lr is None else lr,
