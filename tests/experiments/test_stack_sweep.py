@@ -77,3 +77,22 @@ def test_jobs_run_stacks_in_parallel_processes(tiny_pt, tmp_path):
         log = (out / cell.folder / "sweep.log").read_text()  # the stack's log, in every cell
         assert "stacked training: 2 cells" in log
         assert json.loads((out / cell.folder / "summary.json").read_text())["stacked_cells"] == 2
+
+
+def test_a_submitit_job_trains_one_stack(tiny_pt, tmp_path):
+    """--launcher submitit --stack 2: one job for the two cells, the same cells as locally."""
+    local, jobs = tmp_path / "local", tmp_path / "jobs"
+    common = ("--stack", "2", "--threads", "1", "--precision", "fp32")
+    assert main(sweep_args(tiny_pt, local, *common, methods="random", seeds="0")) == 0
+    assert main(sweep_args(tiny_pt, jobs, *common, "--launcher", "submitit",
+                           "--submitit-cluster", "local", "--wait", methods="random",
+                           seeds="0")) == 0
+    record = json.loads((jobs / "sweep.json").read_text())
+    assert record["invocations"][-1]["stack"] == 2
+    cells = plan_cells(["random"], [0.5, 0.9], [0])
+    assert len({record["cells"][c.folder]["job_id"] for c in cells}) == 1  # one job
+    for cell in cells:
+        assert record["cells"][cell.folder]["status"] == "done"
+        a, b = weights(local / cell.folder), weights(jobs / cell.folder)
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same computation, bit for bit
+        assert "stacked training: 2 cells" in (jobs / cell.folder / "sweep.log").read_text()

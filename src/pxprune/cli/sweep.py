@@ -102,9 +102,6 @@ def _check_launcher_flags(args: argparse.Namespace) -> None:
     if args.transfer:
         raise UsageError("--launcher submitit does not apply with --transfer: the cells of a "
                          "seed share its data, backbone and dense reference in one process")
-    if args.stack != 1:
-        raise UsageError("--stack applies to --launcher local (submitit jobs train one cell "
-                         "each)")
     if args.jobs != 1:
         raise UsageError("--jobs applies to --launcher local; with submitit every cell is its "
                          "own job (--slurm-array-parallelism=N limits how many run at once)")
@@ -139,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             record = submit_sweep(base, methods, sparsities, args.seeds, args.out,
                                   device=args.device, cluster=args.submitit_cluster or "slurm",
                                   slurm=slurm_options(args), threads=args.threads,
-                                  wait=args.wait)
+                                  wait=args.wait, stack=args.stack)
             if not args.wait:
                 print(f"then: pxprune sweep --status {args.out}; when done: "
                       f"pxprune report {args.out}")
@@ -201,10 +198,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="local launcher: cells run at once, one process each (they share one "
                         "GPU)")
     p.add_argument("--stack", type=int, default=1,
-                   help="local launcher: cells trained as one stacked computation on one "
-                        "device (same model and recipe; each its own masks, init, data order, "
-                        "folder); one process per stack, --jobs stacks at once (default 1: "
-                        "every cell alone)")
+                   help="cells trained as one stacked computation on one device (same "
+                        "model and recipe; each its own masks, init, data order, folder); "
+                        "local: one process per stack, --jobs stacks at once; submitit: one "
+                        "job per stack (default 1: every cell alone)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: cpu_count // jobs with jobs > 1; "
                         "with submitit: --slurm-cpus-per-task)")

@@ -5,7 +5,7 @@ Each cell is checked, claimed, locked (``running.json``) and pruned exactly as
 still to train are trained together by :func:`pxprune.training.stacked.train_stacked` and each
 summary is completed and written as a lone run's is. A cell that fails to prepare, or diverges,
 fails alone (its outcome as :func:`pxprune.experiments.sweep.run_guarded` gives it); the others
-go on. One stack is one process (``--jobs`` stacks at once).
+go on. One stack is one process (``--jobs`` stacks at once) or one submitit job.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _same_data(cells: Sequence[PreparedCell]) -> None:
 
 def run_stack(cfgs: Sequence[RunConfig], folders: Sequence[str | Path], *, device: str = "cpu",
               threads: int | None = None, progress: bool = False,
-              log: Callable[[str], object] = print) -> list[Outcome]:
+              log: Callable[[str], object] = print, job_id: str | None = None) -> list[Outcome]:
     """Prepare, then train as one stack, the cells ``cfgs`` in ``folders``; one outcome each."""
     if threads:
         torch.set_num_threads(threads)
@@ -68,7 +68,7 @@ def run_stack(cfgs: Sequence[RunConfig], folders: Sequence[str | Path], *, devic
                 check_seed(cfg.seed)
                 get_recipe(cfg.recipe, **cfg.recipe_overrides())
                 claim(out, "run")
-                held.enter_context(CellLock(out))
+                held.enter_context(CellLock(out, job_id))
                 cell = prepare_claimed(cfg, out, device, progress, log)
             except CellBusy as exc:
                 outcomes[i] = {"ok": False, "busy": True, "error": str(exc), "seconds": 0.0,

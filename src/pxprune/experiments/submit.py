@@ -21,6 +21,7 @@ from .config import RunConfig
 from .launchers import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
 from .launchers import wait_for as wait_for_jobs
 from .resolve import UsageError
+from .stack_run import plan_stacks, run_stack, stack_log
 from .sweep import (
     TRAINING,
     Cell,
@@ -62,6 +63,20 @@ def run_cell_job(cfg: dict, out: str, cell: dict, device: str, threads: int | No
     return result
 
 
+def run_stack_job(cfgs: list[dict], out: str, cells: list[dict], device: str,
+                  threads: int | None) -> list[dict]:
+    """The body of one ``--stack`` job: the cells trained as one stack
+    (:func:`pxprune.experiments.stack_run.run_stack`), each outcome left in its folder."""
+    the_cells = [Cell(**c) for c in cells]
+    folders = [Path(out) / c.folder for c in the_cells]
+    results = run_stack([RunConfig.from_dict(c) for c in cfgs], folders, device=device,
+                        threads=threads, log=stack_log(folders), job_id=_job_id())
+    for cell, result in zip(the_cells, results, strict=True):
+        if not result.get("busy"):
+            write_cell_outcome(Path(out), cell, result)
+    return results
+
+
 def _ended_without_result(out: Path, cell: Cell, why: str) -> dict:
     """The outcome of a job that returned nothing (killed, cancelled): done if its folder says
     so, else a failure, which the submitter writes to the folder since the job could not."""
@@ -75,9 +90,10 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
                  seeds: Sequence[int], out: str | Path, *, device: str, cluster: str,
                  slurm: SlurmOptions, threads: int | None = None, wait: bool = False,
                  poll_s: float | None = None, log: Callable[[str], object] = print,
-                 env: dict | None = None) -> dict:
-    """Submit every unfinished, not running cell as a job; with ``wait``, record each outcome
-    as its job ends. Returns the ``sweep.json`` record."""
+                 env: dict | None = None, stack: int = 1) -> dict:
+    """Submit every unfinished, not running cell as a job (``stack`` > 1: every stack of that
+    many cells); with ``wait``, record each outcome as its job ends. Returns the
+    ``sweep.json`` record."""
     import_submitit()  # before writing anything: a missing dependency is one line
     methods = canonical_methods(methods)
     slurm.check(device, cluster)
@@ -92,19 +108,31 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
         out, cells, protocol_of(base), kind=TRAINING, methods=methods, sparsities=sparsities,
         seeds=seeds, device=device, env=env, extra={"recipe": resolved_recipe(base)},
         invocation={"launcher": "submitit", "cluster": cluster, "threads": threads,
-                    "wait": wait, "slurm": {**asdict(slurm)}}, log=log)
+                    "wait": wait, "slurm": {**asdict(slurm)},
+                    **({"stack": stack} if stack > 1 else {})}, log=log)
     if not todo:
         return close_sweep(out, record, cells)
-    calls = [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)), str(out.resolve()),
-                             asdict(cell), device, threads) for cell in todo]
+    if stack > 1:  # one job a stack
+        units = plan_stacks([(c, cell_config(base, c), out / c.folder) for c in todo], stack,
+                            by_seed=bool(base.holdout))
+        job_cells = [[c for c, _, _ in unit] for unit in units]
+        calls = [RequeueableCall(run_stack_job, [asdict(cfg) for _, cfg, _ in unit],
+                                 str(out.resolve()), [asdict(c) for c, _, _ in unit], device,
+                                 threads) for unit in units]
+    else:
+        job_cells = [[cell] for cell in todo]
+        calls = [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)),
+                                 str(out.resolve()), asdict(cell), device, threads)
+                 for cell in todo]
     try:
         jobs = submit(executor, calls)
     except Exception as exc:  # sbatch refused (bad partition, account...): one line
         if isinstance(exc, UsageError):
             raise
         raise UsageError("submission failed: " + " ".join(str(exc).split())[:400]) from None
-    for cell, job in zip(todo, jobs, strict=True):
-        record["cells"][cell.key].update(status="submitted", job_id=str(job.job_id))
+    for group, job in zip(job_cells, jobs, strict=True):
+        for cell in group:
+            record["cells"][cell.key].update(status="submitted", job_id=str(job.job_id))
     record["invocations"][-1]["job_ids"] = [str(j.job_id) for j in jobs]
     save_record(out, record)
     log(f"submitted {len(jobs)} job(s) ({cluster}: {jobs[0].job_id} ...); logs in "
@@ -113,8 +141,10 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
         if poll_s is None:  # local processes are cheap to poll; Slurm's accounting is not
             poll_s = 2.0 if cluster == "local" else 30.0
         for i, result, why in wait_for_jobs(jobs, poll_s):
-            if result is None:
-                record_cell(out, record, todo[i], _ended_without_result(out, todo[i], why), log)
-            else:  # the job already left its outcome in the folder
-                record_cell(out, record, todo[i], result, log, write_folder=False)
+            results = result if stack > 1 and result is not None else [result]
+            for n, cell in enumerate(job_cells[i]):
+                if result is None:
+                    record_cell(out, record, cell, _ended_without_result(out, cell, why), log)
+                else:  # the job already left its outcome in the folder
+                    record_cell(out, record, cell, results[n], log, write_folder=False)
     return close_sweep(out, record, cells)
