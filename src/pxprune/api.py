@@ -118,18 +118,6 @@ def dense_names(model: nn.Module, keep_dense: object) -> list[str]:
     return sorted(set(names), key=prunable.index)
 
 
-def _check_can_rank(method: str, scores: Mapping[str, Tensor], masks: Masks) -> None:
-    """Refuse scores with one value for every live weight (GraSP on a float16 model
-    underflows to 0), as ``prune`` does each round, in one device sync."""
-    live = [s.detach().flatten()[masks[n].to(s.device).flatten()] for n, s in scores.items()
-            if n in masks and tuple(s.shape) == tuple(masks[n].shape)]
-    flat = torch.cat(live) if live else torch.zeros(0)
-    if flat.numel() > 1 and bool((flat == flat[0]).all()):
-        raise PruningError(f"{method} gave all {flat.numel():,} remaining weights the same score "
-                           f"({float(flat[0]):g}): nothing to rank them by (e.g. float16 "
-                           f"underflow to 0; use float32)")
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -198,7 +186,7 @@ def score(
     bad = first_nonfinite(scores.items())
     if bad is not None:
         raise PruningError(f"{method} produced NaN/inf scores for {bad!r}")
-    _check_can_rank(method, scores, masks)
+    check_scores(method, scores, masks, 0.0)  # one value for all (float16 underflow): refused
     return {prefix + n: s for n, s in scores.items()}
 
 

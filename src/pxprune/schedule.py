@@ -77,22 +77,23 @@ def check_keeps_some(density: float, total: int, sparsity_text: object = None) -
 def check_scores(method: str, scores: Mapping[str, Tensor], masks: Masks, density: float,
                  round_index: int = 0) -> None:
     """Refuse scores that cannot rank: NaN/inf, or one value for every live weight while the
-    round must choose among them (e.g. float16 underflow to 0); never a mask from them."""
-    live = []
+    round must choose among them (e.g. float16 underflow to 0); never a mask from them. The
+    live scores are checked where they are, in two device syncs (not one per layer)."""
+    live: dict[str, Tensor] = {}
     for name, keep in masks.items():
         s = scores.get(name)
         if s is None or tuple(s.shape) != tuple(keep.shape):
             continue  # threshold() names missing or misshapen scores
-        s = s.detach().to("cpu", torch.float64)[keep]
-        if not torch.isfinite(s).all():
-            bad = int((~torch.isfinite(s)).sum())
-            raise PruningError(f"{method} gave NaN/inf scores to {bad} weight(s) of {name!r} "
-                               f"in round {round_index + 1} (numerical overflow, e.g. in "
-                               f"float16); refusing to prune on them")
-        live.append(s)
+        live[name] = s.detach().to(torch.float64)[keep.to(s.device)]
     if not live:
         return
-    flat = torch.cat(live)
+    flat = torch.cat(list(live.values()))
+    if not bool(torch.isfinite(flat).all()):
+        name, s = next((n, s) for n, s in live.items() if not bool(torch.isfinite(s).all()))
+        bad = int((~torch.isfinite(s)).sum())
+        raise PruningError(f"{method} gave NaN/inf scores to {bad} weight(s) of {name!r} "
+                           f"in round {round_index + 1} (numerical overflow, e.g. in "
+                           f"float16); refusing to prune on them")
     must_choose = round(density * masks.total) < masks.kept
     if must_choose and flat.numel() > 1 and bool((flat == flat[0]).all()):
         raise PruningError(f"{method} gave all {flat.numel():,} remaining weights the same score "
