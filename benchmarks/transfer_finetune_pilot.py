@@ -36,7 +36,9 @@ from pxprune.experiments.config import TransferConfig
 from pxprune.experiments.transfer_run import load_pretrained, load_transfer_data
 from pxprune.training.recipes import get_recipe
 from pxprune.training.train import train
-from pxprune.transfer import backbones as T
+from pxprune.transfer.features import prepare_inputs
+from pxprune.transfer.finetune import resize_dataset
+from pxprune.transfer.probe import linear_probe
 
 RESULT = Path(__file__).parent / "results" / "transfer_finetune_pilot.json"
 
@@ -59,7 +61,7 @@ def throughput(cfg: TransferConfig, size: int, n: int, batch: int) -> dict:
     model, _ = load_pretrained(replace(cfg, image_size=size), data)
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = T.prepare_inputs(data.train.images[:n], data.mean, data.std, size)
+    x = prepare_inputs(data.train.images[:n], data.mean, data.std, size)
     x = x.contiguous(memory_format=torch.channels_last)
     y = data.train.labels[:n]
     steps = [(x[i:i + batch], y[i:i + batch]) for i in range(0, n - batch + 1, batch)]
@@ -100,14 +102,14 @@ def pilot(cfg: TransferConfig, size: int, epochs: int, recipe_name: str, lr: flo
     data = load_transfer_data(cfg)
     model, _ = load_pretrained(cfg, data)
     t, c = time.perf_counter(), time.process_time()
-    probe = T.linear_probe(model, data.train, data.test, size=size, install=True)
+    probe = linear_probe(model, data.train, data.test, size=size, install=True)
     probe_s, probe_cpu = time.perf_counter() - t, time.process_time() - c
     print(f"dense probe {100 * probe.test_accuracy:.2f} % ({probe_s:.0f} s)", flush=True)
     recipe = get_recipe(recipe_name, epochs=epochs, precision=precision,
                         **({"lr": lr} if lr else {}))
     cpu: list[float] = [time.process_time()]
-    summary = train(model, None, T.resize_dataset(data.train, size),
-                    T.resize_dataset(data.test, size), recipe, out_dir=out_dir, seed=cfg.seed,
+    summary = train(model, None, resize_dataset(data.train, size),
+                    resize_dataset(data.test, size), recipe, out_dir=out_dir, seed=cfg.seed,
                     progress=False, log=lambda m: print(m, flush=True),
                     callback=lambda _r: cpu.append(time.process_time()))
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]

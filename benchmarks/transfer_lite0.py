@@ -39,7 +39,8 @@ from transfer_resnet56 import (  # noqa: E402
     run,
 )
 
-from pxprune.transfer import backbones as T  # noqa: E402
+from pxprune.transfer.features import extract_features  # noqa: E402
+from pxprune.transfer.load import load_backbone  # noqa: E402
 
 # Cheapest first, so a cut run still has the required five methods.
 METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap", "grasp")
@@ -48,9 +49,9 @@ METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap
 def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
     """Forward images per second of ``model`` at ``size`` (eval mode, batch 100, this CPU)."""
     sub = train.subset(torch.arange(min(n, len(train))))
-    T.extract_features(model, sub, batch_size=50, size=size)  # warm-up
+    extract_features(model, sub, batch_size=50, size=size)  # warm-up
     t = time.perf_counter()
-    T.extract_features(model, sub, batch_size=100, size=size)
+    extract_features(model, sub, batch_size=100, size=size)
     return len(sub) / (time.perf_counter() - t)
 
 
@@ -80,7 +81,7 @@ def main() -> None:
 
     def build():
         train, test, batch = cifar10_splits("efficientnet_lite0", args, size=args.size)
-        model = T.load_backbone("efficientnet_lite0", num_classes=10)
+        model = load_backbone("efficientnet_lite0", num_classes=10)
         ips = throughput(model, train, args.size)
         print(f"forward throughput at {args.size} px: {ips:.1f} img/s", flush=True)
         meta["throughput_img_s"] = round(ips, 1)

@@ -36,7 +36,11 @@ from pxprune.api import get_method
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.experiments.provenance import cpu_name, dirty_files, git_commit
 from pxprune.masks import Masks
-from pxprune.transfer import backbones as T
+from pxprune.transfer.features import extract_features
+from pxprune.transfer.head import classifier_name
+from pxprune.transfer.load import backbone_normalization, load_backbone
+from pxprune.transfer.probe import fit_probe, install_probe, linear_probe
+from pxprune.transfer.prune import pruning_batch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -90,7 +94,7 @@ class Study:
 def evaluate(model, masks, train, test, size, seed) -> dict:
     """Refit a mask-respecting ridge probe on the pruned features; test accuracy and facts."""
     t = time.time()
-    res = T.linear_probe(model, train, test, masks=masks, seed=seed, size=size, install=False)
+    res = linear_probe(model, train, test, masks=masks, seed=seed, size=size, install=False)
     out = {
         "test_acc": round(100 * res.test_accuracy, 2),
         "holdout_acc": round(100 * res.probe.holdout_accuracy, 2),
@@ -99,7 +103,7 @@ def evaluate(model, masks, train, test, size, seed) -> dict:
         "eval_s": round(time.time() - t, 1),
     }
     if masks is not None:
-        cls = T.classifier_name(model) + ".weight"
+        cls = classifier_name(model) + ".weight"
         out["sparsity_actual"] = round(100 * masks.sparsity(), 4)
         out["classifier_density"] = round(masks.layer_density().get(cls, 1.0), 4)
         out["collapsed_layers"] = masks.collapsed_layers()
@@ -118,10 +122,10 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
         st.save()
     st.log(f"dense test acc {st.result['dense']['test_acc']} %")
     # The scoring head: a ridge probe fitted on the dense training features (head='probe').
-    feats = T.extract_features(model, train, size=size)
-    probe = T.fit_probe(*feats, num_classes=10, seed=args.seed)
-    T.install_probe(model, probe.weight, probe.bias)
-    head = T.classifier_name(model) + ".weight"
+    feats = extract_features(model, train, size=size)
+    probe = fit_probe(*feats, num_classes=10, seed=args.seed)
+    install_probe(model, probe.weight, probe.bias)
+    head = classifier_name(model) + ".weight"
 
     def start() -> Masks | None:
         """Initial masks: None (everything prunable) or all but the classifier (--keep-head)."""
@@ -296,12 +300,12 @@ def merge(out: Path, others: list[str]) -> None:
 def cifar10_splits(backbone: str, args: argparse.Namespace, size: int | None = None) -> tuple:
     """CIFAR-10 (JPEG copy) normalised for ``backbone``: the limited train and test splits and
     the pruning batch (10 per class from the full training set, resized to ``size``)."""
-    mean, std = T.backbone_normalization(backbone)
+    mean, std = backbone_normalization(backbone)
     full = load_dataset("cifar10", "train").with_normalization(mean, std)
     test = load_dataset("cifar10", "test").with_normalization(mean, std)
     train = limit_per_class(full, args.train_per_class)
     test = limit_per_class(test, args.test_per_class)
-    return train, test, T.pruning_batch(full, 10, args.seed, size=size)
+    return train, test, pruning_batch(full, 10, args.seed, size=size)
 
 
 def probe_protocol(args: argparse.Namespace, image_size: int) -> dict:
@@ -357,7 +361,7 @@ def main() -> None:
 
     def build():
         train, test, batch = cifar10_splits("resnet56_a", args)
-        return T.load_backbone("resnet56_a", num_classes=10), train, test, batch
+        return load_backbone("resnet56_a", num_classes=10), train, test, batch
 
     run(args, meta, build)
 

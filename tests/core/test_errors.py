@@ -13,12 +13,14 @@ from pxprune.data import DataError, DatasetNotFoundError
 from pxprune.errors import OutputError, PxpruneError, atomic_write_text
 from pxprune.experiments.resolve import UsageError
 from pxprune.masks import PruningError
+from pxprune.models.weights import WeightsMismatchError
 from pxprune.pathview import UnsupportedLayerError
-from pxprune.transfer.backbones import BackboneLoadError
+from pxprune.transfer.head import ClassifierError
 
 
 @pytest.mark.parametrize("cls", [PruningError, UsageError, DataError, DatasetNotFoundError,
-                                 UnsupportedLayerError, BackboneLoadError, OutputError])
+                                 UnsupportedLayerError, WeightsMismatchError, ClassifierError,
+                                 OutputError])
 def test_every_user_facing_error_derives_from_the_base(cls):
     assert issubclass(cls, PxpruneError)
     assert issubclass(cls, ValueError)  # code catching ValueError keeps working

@@ -13,10 +13,10 @@ from torch import nn
 from pxprune.data import ImageDataset
 from pxprune.errors import PxpruneError
 from pxprune.models.cifar_resnet import cifar_resnet, load_cifar_pretrained
+from pxprune.models.weights import read_state_dict
 from pxprune.safe_load import FileFormatError, load_tensors
 from pxprune.training.recipes import Recipe
 from pxprune.training.train import train
-from pxprune.transfer.backbones import _read_state
 
 SHARED = SHARED_DATA / "pretrained"
 
@@ -44,7 +44,7 @@ def test_a_payload_is_refused_by_every_loader_and_runs_nothing(tmp_path):
     with pytest.raises(FileFormatError, match="could run code"):
         load_tensors(path, "weights")
     with pytest.raises(PxpruneError, match="could run code"):
-        _read_state(path)  # pxprune transfer --weights
+        read_state_dict(path)  # --weights of prune, run and transfer
     with pytest.raises(PxpruneError, match="could run code"):
         load_cifar_pretrained(cifar_resnet(20), path)
     assert not marker.exists()

@@ -12,7 +12,8 @@ from helpers import SHARED_DATA
 from pxprune.cli.main import main
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.masks import Masks
-from pxprune.transfer import backbones as T
+from pxprune.transfer.load import backbone_normalization, load_backbone
+from pxprune.transfer.probe import linear_probe
 
 DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
@@ -40,7 +41,7 @@ def _lite_available() -> bool:
 
 
 def _splits(backbone: str):
-    mean, std = T.backbone_normalization(backbone)
+    mean, std = backbone_normalization(backbone)
     train = limit_per_class(load_dataset("cifar10", "train"), 5).with_normalization(mean, std)
     test = limit_per_class(load_dataset("cifar10", "test"), 5).with_normalization(mean, std)
     return train, test
@@ -69,12 +70,12 @@ def test_probe_mode_outputs_and_accuracies_match_the_library(tmp_path):
 
     # the same numbers from the library: dense probe, then the pruned net with a refitted probe
     train, test = _splits("resnet20_a")
-    model = T.load_backbone("resnet20_a", num_classes=10, head_seed=0)
-    dense = T.linear_probe(model, train, test, install=False)
+    model = load_backbone("resnet20_a", num_classes=10, head_seed=0)
+    dense = linear_probe(model, train, test, install=False)
     assert res["dense"]["test_acc"] == pytest.approx(100 * dense.test_accuracy, abs=0.01)
     assert res["dense"]["test_acc"] > 40  # pre-trained features: far above 10 % chance
     masks.apply_(model)
-    pruned = T.linear_probe(model, train, test, masks=masks)
+    pruned = linear_probe(model, train, test, masks=masks)
     assert res["pruned"]["test_acc"] == pytest.approx(100 * pruned.test_accuracy, abs=0.01)
     assert 0 <= res["pruned"]["test_acc"] <= 100
     assert res["pruned"]["probe"]["num_train"] == 50 and res["pruned"]["probe"]["num_test"] == 50
@@ -165,4 +166,4 @@ def test_no_default_weights_is_one_line_error(tmp_path, capsys):
 def test_weights_of_another_architecture_is_one_line_error(tmp_path, capsys):
     err = _error(capsys, ["--backbone", "resnet20_a", "--weights", str(R56[0]),
                           "--out", str(tmp_path), *TINY])
-    assert "do not match CifarResNet" in err and "unexpected keys" in err and len(err) < 500
+    assert "does not match the model CifarResNet" in err and "unexpected keys" in err and len(err) < 500

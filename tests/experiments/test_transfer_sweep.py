@@ -14,11 +14,11 @@ from helpers import SHARED_DATA
 from torch import nn
 
 import pxprune
+import pxprune.experiments.transfer_run as TR
 import pxprune.experiments.transfer_sweep as TS
 from pxprune.cli.main import main
 from pxprune.experiments.report import collect
 from pxprune.masks import Masks
-from pxprune.transfer import backbones as T
 
 DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
@@ -64,7 +64,7 @@ def finished(tmp_path_factory):
     counts: dict = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PXPRUNE_DATA", str(DATA))
-        with counting(TS, "dense_reference", counts), counting(T, "load_backbone", counts), \
+        with counting(TS, "dense_reference", counts), counting(TR, "load_backbone", counts), \
                 counting(TS, "load_transfer_data", counts):
             assert main(sweep_args(out)) == 0
     return out, counts

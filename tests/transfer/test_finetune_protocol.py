@@ -19,7 +19,8 @@ from pxprune.masks import Masks
 from pxprune.training import precision as P
 from pxprune.training.recipes import FINETUNE_RECIPE, Recipe
 from pxprune.training.train import train
-from pxprune.transfer import backbones as T
+from pxprune.transfer.features import prepare_inputs
+from pxprune.transfer.finetune import recalibrate_batchnorm
 
 DATA = SHARED_DATA
 R20 = sorted((DATA / "pretrained").glob("resnet20-*.th"))
@@ -130,11 +131,11 @@ def test_recalibrate_batchnorm_recomputes_running_statistics_only():
     ds = ImageDataset(images, torch.arange(40) % 2, ["a", "b"], (0.5,) * 3, (0.25,) * 3, "tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()
               if "running" not in k and "num_batches" not in k}
-    n = T.recalibrate_batchnorm(model.eval(), ds, images=32, seed=1, batch_size=8)
+    n = recalibrate_batchnorm(model.eval(), ds, images=32, seed=1, batch_size=8)
     assert n == 32 and not model.training and model[1].momentum == 0.1
     idx = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:32].sort().values
     with torch.no_grad():
-        z = model[0](T.prepare_inputs(images[idx], ds.mean, ds.std))
+        z = model[0](prepare_inputs(images[idx], ds.mean, ds.std))
     torch.testing.assert_close(model[1].running_mean, z.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
     for k, v in before.items():  # weights untouched
         assert torch.equal(model.state_dict()[k], v), k

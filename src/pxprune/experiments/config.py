@@ -66,7 +66,7 @@ MODES = ("probe", "finetune")
 # registers them with default None (so it can tell whether they were given without --transfer).
 TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "head": "probe",
                      "l2": None, "dense_finetune": True, "px_precision": "float32",
-                     "round_factor": None}
+                     "round_factor": None, "classifier": None}
 
 
 # Options that a training sweep has too, with other defaults there (None: not given).
@@ -89,6 +89,8 @@ class TransferConfig:
     seed: int = 0
     mode: str = "probe"
     weights: str | None = None  # as given; None = the backbone's default file
+    classifier: str | None = None  # a user backbone's classifier module (None: found)
+    output: str | None = None  # a user backbone's logits among several outputs (--output)
     num_classes: int | None = None
     image_size: int | None = None  # resolved: --image-size or the backbone's native side
     train_per_class: int = 100
@@ -121,5 +123,7 @@ class TransferConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def protocol(self) -> dict:
-        """The fields every cell of a transfer sweep shares (all but method, sparsity, seed)."""
-        return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS}
+        """The fields every cell of a transfer sweep shares (all but method, sparsity, seed);
+        the user-backbone fields are left out at None, so an older sweep.json still matches."""
+        return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS
+                and not (k in ("classifier", "output") and v is None)}

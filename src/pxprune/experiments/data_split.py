@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data import DataError, ImageDataset
 from ..errors import atomic_write_text
-from ..transfer.backbones import holdout_split
+from ..transfer.probe import holdout_split
 from .resolve import UsageError, is_data_file, load_any_dataset
 
 CLOCK_FILE = "prune_time.json"

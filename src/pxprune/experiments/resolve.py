@@ -16,6 +16,8 @@ from .. import models
 from ..data import DataError, ImageDataset, load_dataset
 from ..errors import PxpruneError
 from ..masks import Masks, PruningError, check_model_device, prunable_parameters
+from ..models.weights import load_state_dict_strictly, read_state_dict, strip_wrapper_prefixes
+from ..safe_load import FileFormatError
 from ..user_model import select_output_permanently
 
 
@@ -28,18 +30,8 @@ def build_model(spec: str, num_classes: int = 10, output: str | None = None) -> 
     called as ``function(num_classes=N)`` when it takes ``num_classes``, else ``function()``.
     ``output`` (``--output``: an index such as ``0`` or a key such as ``logits``) makes a model
     that returns several outputs return that one."""
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except ImportError as exc:
-            top = module_name.split(".")[0]
-            raise UsageError(
-                f"cannot import model factory {spec!r}: {exc}; Python looks for {top!r} in the "
-                f"current folder and on PYTHONPATH (run from the folder that holds {top}.py or "
-                f"{top}/, or set PYTHONPATH=/path/to/that/folder)") from exc
-        except AttributeError as exc:
-            raise UsageError(f"cannot import model factory {spec!r}: {exc}") from exc
+    if is_user_model(spec):
+        factory = import_factory(spec)
         model = factory(**_class_count_argument(factory, num_classes))
         if not isinstance(model, nn.Module):
             raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module")
@@ -50,6 +42,32 @@ def build_model(spec: str, num_classes: int = 10, output: str | None = None) -> 
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     return select_output_permanently(model, parse_output(output))
+
+
+def is_user_model(spec: str) -> bool:
+    """True for ``package.module:function`` (the user's code), False for a built-in name."""
+    return ":" in spec
+
+
+def import_factory(spec: str):
+    """The callable named by ``package.module:function`` (imported, not called); a one-line
+    UsageError saying where Python looked when the module or the name is not there."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"{spec!r} is not package.module:function")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, TypeError, ValueError) as exc:  # also a relative or malformed path
+        top = module_name.split(".")[0]
+        raise UsageError(
+            f"cannot import model factory {spec!r}: {exc}; Python looks for {top!r} in the "
+            f"current folder and on PYTHONPATH (run from the folder that holds {top}.py or "
+            f"{top}/, or set PYTHONPATH=/path/to/that/folder)") from exc
+    except AttributeError as exc:
+        raise UsageError(f"cannot import model factory {spec!r}: {exc}") from exc
+    if not callable(factory):
+        raise UsageError(f"{spec} is a {type(factory).__name__}, not a function or class")
+    return factory
 
 
 def _class_count_argument(factory, num_classes: int | None) -> dict:
@@ -89,29 +107,16 @@ def _matching_model_hint(state: dict, own: dict) -> str:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a state_dict file (``module.`` prefixes and ``{'state_dict': ...}`` wrappers)."""
+    """Load a state_dict file (``--weights``: ``.safetensors`` or a weights-only torch file;
+    wrapper prefixes and ``{'state_dict': ...}`` unwrapped) strictly: one line naming the keys
+    that do not fit, with a hint when the file is a known built-in model's."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's error
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"cannot read weights from {path}: not a torch.save'd state_dict "
-                         f"({first[:120]})") from exc
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise UsageError(f"{path} does not hold a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        raise UsageError(
-            f"{path} does not match the model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shape {wrong[:5]}"
-            + (" ..." if len(missing) + len(unexpected) + len(wrong) > 15 else "")
-            + _matching_model_hint(state, own)
-        )
-    model.load_state_dict(state, strict=False)
+        state = read_state_dict(path, "--weights")
+    except FileFormatError as exc:
+        raise UsageError(f"cannot read weights: {exc}") from exc
+    load_state_dict_strictly(model, state, source=f"--weights {path}",
+                             hint=_matching_model_hint(strip_wrapper_prefixes(state),
+                                                       model.state_dict()))
     return model
 
 
@@ -193,8 +198,8 @@ def load_any_dataset(spec: str, split: str = "train") -> ImageDataset:
     return load_dataset(spec, split)
 
 
-__all__ = ["PruningError", "UsageError", "build_model", "load_any_dataset", "load_data_file",
-           "load_weights"]
+__all__ = ["PruningError", "UsageError", "build_model", "import_factory", "is_user_model",
+           "load_any_dataset", "load_data_file", "load_weights"]
 
 
 def read_masks_file(given: str | Path) -> tuple[Path, Masks, dict]:

@@ -17,7 +17,7 @@ such a cell gets a warning line and ``classifier_emptied: true`` in ``result.jso
 fine-tuned accuracy is chance). Fine-tuning (``--recipe``, default ``finetune_cpu`` in finetune
 mode) starts from the ridge probe refitted on the pruned features within the head's mask; in
 finetune mode the pruned network's BatchNorm running statistics are first recomputed on 2,048
-seeded training images (:func:`pxprune.transfer.backbones.recalibrate_batchnorm`: the dense
+seeded training images (:func:`pxprune.transfer.finetune.recalibrate_batchnorm`: the dense
 network's statistics make a pruned network's eval features nearly constant, the probe fitted on
 them huge, and the first fine-tuning loss ~1e5). The dense reference keeps the pre-trained
 statistics (its features are well conditioned), as in the pilot that chose the recipe.
@@ -48,20 +48,23 @@ import torch
 from .. import __version__, models
 from ..api import get_method
 from ..data import limit_per_class
-from ..errors import atomic_write_text
+from ..errors import PxpruneError, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import check_method_spec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training.recipes import get_recipe
-from ..transfer import backbones as T
-from ..transfer.backbones import backbone_normalization
+from ..transfer.finetune import finetune, recalibrate_batchnorm
+from ..transfer.head import classifier_name
+from ..transfer.load import backbone_normalization, default_weights, load_backbone
+from ..transfer.probe import install_probe, linear_probe
+from ..transfer.prune import prune_for_transfer
 from .checks import log_threads
 from .config import (
     TransferConfig,
 )
 from .folder import claim, read_config, write_layer_table
 from .provenance import cli_argv
-from .resolve import UsageError, load_any_dataset
+from .resolve import UsageError, build_model, import_factory, is_user_model, load_any_dataset
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -82,9 +85,14 @@ def split_transfer_method(method: str) -> tuple[str, dict]:
 
 def check_config(cfg: TransferConfig) -> None:
     """Validate names, files and numbers before any heavy work (one-line errors)."""
-    if cfg.backbone not in models.NAMES:
+    if is_user_model(cfg.backbone):
+        import_factory(cfg.backbone)  # a bad module path fails here, before any work
+    elif cfg.backbone not in models.NAMES:
         raise UsageError(f"unknown backbone {cfg.backbone!r}; valid names: "
-                         f"{', '.join(models.NAMES)}")
+                         f"{', '.join(models.NAMES)} or package.module:function")
+    elif cfg.classifier is not None:
+        raise UsageError(f"--classifier names the classifier of your own backbone "
+                         f"(module:function); {cfg.backbone} has its own")
     split_transfer_method(cfg.method)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise FileNotFoundError(f"weights file {cfg.weights} not found")
@@ -169,22 +177,34 @@ def load_transfer_data(cfg: TransferConfig) -> TransferData:
 
 
 def load_pretrained(cfg: TransferConfig, data: TransferData,
-                    device: str = "cpu") -> tuple[torch.nn.Module, str]:
-    """(backbone with pre-trained weights and a fresh head seeded by ``cfg.seed``, weights path)."""
+                    device: str = "cpu") -> tuple[torch.nn.Module, str | None]:
+    """(backbone with pre-trained weights and a fresh head seeded by ``cfg.seed``, weights path:
+    None for a user's backbone used as its function builds it)."""
+    if is_user_model(cfg.backbone):
+        return _load_user_backbone(cfg, data).to(device), cfg.weights
     try:
-        model = T.load_backbone(cfg.backbone, cfg.weights, num_classes=data.num_classes,
-                                head_seed=cfg.seed)
-    except T.BackboneLoadError as exc:  # one line, key lists cut short
-        msg = str(exc)
-        raise UsageError(msg if len(msg) <= 400 else msg[:400] + " ...") from exc
+        model = load_backbone(cfg.backbone, cfg.weights, num_classes=data.num_classes,
+                              head_seed=cfg.seed)
+    except PxpruneError:  # one line already (weights that do not fit, unreadable file)
+        raise
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise UsageError(f"cannot load weights for {cfg.backbone}: {exc}") from exc
-    return model.to(device), str(cfg.weights or T.default_weights(cfg.backbone))
+    return model.to(device), str(cfg.weights or default_weights(cfg.backbone))
 
 
-def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: str,
+def _load_user_backbone(cfg: TransferConfig, data: TransferData) -> torch.nn.Module:
+    """The user's ``module:function`` built as ``--model`` builds it, ``--weights`` loaded
+    strictly, the classifier named (``--classifier``) or found on a batch of the data's shape,
+    then replaced by a fresh one for the dataset's classes."""
+    model = build_model(cfg.backbone, data.num_classes, cfg.output)
+    example = torch.randn(2, *data.shape, generator=torch.Generator().manual_seed(0))
+    return load_backbone(model, cfg.weights, num_classes=data.num_classes, head_seed=cfg.seed,
+                         classifier=cfg.classifier, example=example)
+
+
+def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: str | None,
                  **extra: object) -> None:
     """``config.json``: the config, the resolved weights and data facts, versions."""
     config = {
@@ -201,7 +221,7 @@ def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: st
 
 
 def _probe_summary(res, seconds: float) -> dict:
-    """JSON fields of a :class:`pxprune.transfer.ProbeResult` (accuracies in percent)."""
+    """JSON fields of a :class:`pxprune.transfer.probe.ProbeResult` (accuracies in percent)."""
     hold = res.probe.holdout_accuracy
     return {
         "test_acc": round(100 * res.test_accuracy, 2),
@@ -227,7 +247,7 @@ HEAD_TEXT = {
 def classifier_block(model: torch.nn.Module, masks, head: str) -> dict:
     """``result.json``'s ``classifier``: the new head's name, treatment while scoring, kept
     weights and whether the method emptied it (then fine-tuning cannot leave chance)."""
-    key = T.classifier_name(model) + ".weight"
+    key = classifier_name(model) + ".weight"
     if key not in masks:
         return {"name": key, "while_scoring": HEAD_TEXT[head].split(",")[0] + ", kept dense",
                 "kept": None, "total": None, "emptied": False}
@@ -247,7 +267,7 @@ def _finetune_summary(summary: dict) -> dict:
 class DenseReference:
     """The dense model's probe (the scoring head of ``--head probe``) and its result block."""
 
-    probe: object  # pxprune.transfer.Probe
+    probe: object  # pxprune.transfer.probe.Probe
     block: dict  # result.json's "dense" entry: probe summary, test_acc (and finetune)
 
 
@@ -256,15 +276,15 @@ def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Mod
                     log: Callable[[str], object] = print) -> DenseReference:
     """Ridge probe on the dense features (and, in finetune mode, the dense fine-tuning run)."""
     t = time.perf_counter()
-    dense = T.linear_probe(model, data.train, data.test, l2=cfg.l2, seed=cfg.seed,
+    dense = linear_probe(model, data.train, data.test, l2=cfg.l2, seed=cfg.seed,
                            device=device, size=data.size, install=False)
     probe = _probe_summary(dense, time.perf_counter() - t)
     block: dict = {"probe": probe, "test_acc": probe["test_acc"]}
     log(f"dense {cfg.backbone}: probe test acc {probe['test_acc']:.2f} %")
     if cfg.mode == "finetune" and cfg.dense_finetune:  # fine-tuned from the dense probe head
         dense_model = copy.deepcopy(model)
-        T.install_probe(dense_model, dense.probe.weight, dense.probe.bias)
-        dft = T.finetune(dense_model, None, data.train, data.test, recipe_of(cfg),
+        install_probe(dense_model, dense.probe.weight, dense.probe.bias)
+        dft = finetune(dense_model, None, data.train, data.test, recipe_of(cfg),
                          epochs=cfg.epochs, out_dir=finetune_dir, device=device, seed=cfg.seed,
                          size=data.size, progress=progress, log=log)
         block.update(finetune=_finetune_summary(dft), test_acc=dft["final_test_acc"])
@@ -291,7 +311,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
         options.setdefault("precision", cfg.px_precision)
     resume = {} if start is None else {"masks": start[0], "start_round": start[1]}
     t = time.perf_counter()
-    masks = T.prune_for_transfer(
+    masks = prune_for_transfer(
         model, name, cfg.sparsity, data.full_train, head=cfg.head, probe=dense.probe,
         per_class=cfg.per_class, rounds=rounds, scope=scope, seed=cfg.seed, size=data.size,
         device=device, progress=progress, **resume, **options,
@@ -311,10 +331,10 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
 
     recalibrated = 0
     if cfg.mode == "finetune":  # stale dense BN statistics would make the probe head explode
-        recalibrated = T.recalibrate_batchnorm(model, data.train, images=BN_IMAGES,
+        recalibrated = recalibrate_batchnorm(model, data.train, images=BN_IMAGES,
                                                seed=cfg.seed, size=data.size, device=device)
     t = time.perf_counter()
-    pruned = T.linear_probe(model, data.train, data.test, masks=masks, l2=cfg.l2, seed=cfg.seed,
+    pruned = linear_probe(model, data.train, data.test, masks=masks, l2=cfg.l2, seed=cfg.seed,
                             device=device, size=data.size, install=True)
     pruned_probe = _probe_summary(pruned, time.perf_counter() - t)
     log(f"{cfg.method} at {cfg.sparsity:.2%}: probe test acc {pruned_probe['test_acc']:.2f} % "
@@ -335,7 +355,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
         "accuracy_unit": "percent",
     }
     if cfg.mode == "finetune":
-        ft = T.finetune(model, masks, data.train, data.test, recipe_of(cfg), epochs=cfg.epochs,
+        ft = finetune(model, masks, data.train, data.test, recipe_of(cfg), epochs=cfg.epochs,
                         out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])

@@ -40,7 +40,7 @@ import torch
 
 from ..masks import Masks
 from ..schedule import round_densities
-from ..transfer.backbones import Probe
+from ..transfer.probe import Probe
 from .config import DENSE, TransferConfig
 from .sweep import (
     TRANSFER,

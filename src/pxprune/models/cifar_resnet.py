@@ -17,16 +17,14 @@ init for the Linear bias, BatchNorm weight 1 and bias 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PxpruneError
-from ..safe_load import load_tensors
 from .init import kaiming_init
+from .weights import load_weights_file
 
 DEPTHS = (20, 32, 44, 56)
 
@@ -111,36 +109,14 @@ def cifar_resnet(depth: int, num_classes: int = 10, shortcut: str = "conv") -> C
     return CifarResNet(depth, num_classes, shortcut)
 
 
-def _strip_module(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` prefix that nn.DataParallel adds to every key."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
-
-
 def load_cifar_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     """Load an Idelbayev CIFAR ResNet ``.th`` file into ``model`` strictly and return it.
 
     The ``module.`` prefix is stripped. The files predate ``num_batches_tracked``, so only those
     buffers may be absent (they are left as they are); any other missing or unexpected key, or a
-    shape mismatch, raises PxpruneError (a ValueError) listing the offending keys.
+    shape mismatch, raises WeightsMismatchError (a PxpruneError) naming the offending keys.
     """
-    ckpt = load_tensors(path, "pre-trained weights")  # weights_only: never unpickles code
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
-    state = _strip_module(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        raise PxpruneError(
-            f"checkpoint {path} does not match {type(model).__name__}: "
-            f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {wrong}"
-        )
-    model.load_state_dict(state, strict=False)
-    return model
+    return load_weights_file(model, path, what="pre-trained weights")
 
 
 def cifar_pretrained_file(depth: int, root: Path) -> Path:

