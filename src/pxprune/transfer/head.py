@@ -54,6 +54,11 @@ def find_classifier(model: nn.Module, example: Tensor) -> str:
     model.eval()
     try:
         logits = model(example)
+    except RuntimeError as exc:  # e.g. a Linear sized for another image side
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ClassifierError(
+            f"{type(model).__name__} fails on a batch of shape {tuple(example.shape)} ({first}): "
+            f"give the image side it expects (--image-size)") from exc
     finally:
         for h in handles:
             h.remove()
