@@ -1,6 +1,6 @@
 """A model the user wrote (MobileNetV2-style, PyTorch's default init, ``x.view`` flattening)
-taken through prune -> run --masks -> report -> ntk on the command line, and the same masks
-from the Python API trained by ``pxprune run --masks``."""
+taken through prune -> run --masks -> report -> ntk -> transfer on the command line, and the same
+masks from the Python API trained by ``pxprune run --masks``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import SHARED_DATA
+from safetensors.torch import save_file
 
 import pxprune
 from pxprune import Masks
@@ -64,20 +65,31 @@ def user_model(tmp_path, monkeypatch) -> str:
     return "my_mobilenet:mobilenetv2"
 
 
-@pytest.fixture()
-def data(tmp_path) -> str:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 8)
-    images = rng.integers(0, 120, (80, 16, 16, 3)) + 12 * labels[:, None, None, None]
-    path = tmp_path / "tiny.npz"
+def _dataset(path, classes: int = 10, seed: int = 0) -> str:
+    """8 images per class, 16x16, whose brightness grows with the class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), 8)
+    images = rng.integers(0, 120, (8 * classes, 16, 16, 3)) + 12 * labels[:, None, None, None]
     np.savez(path, images=images.astype(np.uint8), labels=labels)
     return str(path)
+
+
+@pytest.fixture()
+def data(tmp_path) -> str:
+    return _dataset(tmp_path / "tiny.npz")
 
 
 def _run(out, data, model, masks, *extra):
     return main(["run", "--model", model, "--dataset", data, "--holdout", "0.25", "--masks",
                  str(masks), "--epochs", "1", "--batch-size", "20", "--device", "cpu",
                  "--no-progress", "--out", str(out), *extra])
+
+
+def _transfer(out, data, backbone, *extra):
+    return main(["transfer", "--backbone", backbone, "--dataset", data, "--train-per-class", "0",
+                 "--test-per-class", "0", "--method", "px", "--sparsity", "0.8", "--rounds", "2",
+                 "--per-class", "2", "--device", "cpu", "--no-progress", "--out", str(out),
+                 *extra])
 
 
 def test_prune_run_masks_report_ntk_on_the_users_model(user_model, data, tmp_path, capsys,
@@ -128,6 +140,27 @@ def test_prune_run_masks_report_ntk_on_the_users_model(user_model, data, tmp_pat
     assert "magnitude@98.0000" in study["warnings"][0]
     assert "trace of exactly 0" in capsys.readouterr().err
 
+    # the trained model is the pre-trained backbone of another task (5 classes): its weights
+    # loaded strictly, its classifier found and replaced, pruned, probed and fine-tuned
+    down = _dataset(tmp_path / "down.npz", classes=5, seed=1)
+    for mode, extra in (("probe", ()), ("finetune", ("--epochs", "1", "--batch-size", "20",
+                                                      "--no-dense-finetune"))):
+        out = tmp_path / "transfer" / mode
+        assert _transfer(out, down, user_model, "--weights", str(trained / "model.pt"),
+                         "--mode", mode, *extra) == 0
+        config = json.loads((out / "config.json").read_text())
+        assert (config["backbone"], config["weights"]) == (user_model, str(trained / "model.pt"))
+        assert config["num_classes"] == 5 and config["classifier"] is None
+        result = json.loads((out / "result.json").read_text())
+        assert result["classifier"]["name"] == "classifier.weight"
+        assert result["classifier"]["total"] == 5 * 96  # the new task's head, pruned with the rest
+        assert Masks.load(out / "masks.safetensors").density() == pytest.approx(0.2, abs=0.01)
+        assert result["dense"]["test_acc"] is not None and result["pruned"]["test_acc"] is not None
+    assert result["pruned"]["finetune"]["epochs"] == 1
+    tuned = torch.load(out / "finetune" / "model.pt", weights_only=True)
+    masks = Masks.load(out / "masks.safetensors")
+    assert all(int((tuned[n] != 0).sum()) <= int(m.sum()) for n, m in masks.items())
+
 
 def test_masks_from_the_python_api_train_on_the_command_line(user_model, data, tmp_path,
                                                             capsys):
@@ -152,3 +185,40 @@ def test_masks_from_the_python_api_train_on_the_command_line(user_model, data, t
     Masks(wrong).save(tmp_path / "wrong.safetensors")
     assert _run(tmp_path / "r3", data, user_model, tmp_path / "wrong.safetensors") == 2
     assert "does not fit the model" in capsys.readouterr().err
+
+
+def test_transfer_of_a_user_backbone_refuses_in_one_line(user_model, data, tmp_path, capsys):
+    (tmp_path / "conv_head.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+        def net(num_classes=10):  # a 1x1-conv classifier: no nn.Linear gives the logits
+            return nn.Sequential(nn.Conv2d(3, num_classes, 1), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten())
+    '''))
+    sys.modules.pop("conv_head", None)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"stem.0.weight": torch.zeros(16, 3, 5, 5), "extra.weight": torch.zeros(2)},
+              str(wrong))
+    cases = [
+        ("no_such_pkg.models:net", (), "cannot import model factory 'no_such_pkg.models:net'"),
+        ("my_mobilenet:nothing", (), "has no attribute 'nothing'"),
+        ("conv_head:net", (), "Sequential has no nn.Linear layer to use as the classifier"),
+        (user_model, ("--classifier", "blocks.0.conv.0"),
+         "classifier 'blocks.0.conv.0' of MobileNetV2 is a Conv2d, not an nn.Linear"),
+        (user_model, ("--classifier", "head"),
+         "MobileNetV2 has no module 'head' (its nn.Linear layers: classifier)"),
+        ("my_mobilenet.mobilenetv2", (), "unknown backbone 'my_mobilenet.mobilenetv2'"),
+        ("resnet20_a", ("--classifier", "linear"),
+         "--classifier names the classifier of your own backbone"),
+    ]
+    for i, (backbone, extra, expected) in enumerate(cases):
+        out = tmp_path / f"refused{i}"
+        assert _transfer(out, data, backbone, *extra) == 2, backbone
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (backbone, err)
+        assert not out.exists()
+    assert _transfer(tmp_path / "w", data, user_model, "--weights", str(wrong)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match the model MobileNetV2: missing keys" in err[0]
+    assert "unexpected keys ['extra.weight']" in err[0]
+    assert "'stem.0.weight: file (16, 3, 5, 5) vs model (16, 3, 3, 3)'" in err[0]
