@@ -22,6 +22,12 @@ network's statistics make a pruned network's eval features nearly constant, the 
 them huge, and the first fine-tuning loss ~1e5). The dense reference keeps the pre-trained
 statistics (its features are well conditioned), as in the pilot that chose the recipe.
 
+A user's backbone (``--backbone package.module:function``) is built as ``--model`` builds it,
+``--weights`` (optional) loaded strictly, its classifier named (``--classifier``) or found (the
+last nn.Linear whose output is the logits) and replaced like a built-in one's; its inputs are
+normalised with ImageNet statistics unless ``--norm`` says otherwise, at the data's image size
+unless ``--image-size`` says otherwise.
+
 The output folder gets ``config.json``, ``masks.safetensors``, the per-layer table
 (``layers.txt``, ``layers.csv``) and ``result.json`` (accuracies in percent).
 

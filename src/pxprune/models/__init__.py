@@ -3,6 +3,7 @@
 CIFAR ResNet-20/32/44/56 (1x1-conv shortcuts as the PX code, or ``_a``: option A, loading the
 Idelbayev pre-trained files), CIFAR VGG-11/13/16/19-BN, Tiny-ImageNet ResNet-18, ImageNet
 ResNet-50 (torchvision names) and EfficientNet-Lite0 (lukemelas names, ImageNet weights).
+Weights go into any model through one strict loader (:mod:`pxprune.models.weights`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .efficientnet import (
 )
 from .resnet import ResNet, resnet18_tiny, resnet50
 from .vgg import VGG, vgg_bn
+from .weights import WeightsMismatchError, load_state_dict_strictly, read_state_dict
 
 # Normalisation (on [0, 1] pixels) that EfficientNet-Lite's TF weights expect:
 # (255 x - 127) / 128 == (x - 127/255) / (128/255)
@@ -95,12 +97,15 @@ __all__ = [
     "ResNet",
     "SamePad2d",
     "VGG",
+    "WeightsMismatchError",
     "cifar_resnet",
     "efficientnet_lite0",
     "get",
     "lite_normalize",
     "load_cifar_pretrained",
     "load_efficientnet_lite0",
+    "load_state_dict_strictly",
+    "read_state_dict",
     "resnet18_tiny",
     "resnet50",
     "vgg_bn",
