@@ -45,7 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...masks import Masks, PruningError
+from ...errors import PruningError, PXNumericsError
+from ...masks import Masks
 from ...numerics import first_nonfinite
 from ...pathview import (
     Gate,
@@ -59,8 +60,13 @@ from ...pathview import (
     weighted_modules,
     with_exponent,
 )
-from .errors import PXNumericsError, PXPrecisionFallback
 from .options import check_px_options
+
+
+class PXPrecisionFallback(UserWarning):
+    """Copy 1 of the bound variant in float32 did not match the float64 probe for a batch (or
+    used an operation the rescaled copy cannot align) and was computed in float64 (slower,
+    exact)."""
 
 
 def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> str:
