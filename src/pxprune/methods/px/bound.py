@@ -1,7 +1,8 @@
-"""PX — Path eXclusion (Iurada, Ciccone, Tommasi, CVPR 2024), as specified in docs/px.md §2.
+"""PX's bound variant (``variant="bound"``; the default is :mod:`.cvpr2024`): the NTK-trace upper
+bound of docs/px.md §2 written out exactly.
 
 The NTK trace of a bias-free ReLU network is bounded by ``||J_v^f||_F^2 ||J_theta^v||_F^2``
-(path view of Gebhart et al. 2021). PX scores each weight by its share of the per-output bound
+(path view of Gebhart et al. 2021). It scores each weight by its share of the per-output bound
 
     R = sum_k Z1_k * z2_k,      Z1 = sum_x z1(x),      S_j = theta_j^2 dR/d(theta_j^2)
 
