@@ -10,8 +10,9 @@ from typing import NoReturn
 
 from .. import __version__
 from ..api import DisconnectedMasksWarning
-from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
+from ..errors import PxpruneError
 from ..experiments.provenance import set_cli_argv
+from ..io import USER_ERRNOS, describe_os_error
 from . import demo, ntk, prune, recipes, report, run, sweep, transfer
 from .common import check_common_args
 
