@@ -8,9 +8,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from pxprune.errors import PxpruneError
+from pxprune.errors import PxpruneError, WeightsMismatchError
 from pxprune.models.weights import (
-    WeightsMismatchError,
     load_state_dict_strictly,
     load_weights_file,
     read_state_dict,

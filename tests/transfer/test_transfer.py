@@ -10,8 +10,8 @@ from torch import nn
 
 from pxprune import models as M
 from pxprune.data import ImageDataset
+from pxprune.errors import WeightsMismatchError
 from pxprune.masks import Masks
-from pxprune.models.weights import WeightsMismatchError
 from pxprune.transfer.features import extract_features, iterate_inputs
 from pxprune.transfer.finetune import finetune
 from pxprune.transfer.load import backbone_normalization, default_weights, load_backbone

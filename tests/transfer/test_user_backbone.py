@@ -10,10 +10,10 @@ from helpers import synthetic
 from safetensors.torch import save_file
 from torch import nn
 
+from pxprune.errors import ClassifierError, WeightsMismatchError
 from pxprune.masks import Masks
-from pxprune.models.weights import WeightsMismatchError
 from pxprune.transfer.finetune import finetune
-from pxprune.transfer.head import ClassifierError, classifier_name, find_classifier
+from pxprune.transfer.head import classifier_name, find_classifier
 from pxprune.transfer.load import load_backbone
 from pxprune.transfer.probe import linear_probe
 from pxprune.transfer.prune import prune_for_transfer

@@ -33,7 +33,7 @@ from .efficientnet import (
 )
 from .resnet import ResNet, resnet18_tiny, resnet50
 from .vgg import VGG, vgg_bn
-from .weights import WeightsMismatchError, load_state_dict_strictly, read_state_dict
+from .weights import load_state_dict_strictly, read_state_dict
 
 # Normalisation (on [0, 1] pixels) that EfficientNet-Lite's TF weights expect:
 # (255 x - 127) / 128 == (x - 127/255) / (128/255)
@@ -97,7 +97,6 @@ __all__ = [
     "ResNet",
     "SamePad2d",
     "VGG",
-    "WeightsMismatchError",
     "cifar_resnet",
     "efficientnet_lite0",
     "get",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ..errors import PxpruneError
-from ..safe_load import FileFormatError, load_tensors
+from ..errors import FileFormatError, WeightsMismatchError
+from ..io import load_tensors
 from ..user_model import unwrap
 
 # what nn.DataParallel / DistributedDataParallel and torch.compile put before every key
@@ -25,10 +25,6 @@ NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 # buffers old checkpoints predate (left as the model has them when absent)
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 SHOWN = 4  # keys named per kind in an error line
-
-
-class WeightsMismatchError(PxpruneError):
-    """Weights do not fit the model: missing, unexpected or wrongly shaped keys (one line)."""
 
 
 def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
@@ -131,5 +127,5 @@ def _few(keys: list[str]) -> str:
     return f"[{shown}{more}]"
 
 
-__all__ = ["WeightsMismatchError", "load_state_dict_strictly", "load_weights_file",
-           "read_state_dict", "strip_wrapper_prefixes"]
+__all__ = ["load_state_dict_strictly", "load_weights_file", "read_state_dict",
+           "strip_wrapper_prefixes"]

@@ -11,11 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..errors import PxpruneError
-
-
-class ClassifierError(PxpruneError):
-    """No classifier found, or the one named is not an nn.Linear of the model."""
+from ..errors import ClassifierError
 
 
 def classifier_name(model: nn.Module) -> str:
