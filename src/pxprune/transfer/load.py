@@ -66,7 +66,7 @@ def load_state(
 ) -> list[str]:
     """Load ``state`` into ``model`` strictly except the classifier; return the skipped keys.
 
-    Raises :class:`pxprune.models.weights.WeightsMismatchError` naming missing, unexpected and
+    Raises :class:`pxprune.errors.WeightsMismatchError` naming missing, unexpected and
     wrongly shaped keys (``num_batches_tracked`` buffers may be absent).
     """
     skip = (classifier_name(model) + ".",) if skip_classifier else ()
@@ -104,7 +104,8 @@ def load_backbone(
     classes; ``keep_head=True`` loads it instead (same task; built-in names only).
 
     A user's module gets its classifier from ``classifier`` (a module name) or, with
-    ``example`` (a small input batch), finds it: the last nn.Linear whose output is the logits.
+    ``example`` (a small input batch), finds it: the last nn.Linear whose output is the logits
+    (with neither: its ``classifier_name`` attribute, else its last registered nn.Linear).
     """
     if isinstance(backbone, str):
         if classifier is not None:
