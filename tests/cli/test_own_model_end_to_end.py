@@ -222,3 +222,16 @@ def test_transfer_of_a_user_backbone_refuses_in_one_line(user_model, data, tmp_p
     assert len(err) == 1 and "does not match the model MobileNetV2: missing keys" in err[0]
     assert "unexpected keys ['extra.weight']" in err[0]
     assert "'stem.0.weight: file (16, 3, 5, 5) vs model (16, 3, 3, 3)'" in err[0]
+
+
+def test_a_transfer_sweep_takes_a_user_backbone(user_model, data, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--transfer", "--backbone", user_model, "--classifier", "classifier",
+                 "--dataset", data, "--train-per-class", "0", "--test-per-class", "0",
+                 "--methods", "px", "--sparsities", "0.8", "--seeds", "0", "--rounds", "2",
+                 "--per-class", "2", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["protocol"]["backbone"] == user_model
+    assert record["protocol"]["classifier"] == "classifier"
+    result = json.loads((out / "px" / "s80.00" / "seed0" / "result.json").read_text())
+    assert result["classifier"]["name"] == "classifier.weight" and result["density"] < 0.21
