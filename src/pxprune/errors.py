@@ -87,3 +87,8 @@ def make_output_dir(path: str | os.PathLike) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"the output folder {path} is not writable")
     return path
+
+
+class TrainingDivergedError(PxpruneError, FloatingPointError):
+    """Training loss turned NaN or infinite; the last good checkpoint is kept (a lower lr or
+    another seed may help). Also a FloatingPointError, what training raised before this class."""
