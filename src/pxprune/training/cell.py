@@ -161,9 +161,10 @@ class Cell:
         rec = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1)}
         if not math.isfinite(rec["train_loss"]):
-            raise TrainingDivergedError(
-                f"training diverged in epoch {epoch}: train loss {rec['train_loss']} "
-                f"(lr {lr:.4g}); the last good checkpoint is kept in {self.out}")
+            kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out}"
+                    if self.epoch else "no epoch finished, so no checkpoint was written")
+            raise TrainingDivergedError(f"training diverged in epoch {epoch}: train loss "
+                                        f"{rec['train_loss']} (lr {lr:.4g}); {kept}")
         return rec
 
     def save(self, record: dict, parts: dict) -> None:

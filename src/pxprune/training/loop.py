@@ -117,8 +117,9 @@ def _one_epoch(engine: StepEngine, cells: list[Cell], index: list[int], results:
         try:
             records[j] = cell.train_record(totals.loss_sum[j], totals.correct[j],
                                            totals.seen[j], totals.lr[j])
-        except TrainingDivergedError as exc:
-            say(f"{cell.out}: FAILED: {exc}")
+        except TrainingDivergedError as exc:  # K=1: train() raises it, the caller says it
+            if named:
+                say(f"{cell.out}: FAILED: {exc}")
             results[index[j]] = exc
     evals = engine.evaluate() if records else None
     seconds = D.all_reduce_max([time.perf_counter() - t0])[0]
