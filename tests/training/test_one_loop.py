@@ -24,6 +24,7 @@ from pxprune.data.augment import normalize
 from pxprune.errors import PxpruneError, TrainingDivergedError
 from pxprune.training.cell import Cell
 from pxprune.training.loop import train_cells
+from pxprune.training.optim import epoch_schedule, make_optimizer, make_scheduler
 from pxprune.training.recipes import Recipe
 from pxprune.training.stacked import StackCell, StackedEngine, train_stacked
 from pxprune.training.train import train
@@ -108,6 +109,28 @@ def test_the_stacked_step_at_k1_gives_the_ordinary_steps_weights(tmp_path, data,
     assert summary["final_test_acc"] == b[-1]["test_acc"] >= 75.0
     params = dict(model.named_parameters())
     assert all(torch.count_nonzero(params[n].detach()[~m]) == 0 for n, m in masks.items())
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "multistep", "cosine"])
+def test_the_stacks_schedule_is_the_stepped_one(schedule):
+    """The stacked engine reads each step's lr and momentum off a never-stepped optimiser
+    (epoch_schedule); they are the values the ordinary trainer's stepped optimiser has."""
+    recipe = Recipe(lr=0.1, momentum=0.9, epochs=3, schedule=schedule, milestones=(1, 2),
+                    warmup_epochs=1 if schedule == "cosine" else 0)
+    model = tiny_net()
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, 5)
+    stepped = []
+    for _ in range(15):
+        stepped.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        sched.step()
+    ghost = make_optimizer(tiny_net(), recipe)
+    ghost_sched = make_scheduler(ghost, recipe, 5)
+    read = [row for _ in range(3)
+            for row in zip(*epoch_schedule(ghost, ghost_sched, 5), strict=True)]
+    assert read == stepped
+    assert len(set(stepped)) >= 3  # the schedule really moves
 
 
 def test_both_trainers_run_the_one_loop(tmp_path, data, monkeypatch):
