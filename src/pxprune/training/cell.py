@@ -21,14 +21,11 @@ import torch
 from torch import nn
 
 from ..data.dataset import ImageDataset
-from ..errors import TrainingDivergedError
-from ..errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
-from ..errors import atomic_write_text as _atomic_write_text
+from ..errors import TrainingDivergedError, TrainingError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors
 from ..masks import Masks
-from ..safe_load import load_tensors
 from ..tempfiles import remove_stale_temps
 from . import distributed as D
-from .errors import TrainingError
 from .optim import make_optimizer, make_scheduler
 from .recipes import Recipe
 from .summary import run_summary
@@ -151,7 +148,7 @@ class Cell:
                 f"({self.precision}, {self.memory_format})")
         if self.main:
             remove_stale_temps(self.out)  # a checkpoint half-written by a killed run
-            _atomic_write_text(self.out / METRICS,
+            atomic_write_text(self.out / METRICS,
                                "".join(json.dumps(r) + "\n" for r in self.history))
 
     def train_record(self, loss_sum: float, correct: float, seen: int, lr: float) -> dict:
@@ -179,7 +176,7 @@ class Cell:
                      "recipe": self.recipe.to_dict(), "seed": self.seed,
                      "masks": self.fingerprint, "world_size": self.world,
                      "precision": self.precision, "memory_format": self.memory_format}
-            _atomic_write_bytes(self.out / CHECKPOINT, lambda f, s=state: torch.save(s, f))
+            atomic_write_bytes(self.out / CHECKPOINT, lambda f, s=state: torch.save(s, f))
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
         D.barrier()
@@ -197,9 +194,9 @@ class Cell:
                        eval_precision=self.precision if self.device.type == "cuda" else "fp32",
                        **(extra or {}))
         if self.main:
-            _atomic_write_bytes(self.out / FINAL_MODEL,
+            atomic_write_bytes(self.out / FINAL_MODEL,
                                 lambda f: torch.save(self.model.state_dict(), f))
-            _atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+            atomic_write_json(self.out / SUMMARY, summary)
             if not keep_checkpoint:
                 (self.out / CHECKPOINT).unlink(missing_ok=True)
         D.barrier()

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data.dataset import ImageDataset
 from ..data.loader import iterate_batches, num_batches
+from ..errors import TrainingError
 from ..masks import Masks
 from . import distributed as D
 from .cell import (
@@ -34,7 +35,6 @@ from .cell import (
     read_finished,
     resumed_setting,
 )
-from .errors import TrainingError
 from .evaluate import evaluate
 from .loop import train_cells
 from .module_engine import ModuleEngine, Rezero

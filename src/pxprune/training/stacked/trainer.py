@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ...data.dataset import ImageDataset
+from ...errors import TrainingError
 from ...masks import Masks
 from ..cell import Cell, Say, load_checkpoint, read_finished
-from ..errors import TrainingError
 from ..loop import train_cells
 from ..precision import precision_choice
 from ..recipes import Recipe, get_recipe
