@@ -4,8 +4,8 @@ Each cell is checked, claimed, locked (``running.json``) and pruned exactly as
 :func:`pxprune.experiments.run.run_experiment` does it, each in its own folder; then the cells
 still to train are trained together by :func:`pxprune.training.stacked.train_stacked` and each
 summary is completed and written as a lone run's is. A cell that fails to prepare, or diverges,
-fails alone (its outcome as :func:`pxprune.experiments.sweep.run_guarded` gives it); the others
-go on. One stack is one process (``--jobs`` stacks at once) or one submitit job.
+fails alone (its outcome as :func:`pxprune.experiments.sweep.worker.run_guarded` gives it); the
+others go on. One stack is one process (``--jobs`` stacks at once) or one submitit job.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..devices import check_device
-from ..schedule import check_seed
-from ..training.recipes import get_recipe
-from ..training.stacked import StackCell, train_stacked
-from .cell_lock import CellBusy, CellLock
-from .config import RunConfig
-from .folder import check_out_named, claim
-from .run import PreparedCell, finish_cell, prepare_claimed
+from ...devices import check_device
+from ...schedule import check_seed
+from ...training.recipes import get_recipe
+from ...training.stacked import StackCell, train_stacked
+from ..cell_lock import CellBusy, CellLock
+from ..config import RunConfig
+from ..folder import check_out_named, claim
+from ..run import PreparedCell, finish_cell, prepare_claimed
 
 Outcome = dict  # {"ok", "final_test_acc" | "error"/"traceback", "seconds", "device"[, "busy"]}
 
