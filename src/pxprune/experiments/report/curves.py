@@ -107,6 +107,9 @@ def _draw_series(ax, methods: dict[str, dict], dense: dict | None, key: str,
     if dense is not None:
         ax.plot(dense["epoch_" + key], dense[key], lw=1.2, color="black", ls="--",
                 label="Dense")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
     ax.grid(alpha=0.3)
     if key == SERIES[-1] and ax.get_legend_handles_labels()[0]:

@@ -37,7 +37,7 @@ def cell_layer_density(folder: Path) -> dict[str, float] | None:
         masks = Masks.load(folder / MASKS)
     except PruningError:  # the cell check reports a damaged masks file
         return None
-    return {name: float(m.float().mean()) for name, m in masks.items()}
+    return {name: int(m.sum()) / m.numel() for name, m in masks.items()}
 
 
 def layer_densities(result: dict) -> dict[str, dict[str, dict]]:
