@@ -8,10 +8,10 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ...errors import UsageError
 from ...methods.spec import resolved_spec
 from ..cell_check import ASIDE, DONE_FILES, TRAINING, TRANSFER, check_cell
 from ..config import CELL_FIELDS, DENSE
-from ..resolve import UsageError
 from ..sweep.grid import Cell, plan_cells, sparsity_label
 from ..sweep.records import SWEEP_FILE, read_record, run_protocol
 from .statistics import aggregate, unique_sparsities

@@ -8,7 +8,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from ...errors import atomic_write_bytes
+from ...io import atomic_write_bytes
 from ..config import DENSE
 from .describe import dense_label, is_transfer
 from .names import display_name, line_style

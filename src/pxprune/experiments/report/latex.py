@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import atomic_write_text
+from ...io import atomic_write_text
 from ..config import DENSE
 from .describe import dense_label
 from .names import display_name

@@ -7,7 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from ...errors import atomic_write_text
+from ...io import atomic_write_text
 from ..config import DENSE
 from ..sweep.grid import sparsity_label
 from .describe import dense_label, is_transfer, protocol_text

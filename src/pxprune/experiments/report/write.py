@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import OutputError, atomic_write_text
+from ...errors import OutputError
+from ...io import atomic_write_json, atomic_write_text
 from ...tempfiles import remove_stale_temps
 from ..cell_check import TRAINING
 from ..folder import refuse_foreign
@@ -77,7 +78,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        atomic_write_json(path, data, indent=1)
     atomic_write_text(out / "report.md", format_markdown(result, title, notes, paired, paper))
     write_latex(result, out / "report.tex", title)
     write_csv(result, out / "report.csv")

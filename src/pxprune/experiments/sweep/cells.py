@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...errors import UsageError
 from ...methods.spec import resolved_spec
 from ..cell_check import DONE_FILES, TRAINING, TRANSFER, CellState, check_cell
 from ..config import DENSE
-from ..resolve import UsageError
 from .grid import Cell
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ...errors import UsageError
 from ...masks import PruningError
 from ...methods.spec import canonical, check_method_spec, folder_name
 from ..config import DENSE, RunConfig
-from ..resolve import UsageError
 
 DEFAULT_METHODS = ("px", "snip", "grasp", "synflow", "ntksap", "random", "magnitude")
 

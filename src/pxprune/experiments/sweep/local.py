@@ -29,9 +29,9 @@ from dataclasses import asdict
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from ...errors import UsageError
 from ..cell_check import TRAINING
 from ..config import RunConfig
-from ..resolve import UsageError
 from .grid import Cell, canonical_methods, cell_config, plan_cells
 from .records import environment, protocol_of, resolved_recipe
 from .session import close_sweep, record_cell, start_sweep

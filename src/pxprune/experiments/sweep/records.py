@@ -9,13 +9,13 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
-from ...errors import DamagedFileError, atomic_write_text
+from ...errors import DamagedFileError, UsageError
+from ...io import atomic_write_json
 from ...training.recipes import get_recipe
 from ..cell_check import DONE_FILES, TRAINING
 from ..config import CELL_FIELDS, RunConfig
 from ..provenance import cli_argv
 from ..provenance import environment as base_environment
-from ..resolve import UsageError
 
 FORMAT = "pxprune.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -61,14 +61,9 @@ def environment(device: str) -> dict:
     return env
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write, so an interrupted sweep never leaves a truncated file."""
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def save_record(out: Path, record: dict) -> None:
-    """Write ``sweep.json`` (atomically)."""
-    write_json(out / SWEEP_FILE, record)
+    """Write ``sweep.json`` (atomically: an interrupted sweep never leaves a truncated file)."""
+    atomic_write_json(out / SWEEP_FILE, record)
 
 
 def read_record(path: Path) -> dict:

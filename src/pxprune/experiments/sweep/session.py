@@ -14,12 +14,13 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ...io import atomic_write_json
 from ..cell_check import ERROR_FILE, set_aside
 from ..cell_lock import describe, live_holder
 from ..folder import refuse_foreign
 from .cells import cell_state, check_resolved_method
 from .grid import Cell
-from .records import FORMAT, load_record, save_record, write_json
+from .records import FORMAT, load_record, save_record
 
 
 def _merge(old: Sequence, new: Sequence) -> list:
@@ -101,9 +102,9 @@ def write_cell_outcome(out: Path, cell: Cell, result: dict) -> None:
         error_path.unlink(missing_ok=True)
         return
     error_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(error_path, {**asdict(cell), "error": result["error"],
-                            "traceback": result.get("traceback", ""),
-                            "time": datetime.now(timezone.utc).isoformat()})
+    atomic_write_json(error_path, {**asdict(cell), "error": result["error"],
+                                   "traceback": result.get("traceback", ""),
+                                   "time": datetime.now(timezone.utc).isoformat()})
 
 
 def record_cell(out: Path, record: dict, cell: Cell, result: dict,

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..resolve import UsageError
+from ...errors import UsageError
 
 INSTALL_HINT = ("--launcher submitit needs the submitit package: "
                 "pip install 'pxprune[cluster]'")

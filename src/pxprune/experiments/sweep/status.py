@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import DamagedFileError
+from ...errors import DamagedFileError, UsageError
 from ..cell_check import TRAINING
 from ..cell_lock import describe, live_holder
-from ..resolve import UsageError
 from .cells import cell_state
 from .grid import Cell
 from .records import SWEEP_FILE, read_record

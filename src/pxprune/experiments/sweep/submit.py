@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from ...errors import UsageError
 from ..cell_check import TRAINING
 from ..config import RunConfig
-from ..resolve import UsageError
 from .cells import cell_status
 from .grid import Cell, canonical_methods, cell_config, plan_cells
 from .records import environment, protocol_of, resolved_recipe, save_record
