@@ -17,7 +17,7 @@ import pxprune
 import pxprune.experiments.transfer_run as TR
 import pxprune.experiments.transfer_sweep as TS
 from pxprune.cli.main import main
-from pxprune.experiments.report import collect
+from pxprune.experiments.report.collect import collect
 from pxprune.masks import Masks
 
 DATA = SHARED_DATA

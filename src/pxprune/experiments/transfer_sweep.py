@@ -42,18 +42,12 @@ from ..io import atomic_write_json
 from ..masks import Masks
 from ..schedule import round_densities
 from ..transfer.probe import Probe
+from .cell_check import TRANSFER
 from .config import DENSE, TransferConfig
-from .sweep import (
-    TRANSFER,
-    Cell,
-    canonical_methods,
-    close_sweep,
-    environment,
-    plan_cells,
-    record_cell,
-    run_guarded,
-    start_sweep,
-)
+from .sweep.grid import Cell, canonical_methods, plan_cells
+from .sweep.records import environment
+from .sweep.session import close_sweep, record_cell, start_sweep
+from .sweep.worker import run_guarded
 from .transfer_run import (
     DenseReference,
     TransferData,
