@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from .. import checkpoint as prune_checkpoint
-from ..api import prune
 from ..data.sampling import pruning_batch
 from ..experiments.cell_lock import CellLock
-from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
-from ..experiments.folder import (
-    claim,
-    left_as_found_on_failure,
-    read_config,
-    write_config,
-    write_layer_table,
-)
+from ..experiments.checks import check_inputs, log_threads
+from ..experiments.folder import claim, left_as_found_on_failure, read_config, write_config
 from ..experiments.provenance import cli_argv
+from ..experiments.prune_cell import clear_checkpoint, prune_cell_masks, save_masks
 from ..experiments.resolve import build_model, load_any_dataset, load_weights
 from ..masks import Masks
-from ..methods.spec import resolved_spec
+from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..schedule import parse_sparsity
 from .common import add_model_args
@@ -78,23 +70,19 @@ def _prune_claimed(args: argparse.Namespace, out: Path, sparsity: float, identit
     }
     write_config(out, config)
     log_threads(args.device, log)
-    checkpoint = out / prune_checkpoint.FILE_NAME
-    log_resume(checkpoint, log)
-    start = time.perf_counter()
     # the final masks stay in the checkpoint until saved: refused as disconnected, they are
     # returned at once by the next command (e.g. with --allow-disconnected)
-    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=not args.no_progress, checkpoint=checkpoint,
-                  keep_checkpoint=True, keep_dense=args.keep_dense or ())
-    seconds = time.perf_counter() - start
-    if not args.allow_disconnected:
-        check_connected(model, x, masks, args.method)
-    flops, table = write_layer_table(out, masks, model, tuple(x.shape[1:]))
-    masks.save(out / "masks.safetensors", {
+    cell = prune_cell_masks(model, MethodSpec.parse(args.method), sparsity, (x, y),
+                            rounds=args.rounds, scope=args.scope, seed=args.seed,
+                            keep_dense=args.keep_dense or (), folder=out, keep_checkpoint=True,
+                            allow_disconnected=args.allow_disconnected,
+                            progress=not args.no_progress, log=log)
+    masks, seconds = cell.masks, cell.seconds
+    flops, table = save_masks(out, masks, model, tuple(x.shape[1:]), {
         "method": args.method, "resolved_method": identity["resolved_method"],
         "sparsity": sparsity, "seed": args.seed, "model": args.model,
         "dataset": dataset.name, "keep_dense": args.keep_dense})
-    checkpoint.unlink(missing_ok=True)
+    clear_checkpoint(out)
     log(table)
     log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
         f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")

@@ -20,14 +20,20 @@ from pathlib import Path
 import torch
 
 from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
-from ..api import get_method, prune
 from ..data import load_dataset, normalize, pruning_split
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
-from ..methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
+from ..methods.spec import (
+    MethodSpec,
+    canonical,
+    check_method_spec,
+    resolved_spec,
+    split_method_list,
+)
 from ..schedule import parse_sparsities
 from . import provenance
 from .folder import refuse_foreign
+from .prune_cell import prune_cell_masks
 from .resolve import build_model
 
 SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
@@ -217,23 +223,19 @@ def run_ntk_study(
     todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
     log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
     for i, (method, sparsity) in enumerate(todo):
-        name, options = check_method_spec(method)
-        spec = get_method(name)
-        if "rounds" in options:
-            r = int(options.pop("rounds"))
-        elif isinstance(rounds, Mapping):
-            r = int(rounds.get(method, rounds.get(name, spec.default_rounds)))
-        elif rounds is not None and spec.default_rounds > 1:
-            r = int(rounds)
-        else:
-            r = spec.default_rounds
+        spec = MethodSpec.parse(method)
+        per_method = rounds.get(method, rounds.get(spec.name)) \
+            if isinstance(rounds, Mapping) else None
         model = copy.deepcopy(base)
         t0 = time.perf_counter()
-        masks = prune(model, name, sparsity, data=(xp, yp), rounds=r, seed=seed,
-                      progress=False, **options)
-        t_prune = time.perf_counter() - t0
+        pruned = prune_cell_masks(
+            model, spec, sparsity, (xp, yp), rounds=per_method, seed=seed,
+            iterative_rounds=None if isinstance(rounds, Mapping) else rounds,
+            allow_disconnected=True)  # a study measures collapse: disconnected masks are kept
+        masks, t_prune = pruned.masks, pruned.seconds
         cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
-                "rounds": r, "density": masks.density(), "kept": masks.kept, "total": masks.total}
+                "rounds": pruned.rounds, "density": masks.density(), "kept": masks.kept,
+                "total": masks.total}
         cell.update(_measure(model, xe, masks, top_k, chunk))
         cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
         cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])

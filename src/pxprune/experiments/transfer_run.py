@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -46,21 +45,19 @@ from pathlib import Path
 import torch
 
 from .. import __version__, models
-from ..api import get_method
 from ..data import limit_per_class
 from ..errors import atomic_write_text
 from ..methods import REGISTRY
-from ..methods.spec import check_method_spec, resolved_spec
+from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training.recipes import get_recipe
 from ..transfer import backbones as T
 from ..transfer.backbones import backbone_normalization
 from .checks import log_threads
-from .config import (
-    TransferConfig,
-)
-from .folder import claim, read_config, write_layer_table
+from .config import TransferConfig
+from .folder import claim, read_config
 from .provenance import cli_argv
+from .prune_cell import cell_rounds, prune_cell_masks, save_masks
 from .resolve import UsageError, load_any_dataset
 
 
@@ -70,14 +67,21 @@ def _positive(name: str, value: int | None) -> None:
         raise UsageError(f"--{name} must be >= 0, got {value}")
 
 
+def transfer_spec(method: str) -> MethodSpec:
+    """The method, parsed once; refuses a method that trains (IMP): transfer prunes without
+    training."""
+    spec = MethodSpec.parse(method)  # PruningError listing the valid names
+    if REGISTRY[spec.name].trains:
+        raise UsageError(f"method {spec.name} trains the network; transfer prunes without "
+                         "training: use a foresight method")
+    return spec
+
+
 def split_transfer_method(method: str) -> tuple[str, dict]:
-    """The method's name and options (``px[variant=cvpr2024]``); refuses a method that trains
-    (IMP): transfer prunes without training."""
-    name, options = check_method_spec(method)  # PruningError listing the valid names
-    if REGISTRY[name].trains:
-        raise UsageError(f"method {name} trains the network; transfer prunes without training: "
-                         "use a foresight method")
-    return name, dict(options)
+    """The method's name and options (``px[variant=cvpr2024]``), checked by
+    :func:`transfer_spec`."""
+    spec = transfer_spec(method)
+    return spec.name, dict(spec.options)
 
 
 def check_config(cfg: TransferConfig) -> None:
@@ -85,7 +89,9 @@ def check_config(cfg: TransferConfig) -> None:
     if cfg.backbone not in models.NAMES:
         raise UsageError(f"unknown backbone {cfg.backbone!r}; valid names: "
                          f"{', '.join(models.NAMES)}")
-    split_transfer_method(cfg.method)
+    transfer_spec(cfg.method)
+    if cfg.head not in HEAD_TEXT:
+        raise UsageError(f"--head must be one of {', '.join(HEAD_TEXT)}, got {cfg.head!r}")
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise FileNotFoundError(f"weights file {cfg.weights} not found")
     for name in ("train_per_class", "test_per_class"):
@@ -118,17 +124,11 @@ def recipe_of(cfg: TransferConfig):
 
 
 def effective_rounds(cfg: TransferConfig) -> int:
-    """Rounds of the cell: the spec's ``rounds=``, else ``--rounds``, else (multi-round methods
-    with ``--round-factor F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
-    name, options = split_transfer_method(cfg.method)
-    if "rounds" in options:
-        return int(options["rounds"])
-    if cfg.rounds is not None:
-        return int(cfg.rounds)
-    default = get_method(name).default_rounds
-    if cfg.round_factor is None or default == 1:
-        return default
-    return max(1, round(math.log(1.0 - cfg.sparsity) / math.log(cfg.round_factor)))
+    """Rounds of the cell, by the one rule (:func:`pxprune.experiments.prune_cell.cell_rounds`):
+    the spec's ``rounds=``, else ``--rounds``, else (multi-round methods with ``--round-factor
+    F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
+    return cell_rounds(transfer_spec(cfg.method), cfg.sparsity, rounds=cfg.rounds,
+                       round_factor=cfg.round_factor)
 
 
 @dataclass
@@ -283,24 +283,24 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
     (it is written to ``layers.txt`` either way).
     """
-    name, options = split_transfer_method(cfg.method)
-    rounds = effective_rounds(cfg)
-    options.pop("rounds", None)
-    scope = str(options.pop("scope", cfg.scope))
-    if name == "px" and cfg.px_precision != "float32":
-        options.setdefault("precision", cfg.px_precision)
-    resume = {} if start is None else {"masks": start[0], "start_round": start[1]}
-    t = time.perf_counter()
-    masks = T.prune_for_transfer(
-        model, name, cfg.sparsity, data.full_train, head=cfg.head, probe=dense.probe,
-        per_class=cfg.per_class, rounds=rounds, scope=scope, seed=cfg.seed, size=data.size,
-        device=device, progress=progress, **resume, **options,
-    )
-    prune_seconds = time.perf_counter() - t
+    spec = transfer_spec(cfg.method)
+    extra = {"precision": cfg.px_precision} if spec.name == "px" and \
+        cfg.px_precision != "float32" else {}
+    model.to(device).eval()
+    if cfg.head == "probe":  # the dense probe in the classifier while scoring
+        T.install_probe(model, dense.probe.weight, dense.probe.bias)
+    x, y = T.pruning_batch(data.full_train, cfg.per_class, cfg.seed, data.size)
+    cell = prune_cell_masks(model, spec, cfg.sparsity, (x.to(device), y.to(device)),
+                            rounds=cfg.rounds, round_factor=cfg.round_factor, scope=cfg.scope,
+                            seed=cfg.seed, allow_disconnected=True, progress=progress,
+                            log=log, start=None if start is None else start[:2], **extra)
+    masks, rounds, scope = cell.masks, cell.rounds, spec.scope(cfg.scope)
+    options = {**spec.score_options, **{k: v for k, v in extra.items()
+                                         if k not in spec.options}}
     out.mkdir(parents=True, exist_ok=True)
-    masks.save(out / "masks.safetensors", {"method": cfg.method, "sparsity": cfg.sparsity,
-                                           "backbone": cfg.backbone, "rounds": rounds})
-    flops, table = write_layer_table(out, masks, model, data.shape)
+    flops, table = save_masks(out, masks, model, data.shape, {
+        "method": cfg.method, "sparsity": cfg.sparsity, "backbone": cfg.backbone,
+        "rounds": rounds})
     if show_layers:
         log(table)
     head = classifier_block(model, masks, cfg.head)
@@ -328,7 +328,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
         "classifier": head, "classifier_emptied": head["emptied"],
         "bn_recalibration_images": recalibrated,
         "continued_from": None if start is None else {"folder": start[2], "rounds": start[1]},
-        "prune_seconds": round(prune_seconds, 1), "prune_options": options,
+        "prune_seconds": round(cell.seconds, 1), "prune_options": options,
         "macs_kept": flops["kept_macs"], "macs_dense": flops["dense_macs"],
         "dense": copy.deepcopy(dense.block),
         "pruned": {"probe": pruned_probe, "test_acc": pruned_probe["test_acc"]},
