@@ -15,7 +15,7 @@ from pxprune.methods import REGISTRY
 from pxprune.methods.spec import MethodSpec
 
 SRC = Path(pxprune.__file__).parent
-DRIVERS = ("experiments/run.py", "cli/prune.py", "experiments/transfer_run.py",
+DRIVERS = ("experiments/run.py", "experiments/prune_run.py", "experiments/transfer_run.py",
            "experiments/ntk_study.py")
 
 

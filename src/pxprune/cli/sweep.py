@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..experiments.config import DENSE, TRANSFER_DEFAULTS
+from ..experiments.config import DENSE, TRANSFER_DEFAULTS, RunConfig, defaults_of
 from ..experiments.launchers import (
     CLUSTERS,
     EXTRA_PREFIX,
@@ -48,7 +48,7 @@ from .transfer import add_transfer_args, transfer_config_from_args
 
 LAUNCHERS = ("local", "submitit")
 # Options whose default depends on the sweep's kind (None in the parser): training defaults.
-TRAINING_DEFAULTS = {"model": "resnet20", "norm": "dataset"}
+TRAINING_DEFAULTS = {k: defaults_of(RunConfig)[k] for k in ("model", "norm")}
 SLURM_DESTS = ("slurm_partition", "slurm_gpus_per_job", "slurm_time", "slurm_cpus_per_task",
                "slurm_mem")
 

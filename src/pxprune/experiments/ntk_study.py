@@ -32,6 +32,7 @@ from ..methods.spec import (
 )
 from ..schedule import parse_sparsities
 from . import provenance
+from .config import NtkConfig
 from .folder import refuse_foreign
 from .prune_cell import prune_cell_masks
 from .resolve import build_model
@@ -138,13 +139,13 @@ def run_ntk_study(
     sparsities: str | Sequence[float | str],
     out_dir: str | os.PathLike[str],
     *,
-    n_images: int = 20,
-    per_class: int = 10,
-    seed: int = 0,
-    top_k: int = 20,
-    rounds: int | Mapping[str, int] | None = None,
-    stem: str = "ntk",
-    chunk: int = 4,
+    n_images: int = NtkConfig.n_images,
+    per_class: int = NtkConfig.per_class,
+    seed: int = NtkConfig.seed,
+    top_k: int = NtkConfig.top_k,
+    rounds: int | Mapping[str, int] | None = NtkConfig.rounds,
+    stem: str = NtkConfig.stem,
+    chunk: int = NtkConfig.chunk,
     meta: Mapping[str, object] | None = None,
     plots: bool = True,
     progress: bool = True,
@@ -257,6 +258,15 @@ def run_ntk_study(
     if plots:
         plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
     return results
+
+
+def run_ntk(cfg: NtkConfig, out_dir: str | os.PathLike[str], *, plots: bool = True,
+            progress: bool = True, meta: Mapping[str, object] | None = None) -> dict:
+    """:func:`run_ntk_study` as ``pxprune ntk`` runs it, from its configuration."""
+    return run_ntk_study(cfg.model, cfg.dataset, cfg.methods, cfg.sparsities, out_dir,
+                         n_images=cfg.n_images, per_class=cfg.per_class, seed=cfg.seed,
+                         top_k=cfg.top_k, rounds=cfg.rounds, stem=cfg.stem, chunk=cfg.chunk,
+                         meta=meta, plots=plots, progress=progress, output=cfg.output)
 
 
 def trace_table(results: Mapping, key: str = "trace_ratio") -> str:

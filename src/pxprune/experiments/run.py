@@ -33,7 +33,7 @@ from . import provenance
 from .cell_check import check_cell
 from .cell_lock import CellLock
 from .checks import check_connected, check_inputs, check_saved_masks, read_prune_record
-from .config import DENSE, RunConfig
+from .config import DENSE, RunConfig, config_record
 from .data_split import describe_test_split, train_test_sets
 from .folder import (
     check_out_named,
@@ -248,7 +248,7 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
         if previous != cfg:
             raise PruningError(f"{out} holds a run with a different config; use another --out")
     elif main:
-        write_config(out, asdict(cfg))
+        write_config(out, config_record("run", asdict(cfg), provenance.record()))
 
     train_set, test_set = load_splits(cfg)
     model = initial_model(cfg, train_set.num_classes).to(device)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, models
+from .. import models
 from ..data import limit_per_class
 from ..errors import atomic_write_text
 from ..methods import REGISTRY
@@ -53,10 +52,10 @@ from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training.recipes import get_recipe
 from ..transfer import backbones as T
 from ..transfer.backbones import backbone_normalization
+from . import provenance
 from .checks import log_threads
-from .config import TransferConfig
+from .config import TransferConfig, config_record
 from .folder import claim, read_config
-from .provenance import cli_argv
 from .prune_cell import cell_rounds, prune_cell_masks, save_masks
 from .resolve import UsageError, load_any_dataset
 
@@ -187,15 +186,12 @@ def load_pretrained(cfg: TransferConfig, data: TransferData,
 def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: str,
                  **extra: object) -> None:
     """``config.json``: the config, the resolved weights and data facts, versions."""
-    config = {
-        "command": "transfer", "argv": cli_argv(), "pxprune": __version__,
-        "torch": torch.__version__, "python": platform.python_version(),
-        **asdict(cfg), **extra, "weights": weights,
-        "resolved_method": resolved_spec(cfg.method),
-        "normalization": {"mean": list(data.mean), "std": list(data.std)},
-        "dataset_name": data.full_train.name, "num_classes": data.num_classes,
-        "num_train": len(data.train), "num_test": len(data.test),
-    }
+    config = config_record(
+        "transfer", asdict(cfg), provenance.record(), **extra, weights=weights,
+        resolved_method=resolved_spec(cfg.method),
+        normalization={"mean": list(data.mean), "std": list(data.std)},
+        dataset_name=data.full_train.name, num_classes=data.num_classes,
+        num_train=len(data.train), num_test=len(data.test))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str))
 
