@@ -23,13 +23,7 @@ from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_
 from ..data import load_dataset, normalize, pruning_split
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
-from ..methods.spec import (
-    MethodSpec,
-    canonical,
-    check_method_spec,
-    resolved_spec,
-    split_method_list,
-)
+from ..methods.spec import MethodSpec, split_method_list
 from ..schedule import parse_sparsities
 from . import provenance
 from .config import NtkConfig
@@ -168,9 +162,8 @@ def run_ntk_study(
         methods = split_method_list(methods)
     # unknown names or options fail now, not after an hour; cells are keyed by the resolved
     # spec (px -> px[variant=cvpr2024]), so a default that changes never reuses an old cell
-    for m in methods:
-        check_method_spec(m)  # before resolving: the message quotes what the user wrote
-    methods = [resolved_spec(canonical(m)) for m in methods]
+    # (checked before resolving: the message quotes what the user wrote)
+    methods = [MethodSpec.parse(m).resolved() for m in methods]
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
     refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched
