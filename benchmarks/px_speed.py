@@ -10,6 +10,10 @@ All cases are timed in the same process, interleaved, median of ``--repeats`` af
 - ``px_bound``: ``"px[variant=bound]"`` (DESIGN §3.2): the gate-recording forward, copy 1 over
   the 100 images in float32 (power-of-two rescaled), copy 2 on one all-ones input in float64;
 - ``px_bound_float64``: the bound with both copies in float64;
+- ``train_forward`` / ``train_step``: the same network in train mode (batch-statistics
+  BatchNorm, as both PX copies run it), a forward without grad and a forward + backward of the
+  summed logits: the floor of a PX round is about one ``train_forward`` (copy 1) plus one
+  ``train_step`` (copy 2);
 - ``px_view``: a default round of the same ResNet-20 behind a forward that first flattens
   its input with ``x.view(n, -1)`` (as a user's model flattening a feature map does): that
   fails on channels-last tensors, so PX scores it in the usual contiguous layout (the
@@ -27,12 +31,13 @@ Writes benchmarks/results/px_speed.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -61,6 +66,18 @@ def timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def _train_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Train mode with the running statistics restored afterwards (the model stays as it was)."""
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+        model.load_state_dict(buffers)
+
+
 def cases_for(model: torch.nn.Module, x: torch.Tensor, prefix: str) -> dict:
     """The plain forward, a default PX round and a float64 PX round of ``model`` on ``x``."""
 
@@ -68,8 +85,19 @@ def cases_for(model: torch.nn.Module, x: torch.Tensor, prefix: str) -> dict:
         with torch.no_grad():
             model(x)
 
+    def train_forward() -> None:
+        with _train_mode(model), torch.no_grad():
+            model(x)
+
+    def train_step() -> None:
+        with _train_mode(model):
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+
     return {
         f"{prefix}forward": forward,
+        f"{prefix}train_forward": train_forward,
+        f"{prefix}train_step": train_step,
         f"{prefix}px": lambda: pxprune.score(model, "px", x),
         f"{prefix}px_float64": lambda: pxprune.score(model, "px", x, precision="float64"),
         f"{prefix}px_bound": lambda: pxprune.score(model, "px[variant=bound]", x),
@@ -153,6 +181,9 @@ def main() -> None:
         for name, t in median.items():
             base = median[_base(name)]
             print(f"{name:<20} {1000 * t:8.1f} ms   ({t / base:.2f}x forward)")
+        floor = median["train_forward"] + median["train_step"]
+        runs[f"{threads}_threads"]["px_to_floor"] = median["px"] / floor
+        print(f"px round / (train_forward + train_step) = {median['px'] / floor:.2f}")
     result = {
         "torch": torch.__version__,
         "python": platform.python_version(),

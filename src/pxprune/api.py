@@ -16,7 +16,7 @@ from .masks import Masks, PruningError, check_model_device, prunable_parameters
 from .methods import REGISTRY, Method
 from .methods.spec import check_options, format_method_spec, merge_options, parse_method_spec
 from .numerics import exact_float32, first_nonfinite
-from .pathview.reach import reached_outputs
+from .pathview.reach import output_reach
 from .progress import report_progress
 from .schedule import (
     check_keeps_some,
@@ -75,20 +75,27 @@ def _on_cpu(scores: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class DisconnectedMasksWarning(UserWarning):
-    """``prune`` returned masks with empty layers, or that cut the output off the input."""
+    """``prune`` returned masks with empty layers, or that cut some or all outputs off the input."""
 
 
 def _warn_if_disconnected(model: nn.Module, masks: Masks, batches: list, method: str) -> None:
     """Warn, naming the empty layers, when masks keep no weight of some layer; say so when no
-    path of kept weights is left from input to output (the command line refuses those)."""
+    path of kept weights is left from input to output (the command line refuses those), or when
+    only some outputs keep one (those logits no longer depend on the input)."""
     empty = masks.collapsed_layers()
-    cut = bool(batches) and reached_outputs(model, masks, batches[0][0][:1]) == 0
-    if not empty and not cut:
+    reached, total = output_reach(model, masks, batches[0][0][:1]) if batches else (1, 1)
+    if not empty and reached == total:
         return
+    if reached == 0:
+        cut = "no path of kept weights joins the input to the output; "
+    elif reached < total:
+        cut = (f"only {reached} of {total} outputs are joined to the input by a path of kept "
+               "weights (the others are constant); ")
+    else:
+        cut = ""
     named = f"{len(empty)} empty layer(s): {', '.join(empty[:6])}" + (
         " ..." if len(empty) > 6 else "")
-    warnings.warn(f"{method} kept {masks.kept:,} of {masks.total:,} weights; "
-                  + ("no path of kept weights joins the input to the output; " if cut else "")
+    warnings.warn(f"{method} kept {masks.kept:,} of {masks.total:,} weights; " + cut
                   + (named if empty else "no layer is empty"),
                   DisconnectedMasksWarning, stacklevel=3)
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .errors import PxpruneError
+from .errors import DeviceError
 
 SUPPORTED = ("cpu", "cuda", "mps")
-
-
-class DeviceError(PxpruneError):
-    """A device that does not exist here (a typo, CUDA without a GPU, an index too high)."""
 
 
 def _mps_available() -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import PxpruneError, atomic_write_bytes
+from .errors import PruningError
+from .io import atomic_write_bytes
 
 DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -18,10 +19,6 @@ DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv3d,
     nn.Linear,
 )
-
-
-class PruningError(PxpruneError):
-    """A user-facing error about pruning inputs (bad sparsity, nothing prunable, ...)."""
 
 
 def check_model_device(model: nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""Thresholding scores into masks: exact counts, deterministic ties, multi-round densities."""
+"""Sparsities and thresholds: parsing a sparsity ("98.2%") or a grid (the paper's nine), the
+multi-round densities, and thresholding scores into masks (exact counts, deterministic ties)."""
 
 from __future__ import annotations
 

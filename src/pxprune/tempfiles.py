@@ -1,7 +1,7 @@
 """Temporary files of atomic writes: their names, and the removal of those a killed writer left.
 
 An atomic write goes through ``.{name}.{pid}.tmp`` beside the file (see
-:func:`pxprune.errors.atomic_write_bytes`); a writer killed mid-write (SIGKILL, out of memory,
+:func:`pxprune.io.atomic_write_bytes`); a writer killed mid-write (SIGKILL, out of memory,
 power) leaves it behind. Opening a folder removes the temporary files of writers that no longer
 exist on this machine; a live writer's file (its pid is alive) is never touched.
 """

@@ -79,12 +79,16 @@ def check_output_option(output: object) -> Output:
                        f"{type(output).__name__}")
 
 
+def _pick_hook(model: nn.Module, output: Output):
+    """A forward hook on ``model`` replacing its return value by ``pick(out, output)``."""
+    return model.register_forward_hook(lambda _m, _i, out: pick(out, output))
+
+
 @contextmanager
 def logits_of(model: nn.Module, output: Output = None) -> Iterator[nn.Module]:
     """While inside, ``model(x)`` returns the logits tensor (``pick``) whatever the model's own
     return value; parameter names and the forward itself are unchanged (a forward hook)."""
-    output = check_output_option(output)
-    handle = model.register_forward_hook(lambda _m, _i, out: pick(out, output))
+    handle = _pick_hook(model, check_output_option(output))
     try:
         yield model
     finally:
@@ -96,7 +100,7 @@ def select_output_permanently(model: nn.Module, output: Output) -> nn.Module:
     training and diagnostics as well as scoring; ``output=None`` leaves the model as it is."""
     output = check_output_option(output)
     if output is not None:
-        model.register_forward_hook(lambda _m, _i, out: pick(out, output))
+        _pick_hook(model, output)
     return model
 
 

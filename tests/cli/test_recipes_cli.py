@@ -4,6 +4,8 @@ overridable, defaults in --help, and a summary that states the autocast dtype ac
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,3 +56,13 @@ def test_weight_decay_momentum_overrides_and_the_dtype_in_the_summary(data, tmp_
     assert summary["precision"] == precision and summary["recipe"]["amp_dtype"] == amp_dtype
     config = json.loads((out / "config.json").read_text())
     assert config["weight_decay"] == 0.003 and config["momentum"] == 0.5
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """``pxprune recipes | head -1``: the pipe closes before pxprune writes; no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "pxprune", "recipes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the interpreter has even started
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and err == b""

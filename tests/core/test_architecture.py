@@ -1,5 +1,5 @@
 """The package's shape (DESIGN §2): imports point down the layers, no cycle even inside
-functions, argparse only under cli/."""
+functions, argparse only under cli/, every user-facing error class in errors.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ LAYERS = {
     "pxprune.api": 2, "pxprune.methods": 2, "pxprune": 2,  # pxprune/__init__: the public API
     "pxprune.checkpoint": 1, "pxprune.models": 1, "pxprune.data": 1, "pxprune.pathview": 1,
     "pxprune.masks": 0, "pxprune.schedule": 0, "pxprune.batches": 0, "pxprune.errors": 0,
-    "pxprune.safe_load": 0, "pxprune.numerics": 0, "pxprune.user_model": 0,
+    "pxprune.io": 0, "pxprune.numerics": 0, "pxprune.user_model": 0,
     "pxprune.progress": 0, "pxprune.tempfiles": 0, "pxprune.devices": 0,
 }
 
@@ -109,3 +109,24 @@ def test_imports_point_down_the_layers():
     upward = [(a, b) for a, b, _, _ in _imports(_modules())
               if b != "argparse" and _layer(b) > _layer(a)]
     assert not upward, upward
+
+
+# user-facing errors still defined beside their code, each waiting for its room's rework
+NOT_YET_IN_ERRORS = {"BackboneLoadError", "CellBusy"}
+
+
+def test_user_facing_error_classes_live_in_errors_py():
+    """A class deriving from PxpruneError (directly or not) is defined in pxprune/errors.py."""
+    errors_tree = ast.parse((SRC / "pxprune" / "errors.py").read_text())
+    user_facing = {n.name for n in errors_tree.body if isinstance(n, ast.ClassDef)}
+    elsewhere = []
+    for mod, path in _modules().items():
+        if mod == "pxprune.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name not in NOT_YET_IN_ERRORS:
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                         for b in node.bases}
+                if bases & user_facing:
+                    elsewhere.append(f"{mod}.{node.name}")
+    assert not elsewhere, elsewhere

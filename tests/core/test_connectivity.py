@@ -16,7 +16,7 @@ from pxprune import Masks
 from pxprune.cli.main import main
 from pxprune.errors import PxpruneError
 from pxprune.experiments.checks import check_connected
-from pxprune.pathview.reach import reached_outputs
+from pxprune.pathview.reach import output_reach, reached_outputs
 
 
 def _mlp(seed: int) -> nn.Sequential:
@@ -141,3 +141,35 @@ def test_progress_in_a_log_file_is_a_line_every_tenth(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert [ln.split(" (")[0] for ln in lines] == [f"random rounds: {r}/20" for r in
                                                    range(2, 21, 2)]
+
+
+def test_output_reach_counts_the_logits_a_pruned_classifier_still_joins_to_the_input():
+    model = Residual()
+    x = torch.randn(2, 3, 8, 8)
+    full = Masks.ones(model)
+    assert output_reach(model, full, x) == (2, 2)
+    fc = torch.ones(2, 4, dtype=torch.bool)
+    fc[1] = False  # the second logit keeps no weight: only its bias is left
+    assert output_reach(model, Masks({**full, "fc.weight": fc}), x) == (1, 2)
+    # the first logit reads only feature 0, whose branch and shortcut rows are both cut
+    fc = torch.zeros(2, 4, dtype=torch.bool)
+    fc[0, 0] = fc[1, 1] = True
+    branch = torch.ones(4, 4, 3, 3, dtype=torch.bool)
+    shortcut = torch.ones(4, 4, 1, 1, dtype=torch.bool)
+    branch[0] = shortcut[0] = False
+    masks = Masks({**full, "fc.weight": fc, "branch.weight": branch, "shortcut.weight": shortcut})
+    assert output_reach(model, masks, x) == (1, 2)
+    assert masks.collapsed_layers() == []
+
+
+def test_the_api_warns_when_only_some_logits_depend_on_the_input():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        model[2].weight[0].mul_(100.0)  # magnitude keeps every weight of logit 0 ...
+        model[2].weight[1:].mul_(1e-6)  # ... and none of logits 1 and 2
+    x, y = torch.randn(8, 6), torch.arange(8) % 3
+    with pytest.warns(pxprune.DisconnectedMasksWarning,
+                      match=r"only 1 of 3 outputs are joined to the input.*no layer is empty"):
+        masks = pxprune.prune(model, "magnitude", 0.5, (x, y))
+    assert masks["2.weight"][1:].sum() == 0 and masks["2.weight"][0].any()

@@ -10,15 +10,26 @@ import pytest
 
 from pxprune.cli.main import main
 from pxprune.data import DataError, DatasetNotFoundError
-from pxprune.errors import OutputError, PxpruneError, atomic_write_text
+from pxprune.errors import (
+    DamagedFileError,
+    DeviceError,
+    FileFormatError,
+    OutputError,
+    PXNumericsError,
+    PxpruneError,
+    TrainingError,
+)
 from pxprune.experiments.resolve import UsageError
+from pxprune.io import atomic_write_json, atomic_write_text
 from pxprune.masks import PruningError
 from pxprune.pathview import UnsupportedLayerError
 from pxprune.transfer.backbones import BackboneLoadError
 
 
 @pytest.mark.parametrize("cls", [PruningError, UsageError, DataError, DatasetNotFoundError,
-                                 UnsupportedLayerError, BackboneLoadError, OutputError])
+                                 UnsupportedLayerError, BackboneLoadError, OutputError,
+                                 DamagedFileError, DeviceError, FileFormatError, PXNumericsError,
+                                 TrainingError])
 def test_every_user_facing_error_derives_from_the_base(cls):
     assert issubclass(cls, PxpruneError)
     assert issubclass(cls, ValueError)  # code catching ValueError keeps working
@@ -82,3 +93,12 @@ def test_atomic_write_keeps_the_old_file_when_the_disk_is_full(tmp_path, monkeyp
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_a_value_json_cannot_hold_leaves_the_old_file_intact(tmp_path):
+    path = tmp_path / "summary.json"
+    atomic_write_json(path, {"accuracy": 0.5})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"accuracy": object()})
+    assert path.read_text() == '{\n  "accuracy": 0.5\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

@@ -11,9 +11,9 @@ from helpers import SHARED_DATA
 from torch import nn
 
 from pxprune.data import ImageDataset
-from pxprune.errors import PxpruneError
+from pxprune.errors import FileFormatError, PxpruneError
+from pxprune.io import load_tensors
 from pxprune.models.cifar_resnet import cifar_resnet, load_cifar_pretrained
-from pxprune.safe_load import FileFormatError, load_tensors
 from pxprune.training.recipes import Recipe
 from pxprune.training.train import train
 from pxprune.transfer.backbones import _read_state

@@ -8,7 +8,7 @@ import math
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from ..errors import atomic_write_text
+from ..io import atomic_write_text
 from ..masks import Masks
 
 

@@ -24,27 +24,18 @@ with the two PX copies (see its docstring for exactly what is computed).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from ..masks import Masks, PruningError
-from ..methods.px import PXNumericsError, _copy_weights
+from ..errors import PruningError
+from ..masks import Masks
+from ..methods.px.ntk_bound import ntk_trace_bound
 from ..numerics import exact_float32
-from ..pathview import (
-    GateRecorder,
-    OpCall,
-    PathActivationCopy,
-    PathKernelCopy,
-    maxpool_geometry,
-    weighted_modules,
-)
 
 PARAM_SETS = ("prunable", "all")
 EIGEN_METHODS = ("auto", "exact", "lanczos")
@@ -316,31 +307,8 @@ def ntk_top_eigenvalues(
 
 
 # ---------------------------------------------------------------------------------------------
-# PX's upper bound
+# PX's upper bound (the two copies: methods/px/ntk_bound.py)
 # ---------------------------------------------------------------------------------------------
-class _SumPoolKernelCopy(PathKernelCopy):
-    """PX copy 2 for the bound: max-pool as a *sum* over its window (every path has factor 1)."""
-
-    def on_maxpool(self, call: OpCall):
-        x = call.input
-        wants_indices = bool(call.get("return_indices", False))
-        kernel, stride, padding, ceil_mode = maxpool_geometry(call, self.current_module)
-        squeeze = x.dim() == 3
-        if squeeze:  # avg_pool1d has no divisor_override: pool a 1 x L image instead
-            x = x.unsqueeze(2)
-            kernel, stride, padding = (1, _first(kernel)), (1, _first(stride)), (0, _first(padding))
-        pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
-        out = pool(x, kernel, stride, padding, ceil_mode, count_include_pad=True,
-                   divisor_override=1)
-        if squeeze:
-            out = out.squeeze(2)
-        return (out, None) if wants_indices else out
-
-
-def _first(v):
-    return v[0] if isinstance(v, (tuple, list)) else v
-
-
 def px_bound(
     model: nn.Module,
     x: Tensor,
@@ -376,37 +344,5 @@ def px_bound(
     """
     with _eval_mode(model):
         f = _Sparse(model, masks, "prunable")
-        masks = f.masks
-        all_weights = weighted_modules(model)
-        missing = [n for n in masks if n not in all_weights]
-        if missing:
-            raise PruningError(f"px_bound needs Conv/Linear weights as prunable, got {missing}")
-        copy1, copy2, leaves = _copy_weights(all_weights, masks, None, False, f.device)
-        f64 = torch.float64
-        x = f.input(x)
-        with torch.no_grad():
-            with GateRecorder(model, approximate_unsupported) as rec:
-                f(f.diff, x)  # gates of the sparse network
-            with PathActivationCopy(model, copy1, rec.recording,
-                                    approximate_unsupported=approximate_unsupported):
-                a = model(x.to(f64).square())
-        a = a.reshape(a.shape[0], -1).to(f64)
-        ones = torch.ones((1, *x.shape[1:]), dtype=f64, device=f.device)
-        with _SumPoolKernelCopy(model, copy2, bn_power=2,
-                                approximate_unsupported=approximate_unsupported):
-            z2 = model(ones).reshape(-1)
-        names = list(leaves)
-        b = torch.zeros(z2.numel(), dtype=f64)
-        for k in range(z2.numel()):
-            grads = torch.autograd.grad(z2[k], [leaves[n] for n in names], retain_graph=True,
-                                        allow_unused=True)
-            for n, g in zip(names, grads, strict=True):
-                if g is not None:
-                    b[k] += (g * masks[n].to(g.device, f64)).sum().cpu()
-        a = a.detach().cpu()
-        values = {"bound": float((a * b).sum()), "path_activation": float(a.sum()),
-                  "path_kernel": float(b.sum())}
-        values["frobenius_product"] = values["path_activation"] * values["path_kernel"]
-        if not all(math.isfinite(v) for v in values.values()):
-            raise PXNumericsError(f"PX bound overflowed float64: {values}")
-        return {**values, "A": a, "B": b}
+        return ntk_trace_bound(model, f.input(x), f.masks, lambda inputs: f(f.diff, inputs),
+                               approximate_unsupported=approximate_unsupported)

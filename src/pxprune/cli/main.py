@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import NoReturn
 
 from .. import __version__
 from ..api import DisconnectedMasksWarning
-from ..errors import USER_ERRNOS, PxpruneError, describe_os_error
+from ..errors import PxpruneError
 from ..experiments.provenance import set_cli_argv
+from ..io import USER_ERRNOS, describe_os_error
 from . import demo, ntk, prune, recipes, report, run, sweep, transfer
 from .common import check_common_args
 
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PxpruneError as exc:  # bad input or a fault the user can fix: one line, exit 2
         return _one_line(args.command, str(exc))
+    except BrokenPipeError:  # ``pxprune recipes | head``: the reader left; not an error
+        _silence_stdout()
+        return 0
     except OSError as exc:  # disk full, read-only, a file in the way; other OSErrors are bugs
         if exc.errno not in USER_ERRNOS and not isinstance(exc, FileNotFoundError):
             raise
@@ -112,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pxprune {args.command}: interrupted; re-run the same command to resume",
               file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit raises no second broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

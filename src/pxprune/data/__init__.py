@@ -1,9 +1,9 @@
 """Datasets as decoded uint8 tensors, the seeded pruning split, tensor augmentation, batches."""
 
+from ..errors import DataError, DatasetNotFoundError
 from .augment import crop_flip, normalize, random_crop_flip
 from .dataset import ImageDataset
 from .download import RESOURCES, Resource, download_dataset, download_url, extract_archive
-from .errors import DataError, DatasetNotFoundError
 from .loader import Loader, epoch_order, iterate_batches
 from .paths import cache_dir, default_root
 from .registry import DATASETS, load_dataset

@@ -12,7 +12,7 @@ from itertools import islice
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
+from ..errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 POOL_THRESHOLD = 4000  # below this many images a process pool costs more than it saves

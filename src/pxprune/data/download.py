@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import DataError
+from ..errors import DataError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from .decode import Geometry, Item, decode_many, is_image_name, to_nchw
-from .errors import DataError
 
 SPLIT_NAMES = ("train", "test", "val")
 

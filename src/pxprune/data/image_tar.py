@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..errors import DataError
 from .decode import Geometry, Item, decode_stream, is_image_name, to_nchw
-from .errors import DataError
 
 SPLIT_NAMES = ("train", "test", "val")
 

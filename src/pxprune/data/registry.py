@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError, DatasetNotFoundError
 from . import dataset as ds
 from .cache import cached_arrays
 from .cifar import CIFAR10_DIR, CIFAR100_DIR, load_cifar10_pickle, load_cifar100_pickle
 from .dataset import ImageDataset
 from .decode import Geometry
 from .download import download_dataset
-from .errors import DataError, DatasetNotFoundError
 from .idx import FASHION_MNIST_CLASSES, SYSTEM_FASHION_MNIST, find_idx, load_idx_pair
 from .image_folder import decode_files, scan_image_folder
 from .image_tar import load_image_tar

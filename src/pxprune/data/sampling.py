@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import DataError
 from .augment import normalize
 from .dataset import ImageDataset
-from .errors import DataError
 from .loader import derive_seed
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import DataError
 from .decode import is_image_name
-from .errors import DataError
 
 TINY_DIR = "tiny-imagenet-200"
 

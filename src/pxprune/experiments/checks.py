@@ -13,7 +13,7 @@ from ..batches import as_batches, check_batches
 from ..data import DataError
 from ..errors import DamagedFileError, PxpruneError
 from ..masks import Masks, PruningError, check_model_device
-from ..pathview.reach import reached_outputs
+from ..pathview.reach import output_reach
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -68,17 +68,20 @@ def log_resume(checkpoint: Path, log: Callable[[str], object]) -> int:
     return done
 
 
-def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> None:
+def check_connected(model: nn.Module, x: torch.Tensor, masks, method: str) -> tuple[int, int]:
     """Refuse masks that cut every path of kept weights from input to output, judged on the
     masks themselves (``pathview.reach``: exact, whatever the weights, BatchNorm statistics or
-    precision); ``x`` gives the input's shape. Empty layers are named."""
-    if reached_outputs(model, masks, x[:1].to(_device(model))) == 0:
+    precision); ``x`` gives the input's shape. Empty layers are named. Returns ``(reached,
+    total)`` outputs, for the caller to flag masks that leave some logits constant."""
+    reached, total = output_reach(model, masks, x[:1].to(_device(model)))
+    if reached == 0:
         empty = masks.collapsed_layers()
         named = f" (empty: {', '.join(empty[:4])}{' ...' if len(empty) > 4 else ''})" \
             if empty else ""
         raise PxpruneError(f"{method} kept {masks.kept:,} of {masks.total:,} weights and the "
                            f"masks disconnect the output from the input{named}; lower the "
                            f"sparsity, or pass --allow-disconnected to keep such masks")
+    return reached, total
 
 
 def read_prune_record(path: Path) -> dict:

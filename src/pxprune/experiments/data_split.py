@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..data import DataError, ImageDataset
-from ..errors import atomic_write_text
+from ..io import atomic_write_json
 from ..transfer.backbones import holdout_split
 from .resolve import UsageError, is_data_file, load_any_dataset
 
@@ -69,8 +69,8 @@ class PruneClock:
         self.previous = self._earlier(checkpoint)
         self.start = time.perf_counter()
         if self.path is not None:
-            atomic_write_text(self.path, json.dumps(
-                {"seconds": self.previous, "attempt_started": time.time()}) + "\n")
+            atomic_write_json(self.path, {"seconds": self.previous,
+                                          "attempt_started": time.time()}, indent=None)
 
     def _earlier(self, checkpoint: Path | None) -> float:
         """Time of earlier attempts, when their rounds are being resumed (else they are lost)."""
@@ -98,6 +98,6 @@ class PruneClock:
         if self.path is None:
             return
         if self.checkpoint is not None and self.checkpoint.is_file():
-            atomic_write_text(self.path, json.dumps({"seconds": self.seconds()}) + "\n")
+            atomic_write_json(self.path, {"seconds": self.seconds()}, indent=None)
         else:
             self.path.unlink(missing_ok=True)

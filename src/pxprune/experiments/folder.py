@@ -18,7 +18,8 @@ from torch import nn
 
 from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
-from ..errors import OutputError, atomic_write_text, make_output_dir
+from ..errors import OutputError
+from ..io import atomic_write_json, atomic_write_text, make_output_dir
 from ..masks import Masks, prunable_parameters, unpruned_matrices
 from .cell_lock import CellBusy
 
@@ -136,7 +137,7 @@ def refuse_foreign(out: str | os.PathLike, command: str) -> None:
 
 def write_config(out: Path, config: Mapping) -> None:
     """Write ``config.json`` atomically (indented, one key per line)."""
-    atomic_write_text(Path(out) / CONFIG, json.dumps(dict(config), indent=2, default=str) + "\n")
+    atomic_write_json(Path(out) / CONFIG, dict(config), default=str)
 
 
 @contextmanager

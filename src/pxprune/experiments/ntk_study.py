@@ -21,6 +21,7 @@ import torch
 
 from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from ..data import load_dataset, normalize, pruning_split
+from ..io import atomic_write_json
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
 from ..methods.spec import MethodSpec, split_method_list
@@ -42,13 +43,6 @@ def study_methods() -> list[str]:
 
 def _cell_key(method: str, sparsity: float) -> str:
     return f"{method}@{sparsity * 100:.4f}"
-
-
-def _write_json(path: Path, data: Mapping[str, object]) -> None:
-    """Atomic write, so an interrupted run never leaves a truncated file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _kernel_stats(model: torch.nn.Module, x: torch.Tensor, masks: Masks, top_k: int,
@@ -209,7 +203,7 @@ def run_ntk_study(
         dense = _measure(copy.deepcopy(base), xe, dense_masks, top_k, chunk)
         dense["seconds"] = round(time.perf_counter() - t0, 2)
         results["dense"] = dense
-        _write_json(path, results)
+        atomic_write_json(path, results, indent=1)
         log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}, "
             f"bound {dense['bound']:.4g} ({dense['seconds']} s)")
     dense = results["dense"]
@@ -239,7 +233,7 @@ def run_ntk_study(
         cell["seconds_prune"] = round(t_prune, 2)
         cell["seconds"] = round(time.perf_counter() - t0, 2)
         results["cells"][_cell_key(method, sparsity)] = cell
-        _write_json(path, results)
+        atomic_write_json(path, results, indent=1)
         log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "
             f"{cell['trace_ratio']:.3e}  lambda_max ratio {cell['lambda_max_ratio']:.3e}  "
             f"bound ratio {cell['bound_ratio']:.3e}  collapsed {len(cell['collapsed_layers'])}"
@@ -247,7 +241,7 @@ def run_ntk_study(
     with torch.no_grad():
         n_outputs = int(base.eval()(xe[:1]).numel()) * len(xe)
     results["warnings"] = degenerate_warnings(dense, results["cells"], n_outputs)
-    _write_json(path, results)
+    atomic_write_json(path, results, indent=1)
     if plots:
         plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
     return results

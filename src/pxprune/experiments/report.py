@@ -19,7 +19,8 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import OutputError, atomic_write_bytes, atomic_write_text
+from ..errors import OutputError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
 from ..tempfiles import remove_stale_temps
@@ -662,7 +663,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     paths = [out / "report.json"] + ([Path(results_path)] if results_path else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        atomic_write_json(path, data, indent=1)
     atomic_write_text(out / "report.md", format_markdown(result, title, notes, paired, paper))
     write_csv(result, out / "report.csv")
     plot(result, out / "report.png", title)

@@ -14,13 +14,9 @@ from torch import nn
 
 from .. import models
 from ..data import DataError, ImageDataset, load_dataset
-from ..errors import PxpruneError
+from ..errors import UsageError
 from ..masks import Masks, PruningError, check_model_device, prunable_parameters
 from ..user_model import select_output_permanently
-
-
-class UsageError(PxpruneError):
-    """A command-line argument that names nothing usable."""
 
 
 def build_model(spec: str, num_classes: int = 10, output: str | None = None) -> nn.Module:

@@ -19,7 +19,8 @@ import torch
 from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
 from ..devices import check_device
-from ..errors import DamagedFileError, OutputError, atomic_write_text
+from ..errors import DamagedFileError, OutputError
+from ..io import atomic_write_json
 from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
 from ..methods.spec import MethodSpec, resolved_spec
@@ -274,7 +275,7 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
                 "method": cfg.method, "resolved_method": cfg.resolved_method,
                 "sparsity": cfg.sparsity, "seed": cfg.seed, "model": cfg.model,
                 "dataset": train_set.name})
-            atomic_write_text(prune_path, json.dumps(info, indent=2) + "\n")
+            atomic_write_json(prune_path, info)
 
     return PreparedCell(cfg, out, model, masks, info, train_set, test_set)
 
@@ -291,5 +292,5 @@ def finish_cell(cell: PreparedCell, summary: dict, device: str) -> dict:
                                                  cfg.seed),
                "environment": provenance.environment(device)}
     if main:
-        atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(summary_path, summary)
     return summary

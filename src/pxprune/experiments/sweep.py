@@ -42,6 +42,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..errors import DamagedFileError
+from ..io import atomic_write_json
 from ..masks import PruningError
 from ..methods.spec import canonical, check_method_spec, folder_name, resolved_spec
 from ..training.recipes import get_recipe
@@ -158,16 +159,9 @@ def environment(device: str) -> dict:
     return env
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Atomic write, so an interrupted sweep never leaves a truncated file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def save_record(out: Path, record: dict) -> None:
     """Write ``sweep.json`` (atomically)."""
-    _write_json(out / SWEEP_FILE, record)
+    atomic_write_json(out / SWEEP_FILE, record)
 
 
 def cell_state(out: Path, cell: Cell, kind: str = TRAINING) -> CellState:
@@ -354,7 +348,7 @@ def start_sweep(out: Path, cells: Sequence[Cell], protocol: dict, *, kind: str,
            else f"{invocation.get('jobs', 1)} at a time")
     log(f"sweep {out}: {len(cells)} cells, {len(cells) - len(todo) - len(busy)} already "
         f"finished, {len(busy)} running elsewhere, {len(todo)} to run ({how})")
-    _write_json(out / SWEEP_FILE, record)
+    atomic_write_json(out / SWEEP_FILE, record)
     return record, todo
 
 
@@ -366,7 +360,7 @@ def write_cell_outcome(out: Path, cell: Cell, result: dict) -> None:
         error_path.unlink(missing_ok=True)
         return
     error_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(error_path, {**asdict(cell), "error": result["error"],
+    atomic_write_json(error_path, {**asdict(cell), "error": result["error"],
                              "traceback": result.get("traceback", ""),
                              "time": datetime.now(timezone.utc).isoformat()})
 
@@ -380,7 +374,7 @@ def record_cell(out: Path, record: dict, cell: Cell, result: dict,
     if result.get("busy"):
         entry["status"] = "running"
         log(f"  skip   {cell.folder}: {result['error']}")
-        _write_json(out / SWEEP_FILE, record)
+        atomic_write_json(out / SWEEP_FILE, record)
         return
     entry["seconds"] = round(result["seconds"], 2)
     if result.get("device") is not None:
@@ -396,7 +390,7 @@ def record_cell(out: Path, record: dict, cell: Cell, result: dict,
     else:
         entry.update(status="failed", error=result["error"])
         log(f"  FAILED {cell.folder}: {result['error']}")
-    _write_json(out / SWEEP_FILE, record)
+    atomic_write_json(out / SWEEP_FILE, record)
 
 
 def close_sweep(out: Path, record: dict, cells: Sequence[Cell]) -> dict:
@@ -405,7 +399,7 @@ def close_sweep(out: Path, record: dict, cells: Sequence[Cell]) -> dict:
     failed = [k for k, e in record["cells"].items() if e.get("status") == "failed" and k in keys]
     record["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat()
     record["invocations"][-1]["failed_cells"] = failed
-    _write_json(out / SWEEP_FILE, record)
+    atomic_write_json(out / SWEEP_FILE, record)
     return record
 
 

@@ -45,7 +45,7 @@ import torch
 
 from .. import models
 from ..data import limit_per_class
-from ..errors import atomic_write_text
+from ..io import atomic_write_json
 from ..methods import REGISTRY
 from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
@@ -193,7 +193,7 @@ def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: st
         dataset_name=data.full_train.name, num_classes=data.num_classes,
         num_train=len(data.train), num_test=len(data.test))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str))
+    atomic_write_json(out / "config.json", config, default=str)
 
 
 def _probe_summary(res, seconds: float) -> dict:
@@ -335,7 +335,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                         out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
+    atomic_write_json(out / "result.json", result)
     log(f"dense {result['dense']['test_acc']} %, {cfg.method} {result['pruned']['test_acc']} % "
         f"({cfg.mode}) -> {out}")
     return result

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_write_json
 from ..masks import Masks
 from ..schedule import round_densities
 from ..transfer.backbones import Probe
@@ -142,7 +143,7 @@ def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, 
     result = {"backbone": cfg.backbone, "dataset": data.full_train.name, "method": DENSE,
               "mode": cfg.mode, "seed": cfg.seed, "sparsity": 0.0, "density": 1.0,
               "image_size": data.size, "dense": dense.block, "accuracy_unit": "percent"}
-    result_path.write_text(json.dumps(result, indent=2))
+    atomic_write_json(result_path, result)
     return dense
 
 

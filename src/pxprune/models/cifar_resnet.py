@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PxpruneError
-from ..safe_load import load_tensors
+from ..io import load_tensors
 from .init import kaiming_init
 
 DEPTHS = (20, 32, 44, 56)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
-from ..errors import PxpruneError
+from ..errors import UnsupportedLayerError
 from .op_args import OpCall
 
 RELU = {"relu", "relu_"}
@@ -42,10 +42,6 @@ for _names, _kind in ((RELU, "relu"), (LEAKY, "leaky"), (HARDTANH, "hardtanh"),
                       (SMOOTH, "smooth"), (UNSUPPORTED, "unsupported")):
     for _n in _names:
         KIND[_n] = _kind
-
-
-class UnsupportedLayerError(PxpruneError):
-    """The model uses an operation that the path view (PX, SynFlow) cannot represent."""
 
 
 def maxpool_geometry(call: OpCall, where: str) -> tuple:

@@ -51,12 +51,20 @@ class _Reach(TorchFunctionMode):
 
 
 @torch.no_grad()
-def reached_outputs(model: nn.Module, masks: Mapping[str, Tensor], example: Tensor) -> int:
-    """How many of the model's outputs a path of kept weights joins to the input; ``example``
-    gives the input's shape (one example is enough: its values are not used)."""
+def output_reach(model: nn.Module, masks: Mapping[str, Tensor], example: Tensor) -> tuple[int, int]:
+    """``(reached, total)``: how many of the model's outputs for one example a path of kept
+    weights joins to the input, and how many outputs there are. ``example`` gives the input's
+    shape (its values are not used). A classifier with ``reached < total`` has logits that
+    cannot depend on the input: those classes are decided by biases alone."""
     params = dict(model.named_parameters())
     keep = {id(params[n]): m.to(device=params[n].device, dtype=torch.float64)
             for n, m in masks.items() if n in params}
     with eval_mode(model), _Reach(keep):
         out = model(torch.ones_like(example[:1], dtype=torch.float64))
-    return int((out != 0).sum())
+    return int((out != 0).sum()), out.numel()
+
+
+def reached_outputs(model: nn.Module, masks: Mapping[str, Tensor], example: Tensor) -> int:
+    """How many of the model's outputs a path of kept weights joins to the input; ``example``
+    gives the input's shape (one example is enough: its values are not used)."""
+    return output_reach(model, masks, example)[0]

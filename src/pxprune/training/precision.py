@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import TrainingError
 from ..user_model import eval_mode
-from .errors import TrainingError
 from .recipes import PRECISIONS
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 /proc/cpuinfo "flags"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 from ..analysis.flops import count_flops
 from ..data.dataset import ImageDataset
 from ..data.loader import iterate_batches, num_batches
-from ..errors import atomic_write_bytes as _atomic_write_bytes  # one helper for all
-from ..errors import atomic_write_text as _atomic_write_text
+from ..errors import TrainingError
+from ..io import atomic_write_bytes as _atomic_write_bytes  # one helper for all
+from ..io import atomic_write_text as _atomic_write_text
+from ..io import load_tensors
 from ..masks import Masks
-from ..safe_load import load_tensors
 from ..tempfiles import remove_stale_temps
 from . import distributed as D
-from .errors import TrainingError
 from .precision import (
     autocast,
     channels_last_works,

@@ -33,8 +33,8 @@ from ..api import prune
 from ..data import ImageDataset, normalize, sampling
 from ..data.paths import resolve_root
 from ..errors import PxpruneError
+from ..io import load_tensors
 from ..masks import Masks
-from ..safe_load import load_tensors
 from ..training.recipes import Recipe, get_recipe
 from ..training.train import train
 

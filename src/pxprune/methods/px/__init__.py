@@ -21,24 +21,24 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...batches import Batch
+from ...errors import PXNumericsError
 from ...masks import Masks
 from .. import register
 from .bound import (
     FLOAT32_INPUT_FLOOR,
     PROBE_TOLERANCE,
-    _copy_weights,
+    PXPrecisionFallback,
     find_classifier,
     path_activation_sum,
     px_terms,
     record_gates,
 )
 from .cvpr2024 import cvpr2024_scores
-from .errors import PXNumericsError, PXPrecisionFallback
 from .options import CLASSIFIER_MODES, DEFAULT_VARIANT, VARIANTS, check_px_options
 
 __all__ = [
     "CLASSIFIER_MODES", "DEFAULT_VARIANT", "FLOAT32_INPUT_FLOOR", "PROBE_TOLERANCE",
-    "PXNumericsError", "PXPrecisionFallback", "VARIANTS", "_copy_weights", "find_classifier",
+    "PXNumericsError", "PXPrecisionFallback", "VARIANTS", "find_classifier",
     "path_activation_sum", "px_terms", "record_gates", "resolved_options", "score",
 ]
 

@@ -1,7 +1,8 @@
-"""PX — Path eXclusion (Iurada, Ciccone, Tommasi, CVPR 2024), as specified in docs/px.md §2.
+"""PX's bound variant (``variant="bound"``; the default is :mod:`.cvpr2024`): the NTK-trace upper
+bound of docs/px.md §2 written out exactly.
 
 The NTK trace of a bias-free ReLU network is bounded by ``||J_v^f||_F^2 ||J_theta^v||_F^2``
-(path view of Gebhart et al. 2021). PX scores each weight by its share of the per-output bound
+(path view of Gebhart et al. 2021). It scores each weight by its share of the per-output bound
 
     R = sum_k Z1_k * z2_k,      Z1 = sum_x z1(x),      S_j = theta_j^2 dR/d(theta_j^2)
 
@@ -45,7 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...masks import Masks, PruningError
+from ...errors import PruningError, PXNumericsError
+from ...masks import Masks
 from ...numerics import first_nonfinite
 from ...pathview import (
     Gate,
@@ -59,8 +61,13 @@ from ...pathview import (
     weighted_modules,
     with_exponent,
 )
-from .errors import PXNumericsError, PXPrecisionFallback
 from .options import check_px_options
+
+
+class PXPrecisionFallback(UserWarning):
+    """Copy 1 of the bound variant in float32 did not match the float64 probe for a batch (or
+    used an operation the rescaled copy cannot align) and was computed in float64 (slower,
+    exact)."""
 
 
 def find_classifier(model: nn.Module, x: Tensor, approximate_unsupported: bool = False) -> str:

@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...batches import Batch
-from ...masks import Masks, PruningError
+from ...errors import PruningError, PXNumericsError, UnsupportedLayerError
+from ...masks import Masks
 from ...numerics import first_nonfinite
-from ...pathview import Interceptor, UnsupportedLayerError, weighted_modules
+from ...pathview import Interceptor, weighted_modules
 from ...pathview.op_args import OpCall
-from .errors import PXNumericsError
 from .options import check_px_options
 
 ACTIVATIONS = frozenset({

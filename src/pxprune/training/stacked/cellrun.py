@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from ...data.dataset import ImageDataset
+from ...errors import TrainingError
+from ...io import load_tensors
 from ...masks import Masks
-from ...safe_load import load_tensors
 from ...tempfiles import remove_stale_temps
-from ..errors import TrainingError
 from ..recipes import Recipe
 from ..train import (
     CHECKPOINT,

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from ...data.dataset import ImageDataset
 from ...data.device import DeviceImages
+from ...errors import TrainingError
 from ...masks import Masks
-from ..errors import TrainingError
 from ..precision import autocast, precision_choice
 from ..recipes import Recipe, get_recipe
 from ..train import _steps_per_epoch
