@@ -120,6 +120,35 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b and math.isfinite(a) and math.isfinite(b) else None
 
 
+def _study_cell(model: torch.nn.Module, method: str, sparsity: float,
+                rounds: int | Mapping[str, int] | None, seed: int,
+                pruning: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, dense: Mapping,
+                top_k: int, chunk: int) -> dict:
+    """One method x sparsity cell: prune ``model`` (a copy of the init) through the one
+    pruning cell, then measure its NTK, top eigenvalues and PX bound against ``dense``."""
+    spec = MethodSpec.parse(method)
+    per_method = rounds.get(method, rounds.get(spec.name)) if isinstance(rounds, Mapping) \
+        else None
+    t0 = time.perf_counter()
+    pruned = prune_cell_masks(
+        model, spec, sparsity, pruning, rounds=per_method, seed=seed,
+        iterative_rounds=None if isinstance(rounds, Mapping) else rounds,
+        allow_disconnected=True)  # a study measures collapse: disconnected masks are kept
+    masks = pruned.masks
+    cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
+            "rounds": pruned.rounds, "density": masks.density(), "kept": masks.kept,
+            "total": masks.total}
+    cell.update(_measure(model, x, masks, top_k, chunk))
+    cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
+    cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])
+    cell["bound_ratio"] = _ratio(cell["bound"], dense["bound"])
+    cell["layer_density"] = masks.layer_density()
+    cell["collapsed_layers"] = masks.collapsed_layers()
+    cell["seconds_prune"] = round(pruned.seconds, 2)
+    cell["seconds"] = round(time.perf_counter() - t0, 2)
+    return cell
+
+
 def run_ntk_study(
     model_name: str,
     dataset: str,
@@ -211,27 +240,8 @@ def run_ntk_study(
     todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
     log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
     for i, (method, sparsity) in enumerate(todo):
-        spec = MethodSpec.parse(method)
-        per_method = rounds.get(method, rounds.get(spec.name)) \
-            if isinstance(rounds, Mapping) else None
-        model = copy.deepcopy(base)
-        t0 = time.perf_counter()
-        pruned = prune_cell_masks(
-            model, spec, sparsity, (xp, yp), rounds=per_method, seed=seed,
-            iterative_rounds=None if isinstance(rounds, Mapping) else rounds,
-            allow_disconnected=True)  # a study measures collapse: disconnected masks are kept
-        masks, t_prune = pruned.masks, pruned.seconds
-        cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
-                "rounds": pruned.rounds, "density": masks.density(), "kept": masks.kept,
-                "total": masks.total}
-        cell.update(_measure(model, xe, masks, top_k, chunk))
-        cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
-        cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])
-        cell["bound_ratio"] = _ratio(cell["bound"], dense["bound"])
-        cell["layer_density"] = masks.layer_density()
-        cell["collapsed_layers"] = masks.collapsed_layers()
-        cell["seconds_prune"] = round(t_prune, 2)
-        cell["seconds"] = round(time.perf_counter() - t0, 2)
+        cell = _study_cell(copy.deepcopy(base), method, sparsity, rounds, seed, (xp, yp), xe,
+                           dense, top_k, chunk)
         results["cells"][_cell_key(method, sparsity)] = cell
         atomic_write_json(path, results, indent=1)
         log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "

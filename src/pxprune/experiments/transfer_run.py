@@ -56,7 +56,7 @@ from . import provenance
 from .checks import log_threads
 from .config import TransferConfig, config_record
 from .folder import claim, read_config
-from .prune_cell import cell_rounds, prune_cell_masks, save_masks
+from .prune_cell import PrunedCell, cell_rounds, prune_cell_masks, save_masks
 from .resolve import UsageError, load_any_dataset
 
 
@@ -267,6 +267,35 @@ def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Mod
     return DenseReference(dense.probe, block)
 
 
+def _prune_masks(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
+                 dense: DenseReference, out: Path, *, device: str, progress: bool,
+                 log: Callable[[str], object], start: tuple | None,
+                 show_layers: bool) -> tuple[PrunedCell, dict, dict]:
+    """The pruning of a transfer cell, through the one pruning cell: the dense probe in the
+    classifier while scoring (``--head probe``), the downstream pruning split; masks and layer
+    table written. Returns (the cell, the score options, the MACs)."""
+    spec = transfer_spec(cfg.method)
+    extra = {"precision": cfg.px_precision} if spec.name == "px" and \
+        cfg.px_precision != "float32" else {}
+    model.to(device).eval()
+    if cfg.head == "probe":  # the dense probe in the classifier while scoring
+        T.install_probe(model, dense.probe.weight, dense.probe.bias)
+    x, y = T.pruning_batch(data.full_train, cfg.per_class, cfg.seed, data.size)
+    cell = prune_cell_masks(model, spec, cfg.sparsity, (x.to(device), y.to(device)),
+                            rounds=cfg.rounds, round_factor=cfg.round_factor, scope=cfg.scope,
+                            seed=cfg.seed, allow_disconnected=True, progress=progress,
+                            log=log, start=None if start is None else start[:2], **extra)
+    options = {**spec.score_options, **{k: v for k, v in extra.items()
+                                         if k not in spec.options}}
+    out.mkdir(parents=True, exist_ok=True)
+    flops, table = save_masks(out, cell.masks, model, data.shape, {
+        "method": cfg.method, "sparsity": cfg.sparsity, "backbone": cfg.backbone,
+        "rounds": cell.rounds})
+    if show_layers:
+        log(table)
+    return cell, options, flops
+
+
 def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                dense: DenseReference, out: Path, *, device: str = "cpu", progress: bool = False,
                log: Callable[[str], object] = print, start: tuple | None = None,
@@ -279,26 +308,10 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
     which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
     (it is written to ``layers.txt`` either way).
     """
-    spec = transfer_spec(cfg.method)
-    extra = {"precision": cfg.px_precision} if spec.name == "px" and \
-        cfg.px_precision != "float32" else {}
-    model.to(device).eval()
-    if cfg.head == "probe":  # the dense probe in the classifier while scoring
-        T.install_probe(model, dense.probe.weight, dense.probe.bias)
-    x, y = T.pruning_batch(data.full_train, cfg.per_class, cfg.seed, data.size)
-    cell = prune_cell_masks(model, spec, cfg.sparsity, (x.to(device), y.to(device)),
-                            rounds=cfg.rounds, round_factor=cfg.round_factor, scope=cfg.scope,
-                            seed=cfg.seed, allow_disconnected=True, progress=progress,
-                            log=log, start=None if start is None else start[:2], **extra)
-    masks, rounds, scope = cell.masks, cell.rounds, spec.scope(cfg.scope)
-    options = {**spec.score_options, **{k: v for k, v in extra.items()
-                                         if k not in spec.options}}
-    out.mkdir(parents=True, exist_ok=True)
-    flops, table = save_masks(out, masks, model, data.shape, {
-        "method": cfg.method, "sparsity": cfg.sparsity, "backbone": cfg.backbone,
-        "rounds": rounds})
-    if show_layers:
-        log(table)
+    cell, options, flops = _prune_masks(cfg, data, model, dense, out, device=device,
+                                        progress=progress, log=log, start=start,
+                                        show_layers=show_layers)
+    masks, rounds, scope = cell.masks, cell.rounds, transfer_spec(cfg.method).scope(cfg.scope)
     head = classifier_block(model, masks, cfg.head)
     if head["emptied"]:
         log(f"WARNING: {cfg.method} at {cfg.sparsity:.2%} (seed {cfg.seed}) emptied the new "
