@@ -20,7 +20,7 @@ from pxprune.experiments.config import (
 CONFIGS = {"prune": PruneConfig, "run": RunConfig, "transfer": TransferConfig,
            "ntk": NtkConfig}
 # None in the parser, resolved when the command runs: run's recipe by --device
-# (cifar10_resnet20, or cpu_small on the CPU)
+# (config.default_recipe: RunConfig's, or cpu_small on the CPU)
 RESOLVED_LATER = {("run", "recipe")}
 
 

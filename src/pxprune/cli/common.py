@@ -11,7 +11,14 @@ import torch
 
 from ..data import DATASETS
 from ..devices import check_device
-from ..experiments.config import DENSE, MASKS, RunConfig, defaults_of
+from ..experiments.config import (
+    CPU_RECIPE,
+    DENSE,
+    MASKS,
+    RunConfig,
+    default_recipe,
+    defaults_of,
+)
 from ..experiments.folder import check_out_named
 from ..experiments.resolve import UsageError, read_masks_file
 from ..methods import REGISTRY
@@ -114,8 +121,8 @@ def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
                    help="test on this fraction of a --dataset file, held out per class with "
                         "--seed and never trained on (e.g. 0.2)")
     p.add_argument("--recipe", default=None,
-                   help=f"training preset: {', '.join(RECIPES)} (default: cifar10_resnet20, "
-                        f"or cpu_small on CPU); `pxprune recipes` shows what each does")
+                   help=f"training preset: {', '.join(RECIPES)} (default: {RunConfig.recipe}, "
+                        f"or {CPU_RECIPE} on CPU); `pxprune recipes` shows what each does")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--lr", type=float,
                    help="peak learning rate (default: the recipe's; the schedule scales it)")
@@ -141,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         masks_file, masks_sha = str(path), masks_fingerprint(masks)
         method = str(meta.get("method") or MASKS)
         sparsity = 1.0 - masks.kept / masks.total
-    recipe = args.recipe or ("cifar10_resnet20" if args.device != "cpu" else "cpu_small")
+    recipe = args.recipe or default_recipe(args.device)
     return RunConfig(
         model=args.model, dataset=args.dataset, method=method, sparsity=sparsity,
         seed=args.seed, rounds=args.rounds, scope=args.scope, per_class=args.per_class,

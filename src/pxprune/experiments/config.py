@@ -122,6 +122,15 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+CPU_RECIPE = "cpu_small"  # a run's recipe on the CPU when none is given
+
+
+def default_recipe(device: str) -> str:
+    """A run's training recipe when none is given: RunConfig's on an accelerator, the
+    CPU-sized protocol on the CPU."""
+    return CPU_RECIPE if device == "cpu" else RunConfig.recipe
+
+
 MODES = ("probe", "finetune")
 
 
