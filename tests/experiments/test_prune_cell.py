@@ -100,3 +100,15 @@ def test_prune_cell_masks_resumes_in_its_folder(tmp_path):
     direct = pxprune.prune(again, "synflow", 0.5, (x, y), rounds=3, progress=False)
     assert all(torch.equal(cell.masks[k], direct[k]) for k in direct)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # done: checkpoint and clock gone
+
+
+def test_only_the_cell_imports_the_pruning_entry_point():
+    """In experiments/ and cli/, ``pxprune.api.prune`` is imported by the pruning cell alone:
+    a new driver cannot grow its own rounds rule, checkpoint or connectivity check."""
+    importers = []
+    for path in [*(SRC / "experiments").rglob("*.py"), *(SRC / "cli").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("api") and \
+                    any(a.name == "prune" for a in node.names):
+                importers.append(path.relative_to(SRC).as_posix())
+    assert importers == ["experiments/prune_cell.py"]
