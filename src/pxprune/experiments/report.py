@@ -24,17 +24,15 @@ from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..methods import REGISTRY
 from ..methods.spec import resolved_spec
 from ..tempfiles import remove_stale_temps
-from .cell_check import ASIDE, check_cell
+from .cell_check import ASIDE, TRANSFER, check_cell, done_files
 from .compare import format_section, results_extra
 from .config import CELL_FIELDS, DENSE
 from .folder import refuse_foreign
 from .resolve import UsageError
 from .sweep import (
-    DONE_FILES,
     LATER_FIELDS,
     SWEEP_FILE,
     TRAINING,
-    TRANSFER,
     Cell,
     comparable_protocol,
     plan_cells,
@@ -217,7 +215,7 @@ def collect(sweep_dir: str | Path, metric: str = "final") -> dict:
     places = {c.folder: c for c in planned}
     cells, damaged = [], []
     protocols: dict[str, dict] = {}
-    for path in sorted(sweep_dir.rglob(DONE_FILES[kind])):
+    for path in done_files(sweep_dir, kind):
         rel = path.parent.relative_to(sweep_dir)
         if (kind == TRANSFER and path.parent == sweep_dir) or any(
                 part.startswith(ASIDE) for part in rel.parts):  # a damaged cell set aside

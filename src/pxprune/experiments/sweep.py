@@ -46,7 +46,7 @@ from ..io import atomic_write_json
 from ..masks import PruningError
 from ..methods.spec import canonical, check_method_spec, folder_name, resolved_spec
 from ..training.recipes import get_recipe
-from .cell_check import DONE_FILES, ERROR_FILE, TRAINING, TRANSFER, CellState, check_cell, set_aside
+from .cell_check import DONE_FILES, ERROR_FILE, TRAINING, CellState, check_cell, set_aside
 from .cell_lock import CellBusy, CellLock, describe, live_holder
 from .config import CELL_FIELDS, DENSE, RunConfig
 from .folder import refuse_foreign
@@ -171,10 +171,9 @@ def cell_state(out: Path, cell: Cell, kind: str = TRAINING) -> CellState:
     return check_cell(out / cell.folder, expected, kind)
 
 
-def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
-    """``done`` (``done_file``, intact), ``damaged``, ``failed`` (error.json), ``partial``
+def cell_status(out: Path, cell: Cell, kind: str = TRAINING) -> str:
+    """``done`` (its done file intact), ``damaged``, ``failed`` (error.json), ``partial``
     (started) or ``missing``."""
-    kind = TRANSFER if done_file == DONE_FILES[TRANSFER] else TRAINING
     return cell_state(out, cell, kind).state
 
 

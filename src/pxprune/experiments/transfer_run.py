@@ -13,7 +13,7 @@ downstream classes (seeded by ``--seed``); with ``--head probe`` (default) the r
 dense features is written into it before scoring, with ``--head random`` (the authors' setting:
 their code replaces ``fc`` and prunes it, paper.md §1.6, §5) it stays the fresh random layer. In
 both it is scored and pruned like every other layer (global threshold), so a method can empty it:
-such a cell gets a warning line and ``classifier_emptied: true`` in ``result.json`` (its
+such a cell gets a warning line and ``classifier_emptied: true`` in ``summary.json`` (its
 fine-tuned accuracy is chance). Fine-tuning (``--recipe``, default ``finetune_cpu`` in finetune
 mode) starts from the ridge probe refitted on the pruned features within the head's mask; in
 finetune mode the pruned network's BatchNorm running statistics are first recomputed on 2,048
@@ -23,7 +23,8 @@ them huge, and the first fine-tuning loss ~1e5). The dense reference keeps the p
 statistics (its features are well conditioned), as in the pilot that chose the recipe.
 
 The output folder gets ``config.json``, ``masks.safetensors``, the per-layer table
-(``layers.txt``, ``layers.csv``) and ``result.json`` (accuracies in percent).
+(``layers.txt``, ``layers.csv``) and ``summary.json`` (accuracies in percent; ``result.json``
+in folders written before transfer cells wrote ``summary.json``, still read).
 
 The steps are separate functions (:func:`load_transfer_data`, :func:`load_pretrained`,
 :func:`dense_reference`, :func:`prune_cell`) so that ``pxprune sweep --transfer``
@@ -53,6 +54,7 @@ from ..training.recipes import get_recipe
 from ..transfer import backbones as T
 from ..transfer.backbones import backbone_normalization
 from . import provenance
+from .cell_check import DONE_FILES, TRANSFER, done_file
 from .checks import log_threads
 from .config import TransferConfig, config_record
 from .folder import claim, read_config
@@ -74,13 +76,6 @@ def transfer_spec(method: str) -> MethodSpec:
         raise UsageError(f"method {spec.name} trains the network; transfer prunes without "
                          "training: use a foresight method")
     return spec
-
-
-def split_transfer_method(method: str) -> tuple[str, dict]:
-    """The method's name and options (``px[variant=cvpr2024]``), checked by
-    :func:`transfer_spec`."""
-    spec = transfer_spec(method)
-    return spec.name, dict(spec.options)
 
 
 def check_config(cfg: TransferConfig) -> None:
@@ -221,7 +216,7 @@ HEAD_TEXT = {
 
 
 def classifier_block(model: torch.nn.Module, masks, head: str) -> dict:
-    """``result.json``'s ``classifier``: the new head's name, treatment while scoring, kept
+    """``summary.json``'s ``classifier``: the new head's name, treatment while scoring, kept
     weights and whether the method emptied it (then fine-tuning cannot leave chance)."""
     key = T.classifier_name(model) + ".weight"
     if key not in masks:
@@ -244,7 +239,7 @@ class DenseReference:
     """The dense model's probe (the scoring head of ``--head probe``) and its result block."""
 
     probe: object  # pxprune.transfer.Probe
-    block: dict  # result.json's "dense" entry: probe summary, test_acc (and finetune)
+    block: dict  # summary.json's "dense" entry: probe summary, test_acc (and finetune)
 
 
 def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, *,
@@ -301,7 +296,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                log: Callable[[str], object] = print, start: tuple | None = None,
                show_layers: bool = True) -> dict:
     """Prune ``model`` (pre-trained, fresh head), refit the probe (and fine-tune); write masks,
-    layer table and ``result.json`` into ``out``; return the result.
+    layer table and ``summary.json`` into ``out``; return the result.
 
     ``start=(masks, j, folder)`` continues from the masks of the first ``j`` rounds of this
     cell's schedule (a lower sparsity's cell whose per-round counts are a prefix of this one's),
@@ -348,7 +343,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                         out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])
-    atomic_write_json(out / "result.json", result)
+    atomic_write_json(out / DONE_FILES[TRANSFER], result)
     log(f"dense {result['dense']['test_acc']} %, {cfg.method} {result['pruned']['test_acc']} % "
         f"({cfg.mode}) -> {out}")
     return result
@@ -358,14 +353,15 @@ def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
                  threads: int | None = None, progress: bool = False,
                  log: Callable[[str], object] = print) -> dict:
     """One transfer run into ``out``: refuse other work there, read back a finished run, else
-    prune, probe or fine-tune and write the folder; returns result.json's content."""
+    prune, probe or fine-tune and write the folder; returns summary.json's content."""
     # another command's or another configuration's work is refused before anything is loaded
     claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
                                if not (k == "weights" and v is None)},
                             "resolved_method": resolved_spec(cfg.method)})
-    if (out / "result.json").is_file() and read_config(out) is not None:
-        log(f"{out}: already finished (result.json); choose another --out to run it again")
-        return json.loads((out / "result.json").read_text())
+    done = done_file(out, TRANSFER)  # summary.json (result.json in older folders)
+    if done.is_file() and read_config(out) is not None:
+        log(f"{out}: already finished ({done.name}); choose another --out to run it again")
+        return json.loads(done.read_text())
     if threads:
         torch.set_num_threads(threads)
     log_threads(device, log)
