@@ -38,11 +38,11 @@ from pxprune.data import ImageDataset, iterate_batches
 from pxprune.data.device import DeviceImages
 from pxprune.experiments.provenance import device_description, git_commit
 from pxprune.masks import Masks
+from pxprune.training.module_engine import Rezero
 from pxprune.training.precision import CPU_BF16_FLAGS, autocast, cpu_flags, resolve_precision
 from pxprune.training.stacked import StackedModel
+from pxprune.training.stacked.engine import train_step
 from pxprune.training.stacked.sgd import CellScaler, StackedSGD
-from pxprune.training.stacked.trainer import train_step
-from pxprune.training.train import _Rezero
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ class Setup:
         self.model = build_model().to(device)
         masks = random_global_masks(self.model, sparsity)
         masks.attach(self.model)
-        self.masks, self.rezero = masks, _Rezero(self.model, masks)
+        self.masks, self.rezero = masks, Rezero(self.model, masks)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9,

@@ -55,3 +55,8 @@ class PXNumericsError(PruningError):
 
 class TrainingError(PxpruneError):
     """A recipe, precision or resume request the user can fix; the CLI prints it as one line."""
+
+
+class TrainingDivergedError(PxpruneError, FloatingPointError):
+    """Training loss turned NaN or infinite; the last good checkpoint is kept (a lower lr or
+    another seed may help). Also a FloatingPointError, what training raised before this class."""

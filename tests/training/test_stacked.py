@@ -20,6 +20,7 @@ import pxprune.data.loader as loader
 from pxprune.data import iterate_batches
 from pxprune.data.augment import normalize
 from pxprune.data.device import DeviceImages
+from pxprune.errors import TrainingDivergedError
 from pxprune.training.recipes import Recipe
 from pxprune.training.stacked import StackCell, train_stacked
 from pxprune.training.stacked.sgd import CellScaler, StackedSGD
@@ -173,7 +174,7 @@ def test_a_diverging_cell_leaves_the_stack_and_the_others_are_unchanged(tmp_path
     results = train_stacked(with_bad, data[0], data[1], recipe, log=None)
     without = stacked_cells(tmp_path, torch.float64, name="good")
     good = train_stacked(without, data[0], data[1], recipe, log=None)
-    assert isinstance(results[3], FloatingPointError)
+    assert isinstance(results[3], TrainingDivergedError)
     assert "training diverged in epoch 1" in str(results[3])
     bad = tmp_path / "bad3"
     assert not (bad / "summary.json").exists() and not (bad / "checkpoint.pt").exists()

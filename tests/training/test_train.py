@@ -10,6 +10,7 @@ from helpers import Stop, random_masks, stop_after, synthetic, tiny_net
 from torch import nn
 
 from pxprune.data import iterate_batches
+from pxprune.errors import TrainingDivergedError
 from pxprune.training.recipes import RECIPES, Recipe, get_recipe, scale_milestones
 from pxprune.training.train import evaluate, make_scheduler, masks_fingerprint, train
 
@@ -253,7 +254,7 @@ def test_stopped_run_leaves_no_gradient_hooks(tmp_path, data):
 def test_divergence_raises_and_keeps_last_good_checkpoint(tmp_path, data):
     recipe = Recipe(lr=1e30, momentum=0.9, weight_decay=0, epochs=3, batch_size=16,
                     milestones=(), schedule="constant")
-    with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 1"):
         train(tiny_net(), None, data[0], data[1], recipe, out_dir=tmp_path / "d",
               progress=False, log=None)
     assert not (tmp_path / "d" / "summary.json").exists()

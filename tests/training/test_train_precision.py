@@ -129,7 +129,7 @@ def test_fp16_skipped_steps_do_not_warn_about_the_schedule():
     then a false alarm and is silenced, for fp16 only."""
     import warnings
 
-    from pxprune.training.train import _step_schedule
+    from pxprune.training.optim import step_schedule as _step_schedule
 
     def fresh():
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
