@@ -251,6 +251,14 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
     elif main:
         write_config(out, config_record("run", asdict(cfg), provenance.record()))
 
+    return pruned_cell(cfg, out, device, progress, log)
+
+
+def pruned_cell(cfg: RunConfig, out: Path, device: str, progress: bool,
+                log: Callable[[str], object]) -> PreparedCell:
+    """The cell's data, model and masks: the saved masks read back, else pruned and saved
+    (``masks.safetensors``, ``prune.json``, the layer table) by rank 0."""
+    main = D.is_main_process()
     train_set, test_set = load_splits(cfg)
     model = initial_model(cfg, train_set.num_classes).to(device)
     masks_path, prune_path = out / "masks.safetensors", out / "prune.json"
