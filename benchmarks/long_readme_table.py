@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from pxprune.experiments.compare import paper_value
-from pxprune.experiments.report import display_name
+from pxprune.experiments.report.names import display_name
+from pxprune.experiments.report.paired import paper_value
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/sweep_resnet20_cpu_long.json"

@@ -24,7 +24,7 @@ import pxprune
 from pxprune.data.sampling import pruning_batch
 from pxprune.experiments.config import RunConfig
 from pxprune.experiments.run import initial_model, load_splits, run_experiment
-from pxprune.experiments.sweep import sparsity_label
+from pxprune.experiments.sweep.grid import sparsity_label
 from pxprune.methods import REGISTRY, register
 
 PX = REGISTRY["px"].score

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import pxprune.methods.px.cvpr2024 as px_module
 from pxprune.experiments.config import RunConfig
 from pxprune.experiments.run import run_experiment
-from pxprune.experiments.sweep import sparsity_label
+from pxprune.experiments.sweep.grid import sparsity_label
 from pxprune.methods import REGISTRY, register
 
 SPARSITY = 0.98198627

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pxprune.experiments.sweep import method_folder, sparsity_label
+from pxprune.experiments.sweep.grid import method_folder, sparsity_label
 from pxprune.methods.spec import parse_method_spec
 
 

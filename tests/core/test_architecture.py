@@ -130,3 +130,43 @@ def test_user_facing_error_classes_live_in_errors_py():
                 if bases & user_facing:
                     elsewhere.append(f"{mod}.{node.name}")
     assert not elsewhere, elsewhere
+
+
+# experiments/ as rooms (DESIGN §2): the report reads a sweep only through its grid and its
+# record; the run and the shared cell-folder modules below them import neither room.
+REPORT, SWEEP = "pxprune.experiments.report", "pxprune.experiments.sweep"
+SWEEP_READ_BY_REPORT = {f"{SWEEP}.grid", f"{SWEEP}.records"}
+BELOW_THE_ROOMS = [f"pxprune.experiments.{m}" for m in (
+    "run", "config", "folder", "cell_check", "cell_lock", "checks", "resolve", "provenance",
+    "data_split")]
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_report_reads_the_sweep_only_through_its_grid_and_record():
+    imports = [(a, b, name) for a, b, _, name in _imports(_modules()) if _in(a, REPORT)]
+    assert imports, "no module under experiments/report"
+    reaching = [(a, b) for a, b, _ in imports if _in(b, SWEEP) and b not in SWEEP_READ_BY_REPORT]
+    private = [(a, name) for a, b, name in imports if b.startswith("pxprune.")
+               and not _in(b, REPORT) and name.rsplit(".", 1)[-1].startswith("_")
+               and name.rsplit(".", 1)[-1] != "__version__"]
+    assert not reaching and not private, (reaching, private)
+
+
+def test_sweep_grid_and_record_stay_below_the_launchers():
+    """What the report reads of the sweep must not pull in a run, a launcher or torch code."""
+    imports = _imports(_modules())
+    for low in SWEEP_READ_BY_REPORT:
+        targets = {b for a, b, _, _ in imports if a == low and _in(b, SWEEP)}
+        assert targets <= SWEEP_READ_BY_REPORT, (low, targets)
+        assert not any(a == low and b == "pxprune.experiments.run" for a, b, _, _ in imports)
+
+
+def test_the_run_and_cell_folder_modules_import_neither_room():
+    upward = [(a, b) for a, b, _, _ in _imports(_modules())
+              if a in BELOW_THE_ROOMS and (_in(b, SWEEP) or _in(b, REPORT))]
+    assert not upward, upward
+    assert not [(a, b) for a, b, _, _ in _imports(_modules())
+                if _in(a, SWEEP) and _in(b, REPORT)], "the sweep imports the report"

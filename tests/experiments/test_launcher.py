@@ -18,10 +18,16 @@ import torch
 import pxprune.experiments.cell_lock as cell_lock
 from pxprune.cli.main import main
 from pxprune.experiments.config import RunConfig
-from pxprune.experiments.launchers import SlurmOptions, parse_extra, parse_mem_gb, parse_slurm_time
 from pxprune.experiments.resolve import UsageError
-from pxprune.experiments.status import sweep_status
-from pxprune.experiments.sweep import DeviceSlots, plan_cells, run_sweep
+from pxprune.experiments.sweep.grid import plan_cells
+from pxprune.experiments.sweep.local import DeviceSlots, run_sweep
+from pxprune.experiments.sweep.slurm import (
+    SlurmOptions,
+    parse_extra,
+    parse_mem_gb,
+    parse_slurm_time,
+)
+from pxprune.experiments.sweep.status import sweep_status
 from pxprune.masks import Masks
 
 pytest.importorskip("submitit")
@@ -38,9 +44,9 @@ import os
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXPRUNE_FAULTS"):
     import signal
     import pxprune.experiments.run as run  # the cell's run binds train here
-    import pxprune.experiments.sweep as sweep
+    import pxprune.experiments.sweep.worker as worker
     faults = dict(i.split("=", 1)[::-1] for i in os.environ["PXPRUNE_FAULTS"].split(";"))
-    real_run, real_train = sweep.run_experiment, run.train
+    real_run, real_train = worker.run_experiment, run.train
 
     def killing_train(*a, **k):
         def after_epoch(record):
@@ -62,7 +68,7 @@ if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None and os.environ.get("PXP
             run.train = slow_train
         return real_run(cfg, folder, **kw)
 
-    sweep.run_experiment = run_experiment
+    worker.run_experiment = run_experiment
 '''
 
 
@@ -214,9 +220,9 @@ def test_time_limit_requeues_the_job_and_the_cell_resumes(data, tmp_path, monkey
     and continues its cell after the last saved epoch (about 30 s)."""
     import submitit
 
-    from pxprune.experiments.launchers import RequeueableCall
-    from pxprune.experiments.submit import run_cell_job
-    from pxprune.experiments.sweep import Cell
+    from pxprune.experiments.sweep.grid import Cell
+    from pxprune.experiments.sweep.slurm import RequeueableCall
+    from pxprune.experiments.sweep.submit import run_cell_job
 
     fault_env(monkeypatch, tmp_path, "slow=random/s90.00/seed0")
     out = tmp_path / "sweep"
@@ -304,7 +310,7 @@ def test_extra_slurm_options_parse_and_type():
         {"account": "abc", "exclusive": True, "mail_type": "END"}
     import submitit
 
-    from pxprune.experiments.launchers import _slurm_defaults, executor_parameters
+    from pxprune.experiments.sweep.slurm import _slurm_defaults, executor_parameters
 
     params = executor_parameters(
         SlurmOptions(time_min=90, extra={"array_parallelism": "4", "qos": "high",

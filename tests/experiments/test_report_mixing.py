@@ -49,7 +49,7 @@ def test_an_interrupted_report_is_re_run_and_a_run_folder_is_refused(data_file, 
     import hashlib
 
     from pxprune.errors import OutputError
-    from pxprune.experiments import report
+    from pxprune.experiments.report import write as report
 
     runs = tmp_path / "runs"
     _run(data_file, model_spec, runs / "a", seed=0, epochs=1)

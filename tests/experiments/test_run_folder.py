@@ -110,7 +110,7 @@ def test_the_new_fields_keep_older_folders_and_sweeps_valid(tmp_path, data_file,
 
     from pxprune.cli.common import config_from_args
     from pxprune.cli.main import build_parser
-    from pxprune.experiments.sweep import protocol_of
+    from pxprune.experiments.sweep.records import protocol_of
 
     assert not {"test_dataset", "holdout", "allow_disconnected"} & set(protocol_of(RunConfig()))
     assert protocol_of(RunConfig(holdout=0.2))["holdout"] == 0.2

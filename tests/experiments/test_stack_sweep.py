@@ -8,10 +8,10 @@ import torch
 from helpers import sweep_args
 
 from pxprune.cli.main import main
-from pxprune.experiments.report import collect
-from pxprune.experiments.stack_run import plan_stacks
-from pxprune.experiments.status import sweep_status
-from pxprune.experiments.sweep import plan_cells
+from pxprune.experiments.report.collect import collect
+from pxprune.experiments.sweep.grid import plan_cells
+from pxprune.experiments.sweep.stack import plan_stacks
+from pxprune.experiments.sweep.status import sweep_status
 
 CELLS = plan_cells(["random", "dense"], [0.5, 0.9], [0, 1])
 

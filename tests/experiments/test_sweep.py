@@ -16,10 +16,13 @@ from helpers import sweep_args
 import pxprune.api
 import pxprune.experiments.prune_cell
 import pxprune.experiments.run
-import pxprune.experiments.sweep
 from pxprune.cli.main import main
-from pxprune.experiments.report import collect, format_markdown
-from pxprune.experiments.sweep import plan_cells, sparsity_label
+from pxprune.experiments.report.collect import collect
+from pxprune.experiments.report.tables import format_markdown
+from pxprune.experiments.sweep import cells as sweep_cells
+from pxprune.experiments.sweep import local as sweep_local
+from pxprune.experiments.sweep import worker as sweep_worker
+from pxprune.experiments.sweep.grid import plan_cells, sparsity_label
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,7 @@ def test_finished_cells_are_skipped(finished, data, monkeypatch):
     def must_not_run(*a, **k):
         raise AssertionError("run_experiment called for a finished cell")
 
-    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", must_not_run)
+    monkeypatch.setattr(sweep_worker, "run_experiment", must_not_run)
     assert main(sweep_args(data, finished)) == 0
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("summary.json")} == mtimes
     assert len(json.loads((finished / "sweep.json").read_text())["invocations"]) == 2
@@ -161,7 +164,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
 
     monkeypatch.setattr(pxprune.experiments.run, "train", train_stopping_after_epoch_1)
     with pytest.raises(Stop):
-        pxprune.experiments.sweep.run_sweep(
+        sweep_local.run_sweep(
             _base(data), ["random", "dense"], [0.9], [0], out, progress=False, log=lambda m: None,
             env={"command": "test"})
     cell = out / "random/s90.00/seed0"
@@ -184,7 +187,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
         raise AssertionError("a resumed cell must reuse its saved masks")
 
     monkeypatch.setattr(pxprune.experiments.prune_cell, "prune", no_pruning)
-    record = pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
+    record = sweep_local.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
                                      progress=False, log=lambda m: None, env={"command": "t"})
     assert record["cells"]["random/s90.00/seed0"]["status"] == "done", record["cells"]
     lines = (cell / "metrics.jsonl").read_text().splitlines()
@@ -202,14 +205,14 @@ def _base(data):
 
 def test_failed_cell_is_recorded_and_others_run(data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "fail"
-    real = pxprune.experiments.sweep.run_experiment
+    real = sweep_worker.run_experiment
 
     def flaky(cfg, folder, **kw):
         if cfg.method == "magnitude" and cfg.sparsity == 0.5:
             raise RuntimeError("boom")
         return real(cfg, folder, **kw)
 
-    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", flaky)
+    monkeypatch.setattr(sweep_worker, "run_experiment", flaky)
     assert main(sweep_args(data, out, seeds="0")) == 1
     assert "magnitude/s50.00/seed0" in capsys.readouterr().err
     error = json.loads((out / "magnitude/s50.00/seed0/error.json").read_text())
@@ -228,7 +231,7 @@ def test_failed_cell_is_recorded_and_others_run(data, tmp_path, monkeypatch, cap
     assert magnitude_50 == []
     assert re.search(r"\| Magnitude \| – \|", format_markdown(result))
 
-    monkeypatch.setattr(pxprune.experiments.sweep, "run_experiment", real)  # the re-run finishes it
+    monkeypatch.setattr(sweep_worker, "run_experiment", real)  # the re-run finishes it
     assert main(sweep_args(data, out, seeds="0")) == 0
     assert not (out / "magnitude/s50.00/seed0/error.json").exists()
     assert collect(out)["missing"] == []
@@ -259,16 +262,16 @@ def test_sweep_json_written_with_later_fields_at_default_still_matches(tmp_path)
 
     from pxprune.experiments.config import RunConfig
     from pxprune.experiments.resolve import UsageError
-    from pxprune.experiments.sweep import _load_sweep_file, protocol_of
+    from pxprune.experiments.sweep.records import load_record, protocol_of
 
     base = RunConfig(method="dense", sparsity=0.0, recipe="cpu_small", precision="bf16")
     old = {**protocol_of(base), "holdout": 0.0, "allow_disconnected": False,
            "test_dataset": None}
     (tmp_path / "sweep.json").write_text(json.dumps({"kind": "training", "protocol": old,
                                                      "methods": ["dense"]}))
-    assert _load_sweep_file(tmp_path, protocol_of(base))["methods"] == ["dense"]
+    assert load_record(tmp_path, protocol_of(base))["methods"] == ["dense"]
     with pytest.raises(UsageError, match="differs in: precision"):
-        _load_sweep_file(tmp_path, protocol_of(replace(base, precision="fp32")))
+        load_record(tmp_path, protocol_of(replace(base, precision="fp32")))
 
 
 # -- damaged or edited cells ------------------------------------------------------------------
@@ -279,7 +282,7 @@ CUT = "random/s50.00/seed0"  # the cell each damage below is done to
 def small(tmp_path_factory, data):
     """random at 50 % and 90 % and dense, seed 0, finished once; each test damages a copy."""
     out = tmp_path_factory.mktemp("sweep") / "small"
-    pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"], [0.5, 0.9], [0], out,
+    sweep_local.run_sweep(_base(data), ["random", "dense"], [0.5, 0.9], [0], out,
                                         progress=False, log=lambda m: None, env={"command": "t"})
     return out
 
@@ -361,7 +364,7 @@ def test_resume_sets_a_damaged_cell_aside_and_runs_it_again(small, data, tmp_pat
     DAMAGES["config garbage"][0](out / "dense/seed0")
     intact = (out / "random/s90.00/seed0/summary.json").stat().st_mtime_ns
     messages: list[str] = []
-    record = pxprune.experiments.sweep.run_sweep(_base(data), ["random", "dense"],
+    record = sweep_local.run_sweep(_base(data), ["random", "dense"],
                                                  [0.5, 0.9], [0], out, progress=False,
                                                  log=messages.append, env={"command": "t"})
     assert all(e["status"] == "done" for e in record["cells"].values()), record["cells"]
@@ -374,7 +377,7 @@ def test_resume_sets_a_damaged_cell_aside_and_runs_it_again(small, data, tmp_pat
     assert (out / "random/s90.00/seed0/summary.json").stat().st_mtime_ns == intact
     result = collect(out)  # the set-aside files are not reported as a second cell
     assert len(result["cells"]) == 3 and result["missing"] == []
-    fresh = pxprune.experiments.sweep.cell_state(out, plan_cells(["random"], [0.5], [0])[0])
+    fresh = sweep_cells.cell_state(out, plan_cells(["random"], [0.5], [0])[0])
     assert fresh.state == "done" and fresh.done["masks_sha256"] == json.loads(
         (small / CUT / "summary.json").read_text())["masks_sha256"]  # same seed, same masks
 

@@ -1,4 +1,4 @@
-"""Tests of the paired head-to-head report section (pxprune.experiments.compare,
+"""Tests of the paired head-to-head report section (pxprune.experiments.report.paired,
 report --paired)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 import pytest
 
 from pxprune.cli.main import main
-from pxprune.experiments.compare import paired, paper_value, verdict
-from pxprune.experiments.report import collect, format_markdown
+from pxprune.experiments.report.collect import collect
+from pxprune.experiments.report.paired import paired, paper_value, verdict
+from pxprune.experiments.report.tables import format_markdown
 from pxprune.methods.spec import resolved_spec
 
 # (method, sparsity, seed) -> final accuracy; kept weights per layer (conv1, layer1, fc)
@@ -120,7 +121,8 @@ def test_report_never_replaces_files_it_did_not_write(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "--out", str(tmp_path / "r"), "--results",
                  str(tmp_path / "ok.json")]) == 0
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
-        ["report.md", "report.csv", "report.png", "report.json"])
+        ["report.md", "report.tex", "report.csv", "report.png", "report_layers.png",
+         "report.json"])  # no report_curves.png: these cells hold no metrics.jsonl
     assert (tmp_path / "r" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -128,7 +130,7 @@ def test_one_sparsity_is_drawn_as_one_column_per_method(sweep):
     import matplotlib.pyplot as plt
     from matplotlib.collections import PathCollection
 
-    from pxprune.experiments.report import figure
+    from pxprune.experiments.report.figure import figure
 
     fig = figure(collect(sweep))
     ax = fig.axes[0]

@@ -16,7 +16,7 @@ from torch import nn
 import pxprune
 import pxprune.experiments.transfer_sweep as TS
 from pxprune.cli.main import main
-from pxprune.experiments.report import collect
+from pxprune.experiments.report.collect import collect
 from pxprune.masks import Masks
 from pxprune.transfer import backbones as T
 

@@ -8,7 +8,7 @@ import torch
 from pxprune.experiments.config import RunConfig
 from pxprune.experiments.resolve import UsageError
 from pxprune.experiments.run import split_method
-from pxprune.experiments.sweep import Cell, canonical_methods, plan_cells
+from pxprune.experiments.sweep.grid import Cell, canonical_methods, plan_cells
 from pxprune.masks import PruningError
 from pxprune.methods.spec import (
     canonical,
@@ -137,19 +137,19 @@ def test_prune_step_passes_options(monkeypatch):
 
 
 def test_report_names_and_styles_for_specs():
-    from pxprune.experiments.report import _style, display_name
+    from pxprune.experiments.report.names import display_name, line_style
 
     methods = ["px", "snip", "px[variant=cvpr2024]", "px[scope=layer]"]
     assert display_name("px[variant=cvpr2024]") == "PX [variant=cvpr2024]"
     assert display_name("ntksap") == "NTK-SAP"
-    styles = [_style(m, methods) for m in methods]
+    styles = [line_style(m, methods) for m in methods]
     assert styles[0][0] == styles[2][0] == styles[3][0]  # one colour per base method
     assert len({styles[0][1], styles[2][1], styles[3][1]}) == 3  # told apart by line style
 
 
 def test_every_registered_method_has_a_report_name_and_its_own_colour():
     import pxprune
-    from pxprune.experiments.report import method_color, method_display
+    from pxprune.experiments.report.names import method_color, method_display
 
     names = [method_display(m) for m in pxprune.METHODS]
     colours = [method_color(m) for m in pxprune.METHODS]
@@ -165,7 +165,7 @@ def test_sweep_end_to_end_with_specs(tmp_path, capsys):
     from helpers import sweep_args, write_data
 
     from pxprune.cli.main import main
-    from pxprune.experiments.report import collect
+    from pxprune.experiments.report.collect import collect
 
     data = tmp_path / "tiny.pt"
     write_data(data)

@@ -29,7 +29,8 @@ def test_a_method_from_one_file_reaches_every_surface(tmp_path, monkeypatch, cap
     from helpers import sweep_args, write_data
 
     from pxprune.cli.main import main
-    from pxprune.experiments.report import _style, collect, display_name
+    from pxprune.experiments.report.collect import collect
+    from pxprune.experiments.report.names import display_name, line_style
 
     (tmp_path / "toy_method.py").write_text(TOY)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -52,7 +53,7 @@ def test_a_method_from_one_file_reaches_every_surface(tmp_path, monkeypatch, cap
         rows = collect(out)["rows"]
         assert "toyscore[offset=2.0]" in {r["method"] for r in rows}
         assert display_name("toyscore[offset=2.0]") == "ToyScore [offset=2.0]"
-        assert _style("toyscore", ["toyscore", "random"])[0] == "#123456"
+        assert line_style("toyscore", ["toyscore", "random"])[0] == "#123456"
         assert main(["report", str(out)]) == 0
         printed = capsys.readouterr().out
         written = "".join(p.read_text() for p in out.glob("*.md"))

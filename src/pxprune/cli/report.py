@@ -7,9 +7,11 @@ import shlex
 from pathlib import Path
 
 from ..experiments import report
-from ..experiments.compare import PAPER
 from ..experiments.provenance import cli_argv
-from ..experiments.report import METRICS, format_text_table, write_report
+from ..experiments.report.collect import METRICS
+from ..experiments.report.paired import PAPER
+from ..experiments.report.tables import format_text_table
+from ..experiments.report.write import write_report
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -20,7 +22,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                           notes=args.note, paired=args.paired, paper=args.paper)
     print(format_text_table(result))
     out = Path(args.out or args.sweep_dir)
-    print(f"wrote {out / 'report.md'}, report.csv, report.png, report.json"
+    print(f"wrote {out / 'report.md'}, report.tex, report.csv, report.png (and the per-layer "
+          "density and training-curve figures where the cells hold them), report.json"
           + (f" and {args.results}" if args.results else ""))
     return 0
 

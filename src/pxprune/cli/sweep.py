@@ -26,7 +26,12 @@ import argparse
 import sys
 
 from ..experiments.config import DENSE, TRANSFER_DEFAULTS, RunConfig, defaults_of
-from ..experiments.launchers import (
+from ..experiments.report.collect import collect
+from ..experiments.report.tables import format_text_table
+from ..experiments.resolve import UsageError
+from ..experiments.sweep.grid import DEFAULT_METHODS
+from ..experiments.sweep.local import run_sweep
+from ..experiments.sweep.slurm import (
     CLUSTERS,
     EXTRA_PREFIX,
     SlurmOptions,
@@ -34,11 +39,8 @@ from ..experiments.launchers import (
     parse_mem_gb,
     parse_slurm_time,
 )
-from ..experiments.report import collect, format_text_table
-from ..experiments.resolve import UsageError
-from ..experiments.status import format_status, sweep_status
-from ..experiments.submit import submit_sweep
-from ..experiments.sweep import DEFAULT_METHODS, run_sweep
+from ..experiments.sweep.status import format_status, sweep_status
+from ..experiments.sweep.submit import submit_sweep
 from ..experiments.transfer_sweep import run_transfer_sweep
 from ..masks import PruningError
 from ..methods.spec import split_method_list
@@ -62,7 +64,7 @@ def _seeds(text: str) -> list[int]:
 
 def take_slurm_extras(args: argparse.Namespace, unknown: list[str]) -> list[str]:
     """Keep each ``--slurm-KEY=VALUE`` (or ``--slurm-KEY VALUE``) the parser did not know in
-    ``args.slurm_extra`` (checked by :func:`pxprune.experiments.launchers.parse_extra`); return
+    ``args.slurm_extra`` (checked by :func:`pxprune.experiments.sweep.slurm.parse_extra`); return
     what is left, which the parser then refuses as usual. The sweep has no positional
     arguments, so a word after such an option is its value."""
     rest, i = [], 0

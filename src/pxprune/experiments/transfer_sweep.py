@@ -45,16 +45,10 @@ from ..schedule import round_densities
 from ..transfer.backbones import Probe
 from .cell_check import TRANSFER, done_file
 from .config import DENSE, TransferConfig
-from .sweep import (
-    Cell,
-    canonical_methods,
-    close_sweep,
-    environment,
-    plan_cells,
-    record_cell,
-    run_guarded,
-    start_sweep,
-)
+from .sweep.grid import Cell, canonical_methods, plan_cells
+from .sweep.records import environment
+from .sweep.session import close_sweep, record_cell, start_sweep
+from .sweep.worker import run_guarded
 from .transfer_run import (
     DenseReference,
     TransferData,

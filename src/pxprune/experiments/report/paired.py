@@ -10,11 +10,11 @@ ahead / behind in every seed by a mean of at least ``TIE_POINTS``, ``level`` oth
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from .config import DENSE
-from .sweep import sparsity_label
+from ..config import DENSE
+from ..sweep.grid import sparsity_label
+from .layers import read_layer_table
 
 TIE_POINTS = 0.5
 
@@ -93,19 +93,18 @@ def _group(layer: str) -> str:
 
 def layer_shape(sweep_dir: Path, cell: dict) -> dict | None:
     """Density per block of layers and the empty layers of one cell (from its layers.csv)."""
-    path = sweep_dir / cell["folder"] / "layers.csv"
-    if not path.exists():
+    rows = read_layer_table(sweep_dir / cell["folder"])
+    if rows is None:
         return None
     kept: dict[str, int] = {}
     total: dict[str, int] = {}
     empty = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            g = _group(row["layer"])
-            kept[g] = kept.get(g, 0) + int(row["kept"])
-            total[g] = total.get(g, 0) + int(row["total"])
-            if int(row["kept"]) == 0:
-                empty.append(row["layer"])
+    for row in rows:
+        g = _group(row["layer"])
+        kept[g] = kept.get(g, 0) + int(row["kept"])
+        total[g] = total.get(g, 0) + int(row["total"])
+        if int(row["kept"]) == 0:
+            empty.append(row["layer"])
     return {"block_density": {g: kept[g] / total[g] for g in total}, "empty_layers": empty}
 
 
@@ -130,6 +129,39 @@ def _fmt_acc(row: dict | None) -> str:
     return f"{row['mean']:.2f} ± {row['std']:.2f}"
 
 
+def _method_line(m: str, s: float, label: str, row: dict, pair: dict | None, seeds: dict,
+                 blocks: list[str], reference: str, paper: str | None, display) -> str:
+    """One method's row: accuracy [paper], Δ per seed, mean Δ, verdict, empty layers, blocks."""
+    acc = _fmt_acc(row)
+    pv = paper_value(paper, m, s)
+    acc += f" [{pv}]" if pv else ""
+    per_seed = " / ".join(f"{d:+.2f}" for d in pair["differences"]) if pair else "–"
+    mean = f"{pair['mean_difference']:+.2f}" if pair else "–"
+    word = pair["verdict"] if pair else ("reference" if m == reference else "–")
+    if pair and len(pair["differences"]) < 2:  # one seed: not yet a ranking
+        word += " (1 seed)"
+    empty = " / ".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
+    dens = []
+    for b in blocks:
+        vals = [v["block_density"][b] for v in seeds.values() if b in v["block_density"]]
+        dens.append(f"{100 * sum(vals) / len(vals):.2f}" if vals else "–")
+    return (f"| {display(m)} | {acc} | {per_seed} | {mean} | {word} | {empty or '–'} | "
+            + " | ".join(dens) + " |")
+
+
+def _intro(reference: str, paper: str | None, display) -> list[str]:
+    """The section's heading and how to read it (Δ, verdict rule, empty layers, blocks)."""
+    return [f"## {display(reference)} against each method, paired by seed", "",
+            f"Δ = {display(reference)} − method in each seed (seed order as listed), then the "
+            f"mean; verdict: {display(reference)} *leads* / *trails* when it is ahead / behind "
+            f"in every seed by a mean of at least {TIE_POINTS} points, *level* otherwise; "
+            "a verdict from one seed alone is marked (1 seed): a second seed may undo it. "
+            "Empty layers: prunable layers with no weight left, per seed. Density per block "
+            "(first part of the layer name, mean over seeds) shows where the mask puts its "
+            "weights." + (f" [Brackets]: the paper's {paper} value read off the plot." if paper
+                          else ""), ""]
+
+
 def format_section(result: dict, reference: str, paper: str | None,
                    display=lambda m: m) -> list[str]:
     """Markdown: per sparsity, accuracy [paper], paired difference, empty layers, densities."""
@@ -139,15 +171,7 @@ def format_section(result: dict, reference: str, paper: str | None,
     shapes = layer_shapes(sweep_dir, result["cells"])
     rows = {(r["method"], sparsity_label(r["sparsity"])): r for r in result["rows"]
             if r["method"] != DENSE}
-    lines = [f"## {display(reference)} against each method, paired by seed", "",
-             f"Δ = {display(reference)} − method in each seed (seed order as listed), then the "
-             f"mean; verdict: {display(reference)} *leads* / *trails* when it is ahead / behind "
-             f"in every seed by a mean of at least {TIE_POINTS} points, *level* otherwise; "
-             "a verdict from one seed alone is marked (1 seed): a second seed may undo it. "
-             "Empty layers: prunable layers with no weight left, per seed. Density per block "
-             "(first part of the layer name, mean over seeds) shows where the mask puts its "
-             "weights." + (f" [Brackets]: the paper's {paper} value read off the plot." if paper
-                           else ""), ""]
+    lines = _intro(reference, paper, display)
     for s in sorted(result["sparsities"], reverse=True):
         label = sparsity_label(s)
         methods = [m for m in result["methods"] if (m, label) in rows]
@@ -161,24 +185,9 @@ def format_section(result: dict, reference: str, paper: str | None,
                   "| Method | accuracy % | Δ per seed | mean Δ | verdict | empty layers | "
                   + " | ".join(blocks) + " |",
                   "|---|---:|---:|---:|---|---:|" + "---:|" * len(blocks)]
-        for m in methods:
-            acc = _fmt_acc(rows[(m, label)])
-            pv = paper_value(paper, m, s)
-            acc += f" [{pv}]" if pv else ""
-            pair = pairs.get((m, label))
-            per_seed = " / ".join(f"{d:+.2f}" for d in pair["differences"]) if pair else "–"
-            mean = f"{pair['mean_difference']:+.2f}" if pair else "–"
-            word = pair["verdict"] if pair else ("reference" if m == reference else "–")
-            if pair and len(pair["differences"]) < 2:  # one seed: not yet a ranking
-                word += " (1 seed)"
-            seeds = shapes.get(f"{m}|{label}", {})
-            empty = " / ".join(str(len(v["empty_layers"])) for _, v in sorted(seeds.items()))
-            dens = []
-            for b in blocks:
-                vals = [v["block_density"][b] for v in seeds.values() if b in v["block_density"]]
-                dens.append(f"{100 * sum(vals) / len(vals):.2f}" if vals else "–")
-            lines.append(f"| {display(m)} | {acc} | {per_seed} | {mean} | {word} | "
-                         f"{empty or '–'} | " + " | ".join(dens) + " |")
+        lines += [_method_line(m, s, label, rows[(m, label)], pairs.get((m, label)),
+                               shapes.get(f"{m}|{label}", {}), blocks, reference, paper,
+                               display) for m in methods]
         lines.append("")
     return lines
 

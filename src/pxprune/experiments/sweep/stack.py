@@ -4,8 +4,8 @@ Each cell is checked, claimed, locked (``running.json``) and pruned exactly as
 :func:`pxprune.experiments.run.run_experiment` does it, each in its own folder; then the cells
 still to train are trained together by :func:`pxprune.training.stacked.train_stacked` and each
 summary is completed and written as a lone run's is. A cell that fails to prepare, or diverges,
-fails alone (its outcome as :func:`pxprune.experiments.sweep.run_guarded` gives it); the others
-go on. One stack is one process (``--jobs`` stacks at once) or one submitit job.
+fails alone (its outcome as :func:`pxprune.experiments.sweep.worker.run_guarded` gives it); the
+others go on. One stack is one process (``--jobs`` stacks at once) or one submitit job.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..devices import check_device
-from ..schedule import check_seed
-from ..training.recipes import get_recipe
-from ..training.stacked import StackCell, train_stacked
-from .cell_lock import CellBusy, CellLock
-from .config import RunConfig
-from .folder import check_out_named, claim
-from .run import PreparedCell, finish_cell, prepare_claimed
+from ...devices import check_device
+from ...schedule import check_seed
+from ...training.recipes import get_recipe
+from ...training.stacked import StackCell, train_stacked
+from ..cell_lock import CellBusy, CellLock
+from ..config import RunConfig
+from ..folder import check_out_named, claim
+from ..run import PreparedCell, finish_cell, prepare_claimed
 
 Outcome = dict  # {"ok", "final_test_acc" | "error"/"traceback", "seconds", "device"[, "busy"]}
 
@@ -161,12 +161,41 @@ def run_stacks(units: Sequence[Sequence[tuple[object, RunConfig, Path]]], device
     _run_parallel(units, devices, threads, log, finish)
 
 
+def _start_stack(ctx, unit: Sequence[tuple[object, RunConfig, Path]], device: str,
+                 threads: int | None):
+    """A spawned process training one stack; returns it and the end receiving its outcomes."""
+    from dataclasses import asdict
+
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_stack_worker, args=(
+        [asdict(c) for _, c, _ in unit], [str(f) for _, _, f in unit], device, threads, sender))
+    proc.start()
+    sender.close()
+    return proc, receiver
+
+
+def _stack_outcomes(proc, receiver, unit: Sequence, start: float, device: str) -> list[Outcome]:
+    """What an ended stack process sent, or a failure of each of its cells when it died."""
+    outcomes = None
+    try:
+        if receiver.poll(None if proc.is_alive() else 0):
+            outcomes = receiver.recv()
+    except (EOFError, OSError):
+        outcomes = None
+    proc.join()
+    receiver.close()
+    if outcomes:
+        return outcomes
+    return [{"ok": False, "seconds": time.perf_counter() - start, "device": device,
+             "error": f"stack process exited with code {proc.exitcode} without a result"}
+            for _ in unit]
+
+
 def _run_parallel(units: Sequence[Sequence[tuple[object, RunConfig, Path]]],
                   devices: Sequence[str], threads: int | None, log: Callable[[str], object],
                   finish: Callable[[object, Outcome], None]) -> None:
     """One spawned process per stack, one stack per device slot."""
     import multiprocessing as mp
-    from dataclasses import asdict
 
     ctx = mp.get_context("spawn")
     pending, free = list(units), list(range(len(devices)))
@@ -175,12 +204,7 @@ def _run_parallel(units: Sequence[Sequence[tuple[object, RunConfig, Path]]],
         while pending or running:
             while pending and free:
                 unit, slot = pending.pop(0), free.pop(0)
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_stack_worker, args=(
-                    [asdict(c) for _, c, _ in unit], [str(f) for _, _, f in unit],
-                    devices[slot], threads, sender))
-                proc.start()
-                sender.close()
+                proc, receiver = _start_stack(ctx, unit, devices[slot], threads)
                 running[proc.sentinel] = (proc, receiver, unit, time.perf_counter(), slot)
                 log(f"  start  stack of {len(unit)} on {devices[slot]}: "
                     f"{', '.join(str(f) for _, _, f in unit)}")
@@ -188,20 +212,9 @@ def _run_parallel(units: Sequence[Sequence[tuple[object, RunConfig, Path]]],
             key = next(k for k, r in running.items() if k in ready or r[1] in ready)
             proc, receiver, unit, start, slot = running.pop(key)
             free.append(slot)
-            outcomes = None
-            try:
-                if receiver.poll(None if proc.is_alive() else 0):
-                    outcomes = receiver.recv()
-            except (EOFError, OSError):
-                outcomes = None
-            proc.join()
-            receiver.close()
-            for n, (cell_key, _, _) in enumerate(unit):
-                finish(cell_key, outcomes[n] if outcomes else {
-                    "ok": False, "seconds": time.perf_counter() - start,
-                    "device": devices[slot],
-                    "error": f"stack process exited with code {proc.exitcode} without a "
-                             "result"})
+            outcomes = _stack_outcomes(proc, receiver, unit, start, devices[slot])
+            for (cell_key, _, _), outcome in zip(unit, outcomes, strict=True):
+                finish(cell_key, outcome)
     finally:
         for proc, receiver, *_ in running.values():
             proc.terminate()

@@ -1,8 +1,9 @@
 """submitit glue for ``pxprune sweep --launcher submitit``: Slurm options from the command line,
 the executor, a job body Slurm may stop and submitit requeues, and waiting for the jobs.
 
-Nothing here knows what a cell is: :mod:`pxprune.experiments.submit` hands in the function each job
-runs. submitit is an optional dependency (``pip install pxprune[cluster]``), imported only here.
+Nothing here knows what a cell is: :mod:`pxprune.experiments.sweep.submit` hands in the function
+each job runs. submitit is an optional dependency (``pip install pxprune[cluster]``), imported
+only here.
 
 Options (every one optional except ``--slurm-time`` on a real cluster):
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .resolve import UsageError
+from ...errors import UsageError
 
 INSTALL_HINT = ("--launcher submitit needs the submitit package: "
                 "pip install 'pxprune[cluster]'")

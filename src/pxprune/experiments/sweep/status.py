@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DamagedFileError
-from .cell_lock import describe, live_holder
-from .resolve import UsageError
-from .sweep import SWEEP_FILE, TRAINING, Cell, cell_state, read_record
+from ...errors import DamagedFileError, UsageError
+from ..cell_check import TRAINING
+from ..cell_lock import describe, live_holder
+from .cells import cell_state
+from .grid import Cell
+from .records import SWEEP_FILE, read_record
 
 STATES = ("done", "running", "failed", "damaged", "pending")
 

@@ -1,6 +1,6 @@
 """``pxprune sweep --launcher submitit``: a sweep's unfinished cells as submitit jobs (one Slurm
 job array, one array task per cell; or local processes), each running exactly the cell a local
-pool worker runs (:func:`pxprune.experiments.sweep.run_logged_cell`).
+pool worker runs (:func:`pxprune.experiments.sweep.worker.run_logged_cell`).
 
 The job leaves its outcome in the cell folder itself (``summary.json``, or ``error.json``), since
 the submitting process is normally gone by then: ``sweep --status`` and ``pxprune report`` read
@@ -17,28 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import RunConfig
-from .launchers import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
-from .launchers import wait_for as wait_for_jobs
-from .resolve import UsageError
-from .stack_run import plan_stacks, run_stack, stack_log
-from .sweep import (
-    TRAINING,
-    Cell,
-    canonical_methods,
-    cell_config,
-    cell_status,
-    close_sweep,
-    environment,
-    plan_cells,
-    protocol_of,
-    record_cell,
-    resolved_recipe,
-    run_logged_cell,
-    save_record,
-    start_sweep,
-    write_cell_outcome,
-)
+from ...errors import UsageError
+from ..cell_check import TRAINING
+from ..config import RunConfig
+from .cells import cell_status
+from .grid import Cell, canonical_methods, cell_config, plan_cells
+from .records import environment, protocol_of, resolved_recipe, save_record
+from .session import close_sweep, record_cell, start_sweep, write_cell_outcome
+from .slurm import RequeueableCall, SlurmOptions, import_submitit, make_executor, submit
+from .slurm import wait_for as wait_for_jobs
+from .stack import plan_stacks, run_stack, stack_log
+from .worker import run_logged_cell
 
 JOBS_FOLDER = "submitit"  # OUT/submitit: submitit's pickles and each job's stdout / stderr
 
@@ -66,7 +55,7 @@ def run_cell_job(cfg: dict, out: str, cell: dict, device: str, threads: int | No
 def run_stack_job(cfgs: list[dict], out: str, cells: list[dict], device: str,
                   threads: int | None) -> list[dict]:
     """The body of one ``--stack`` job: the cells trained as one stack
-    (:func:`pxprune.experiments.stack_run.run_stack`), each outcome left in its folder."""
+    (:func:`pxprune.experiments.sweep.stack.run_stack`), each outcome left in its folder."""
     the_cells = [Cell(**c) for c in cells]
     folders = [Path(out) / c.folder for c in the_cells]
     results = run_stack([RunConfig.from_dict(c) for c in cfgs], folders, device=device,
@@ -112,18 +101,7 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
                     **({"stack": stack} if stack > 1 else {})}, log=log)
     if not todo:
         return close_sweep(out, record, cells)
-    if stack > 1:  # one job a stack
-        units = plan_stacks([(c, cell_config(base, c), out / c.folder) for c in todo], stack,
-                            by_seed=bool(base.holdout))
-        job_cells = [[c for c, _, _ in unit] for unit in units]
-        calls = [RequeueableCall(run_stack_job, [asdict(cfg) for _, cfg, _ in unit],
-                                 str(out.resolve()), [asdict(c) for c, _, _ in unit], device,
-                                 threads) for unit in units]
-    else:
-        job_cells = [[cell] for cell in todo]
-        calls = [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)),
-                                 str(out.resolve()), asdict(cell), device, threads)
-                 for cell in todo]
+    job_cells, calls = _job_calls(base, todo, out, device, threads, stack)
     try:
         jobs = submit(executor, calls)
     except Exception as exc:  # sbatch refused (bad partition, account...): one line
@@ -140,11 +118,32 @@ def submit_sweep(base: RunConfig, methods: Sequence[str], sparsities: Sequence[f
     if wait:
         if poll_s is None:  # local processes are cheap to poll; Slurm's accounting is not
             poll_s = 2.0 if cluster == "local" else 30.0
-        for i, result, why in wait_for_jobs(jobs, poll_s):
-            results = result if stack > 1 and result is not None else [result]
-            for n, cell in enumerate(job_cells[i]):
-                if result is None:
-                    record_cell(out, record, cell, _ended_without_result(out, cell, why), log)
-                else:  # the job already left its outcome in the folder
-                    record_cell(out, record, cell, results[n], log, write_folder=False)
+        _record_as_jobs_end(out, record, jobs, job_cells, poll_s, stack > 1, log)
     return close_sweep(out, record, cells)
+
+
+def _job_calls(base: RunConfig, todo: list[Cell], out: Path, device: str, threads: int | None,
+               stack: int) -> tuple[list[list[Cell]], list[RequeueableCall]]:
+    """Each job's cells and its call: one job a cell, or (``stack`` > 1) one job a stack."""
+    if stack > 1:
+        units = plan_stacks([(c, cell_config(base, c), out / c.folder) for c in todo], stack,
+                            by_seed=bool(base.holdout))
+        return ([[c for c, _, _ in unit] for unit in units],
+                [RequeueableCall(run_stack_job, [asdict(cfg) for _, cfg, _ in unit],
+                                 str(out.resolve()), [asdict(c) for c, _, _ in unit], device,
+                                 threads) for unit in units])
+    return ([[cell] for cell in todo],
+            [RequeueableCall(run_cell_job, asdict(cell_config(base, cell)), str(out.resolve()),
+                             asdict(cell), device, threads) for cell in todo])
+
+
+def _record_as_jobs_end(out: Path, record: dict, jobs: list, job_cells: list[list[Cell]],
+                        poll_s: float, stacked: bool, log: Callable[[str], object]) -> None:
+    """Record every cell's outcome in ``sweep.json`` as its job ends (``--wait``)."""
+    for i, result, why in wait_for_jobs(jobs, poll_s):
+        results = result if stacked and result is not None else [result]
+        for n, cell in enumerate(job_cells[i]):
+            if result is None:
+                record_cell(out, record, cell, _ended_without_result(out, cell, why), log)
+            else:  # the job already left its outcome in the folder
+                record_cell(out, record, cell, results[n], log, write_folder=False)

@@ -1,0 +1,103 @@
+"""``sweep.json``, a sweep's record: its protocol (what every cell shares), environment and
+invocations; read, checked and written here for the sweep, its status and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+
+from ...errors import DamagedFileError, UsageError
+from ...io import atomic_write_json
+from ...training.recipes import get_recipe
+from ..cell_check import DONE_FILES, TRAINING
+from ..config import CELL_FIELDS, RunConfig
+from ..provenance import cli_argv
+from ..provenance import environment as base_environment
+
+FORMAT = "pxprune.sweep/1"
+SWEEP_FILE = "sweep.json"
+ENV_VARS = ("PXPRUNE_DATA", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")  # recorded with the command
+
+# RunConfig fields added after sweeps were recorded: left out of the protocol while at their
+# default, so that an older sweep.json still matches.
+LATER_FIELDS = {"precision": None, "test_dataset": None, "holdout": 0.0}
+NOT_PROTOCOL = ("allow_disconnected",)  # changes whether a cell may finish, not its result
+
+
+def protocol_of(base: RunConfig) -> dict:
+    """The fields shared by every cell (the RunConfig without method, sparsity and seed)."""
+    return comparable_protocol({k: v for k, v in asdict(base).items() if k not in CELL_FIELDS})
+
+
+def comparable_protocol(protocol: dict) -> dict:
+    """``protocol`` without NOT_PROTOCOL fields and LATER_FIELDS at their default, so that a
+    sweep.json written while either was still recorded matches the same protocol today."""
+    return {k: v for k, v in protocol.items() if k not in NOT_PROTOCOL
+            and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+def run_protocol(cfg: dict) -> dict:
+    """What one run (a cell's saved config) must share with every run it is averaged or paired
+    with: its config without method, sparsity and seed (and later fields unset or at their
+    default), comparable with :func:`protocol_of`."""
+    rest = {k: v for k, v in cfg.items() if k not in (*CELL_FIELDS, "resolved_method")
+            and not (k in LATER_FIELDS and v in (None, LATER_FIELDS[k]))}
+    return comparable_protocol(rest)
+
+
+def resolved_recipe(base: RunConfig) -> dict:
+    """The training recipe every cell uses, with the sweep's overrides applied."""
+    return get_recipe(base.recipe, **base.recipe_overrides()).to_dict()
+
+
+def environment(device: str) -> dict:
+    """Device name, torch/Python versions, git commit, uncommitted files and the command line."""
+    env = base_environment(device)
+    env["command"] = "pxprune " + shlex.join(cli_argv())
+    env["env_vars"] = {k: os.environ[k] for k in ENV_VARS if k in os.environ}
+    return env
+
+
+def save_record(out: Path, record: dict) -> None:
+    """Write ``sweep.json`` (atomically: an interrupted sweep never leaves a truncated file)."""
+    atomic_write_json(out / SWEEP_FILE, record)
+
+
+def read_record(path: Path) -> dict:
+    """A ``sweep.json``; a truncated or foreign one is one line naming it (DamagedFileError)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise DamagedFileError(f"{path} is unreadable (truncated or not JSON: {first}); "
+                               "restore it, or move it aside and re-run the sweep command to "
+                               "start a new record") from None
+    lists = ("methods", "sparsities", "seeds", "invocations")
+    if (not isinstance(record, dict) or not isinstance(record.get("cells", {}), dict)
+            or any(not isinstance(record.get(k, []), list) for k in lists)
+            or not all(isinstance(e, dict) for e in record.get("cells", {}).values())
+            or record.get("kind", TRAINING) not in DONE_FILES):
+        raise DamagedFileError(f"{path} is not a pxprune sweep record")
+    return record
+
+
+def load_record(out: Path, protocol: dict, kind: str = TRAINING) -> dict:
+    """The existing ``sweep.json`` (checked against this protocol) or an empty record."""
+    path = out / SWEEP_FILE
+    if not path.exists():
+        return {"format": FORMAT, "methods": [], "sparsities": [], "seeds": [], "invocations": [],
+                "cells": {}}
+    record = read_record(path)
+    if record.get("kind", TRAINING) != kind:
+        raise UsageError(f"{out} holds a {record.get('kind', TRAINING)} sweep, not a {kind} "
+                         "sweep; use another --out")
+    stored = comparable_protocol(record.get("protocol") or {})
+    if stored != comparable_protocol(protocol):
+        changed = sorted(k for k in set(protocol) | set(stored)
+                         if protocol.get(k) != stored.get(k))
+        raise UsageError(f"{out} holds a sweep with another protocol (differs in: "
+                         f"{', '.join(changed)}); use another --out")
+    return record
