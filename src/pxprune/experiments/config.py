@@ -191,5 +191,3 @@ TRANSFER_ONLY = ("backbone", "mode", "image_size", "head", "l2", "dense_finetune
 # Options a training sweep has too, with other defaults there (a transfer run's "recipe" ""
 # means: by --mode, TransferConfig.__post_init__).
 SHARED = ("train_per_class", "test_per_class", "recipe", "norm")
-TRANSFER_DEFAULTS = {k: defaults_of(TransferConfig).get(k) for k in TRANSFER_ONLY}
-SHARED_DEFAULTS = {k: defaults_of(TransferConfig)[k] for k in SHARED}
