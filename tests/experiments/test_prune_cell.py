@@ -112,3 +112,20 @@ def test_only_the_cell_imports_the_pruning_entry_point():
                     any(a.name == "prune" for a in node.names):
                 importers.append(path.relative_to(SRC).as_posix())
     assert importers == ["experiments/prune_cell.py"]
+
+
+def test_a_cell_counts_and_names_the_logits_its_masks_leave_constant():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        model[2].weight[0].mul_(100.0)  # magnitude keeps every weight of logit 0 ...
+        model[2].weight[1:].mul_(1e-6)  # ... and none of logits 1 and 2
+    x, y = torch.randn(8, 6), torch.arange(8) % 3
+    lines: list[str] = []
+    cell = prune_cell_masks(model, MethodSpec.parse("magnitude"), 0.5, (x, y), log=lines.append)
+    assert cell.outputs_reached == (1, 3)
+    assert any("only 1 of 3 outputs are joined to the input" in line for line in lines)
+    lines.clear()
+    dense = prune_cell_masks(torch.nn.Sequential(torch.nn.Linear(6, 3)),
+                             MethodSpec.parse("magnitude"), 0.5, (x, y), log=lines.append)
+    assert dense.outputs_reached == (3, 3) and not any("only" in line for line in lines)

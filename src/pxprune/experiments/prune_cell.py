@@ -18,6 +18,7 @@ from .. import checkpoint as prune_checkpoint
 from ..api import get_method, prune
 from ..masks import Masks
 from ..methods.spec import MethodSpec
+from ..pathview.reach import output_reach
 from .checks import check_connected, log_resume
 from .data_split import CLOCK_FILE, PruneClock
 from .folder import write_layer_table
@@ -54,12 +55,14 @@ def cell_rounds(spec: MethodSpec, sparsity: float, **asked: int | float | None) 
 
 @dataclass(frozen=True)
 class PrunedCell:
-    """A cell's masks, the rounds they took and the pruning time (earlier interrupted attempts
-    in the same folder included)."""
+    """A cell's masks, the rounds they took, the pruning time (earlier interrupted attempts
+    in the same folder included) and ``(reached, total)`` outputs joined to the input by a path
+    of kept weights (fewer than all: those logits are constant whatever the image)."""
 
     masks: Masks
     rounds: int
     seconds: float
+    outputs_reached: tuple[int, int] = (1, 1)
 
 
 def prune_cell_masks(model: torch.nn.Module, spec: MethodSpec, sparsity: float,
@@ -95,9 +98,14 @@ def prune_cell_masks(model: torch.nn.Module, spec: MethodSpec, sparsity: float,
     finally:
         clock.stop()
     seconds = clock.seconds()
-    if not allow_disconnected:
-        check_connected(model, batch[0], masks, spec.text)
-    return PrunedCell(masks, cell_rounds(spec, sparsity, rounds=asked), seconds)
+    if allow_disconnected:
+        reached = output_reach(model, masks, batch[0][:1])
+    else:
+        reached = check_connected(model, batch[0], masks, spec.text)
+    if reached[0] < reached[1]:
+        log(f"warning: {spec.text} at {sparsity:.2%}: only {reached[0]} of {reached[1]} outputs "
+            "are joined to the input by a path of kept weights; the others are constant")
+    return PrunedCell(masks, cell_rounds(spec, sparsity, rounds=asked), seconds, reached)
 
 
 def clear_checkpoint(folder: Path) -> None:

@@ -129,7 +129,8 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                             scope=cfg.scope, seed=cfg.seed, keep_dense=cfg.keep_dense or (),
                             folder=out, allow_disconnected=cfg.allow_disconnected,
                             progress=progress, log=log)
-    return cell.masks, _prune_info(cfg, cell.masks, cell.seconds)  # earlier attempts included
+    info = _prune_info(cfg, cell.masks, cell.seconds)  # earlier attempts included
+    return cell.masks, {**info, "outputs_reached": list(cell.outputs_reached)}
 
 
 def _prune_info(cfg: RunConfig, masks: Masks, seconds: float) -> dict:
