@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pxprune.experiments.sweep.grid import method_folder, sparsity_label
+from pxprune.methods.spec import parse_method_spec
 
 
 def collect(sweep: Path) -> dict:
@@ -40,7 +41,7 @@ def short(layer: str) -> str:
 
 def markdown(data: dict, label: str) -> str:
     """Per-layer density table of the PX specs and the collapsed-layer counts of all methods."""
-    px_specs = [m for m in data if m.split("[")[0] == "px" and label in data[m]]
+    px_specs = [m for m in data if parse_method_spec(m)[0] == "px" and label in data[m]]
     lines = []
     if px_specs:
         layers = list(next(iter(data[px_specs[0]][label].values()))["layer_density"])

@@ -13,7 +13,7 @@
 # training images per class, the same for every method of a seed; the checkpoint's classifier
 # replaced by a fresh seeded Linear for the 10 classes (--head random), scored and pruned like
 # every other layer (a cell whose classifier is emptied is flagged: classifier_emptied in its
-# result.json, and it shows among the empty layers); each method's default rounds (100 for PX
+# summary.json, and it shows among the empty layers); each method's default rounds (100 for PX
 # and SynFlow); global threshold.
 # Order: 98.2 % first, then 95.6 % (89.26 % only when asked: STAGES="98.2 95.6 89.26"; the
 # study is ~32 cells of 25-35 min on one thread, and the budget of about 8 hours of a 2-core
@@ -32,7 +32,7 @@
 #   benchmarks/sweep_transfer_finetune_lite0.sh --restore  only restore committed cells
 #   benchmarks/sweep_transfer_finetune_lite0.sh --report   only the report
 #
-# Finished cells live on in $CELLS (config.json, result.json, layers.csv, layers.txt, the dense
+# Finished cells live on in $CELLS (config.json, summary.json, layers.csv, layers.txt, the dense
 # probe.safetensors, finetune/summary.json and metrics.jsonl; no masks, checkpoints or weights)
 # and are copied back into the git-ignored sweep folder before the sweep starts.
 # Environment: PY (python with pxprune importable), OUT (sweep folder), CELLS, R (report files),
@@ -54,16 +54,17 @@ TEST_PER_CLASS=${TEST_PER_CLASS:-0}
 EPOCHS=${EPOCHS:-}
 EXTRA=${EXTRA:-}
 METHODS=${METHODS:-'px,snip,grasp,ntksap,random,magnitude,synflow,px[variant=bound]'}
-FILES="config.json result.json layers.csv layers.txt probe.safetensors finetune/summary.json \
+FILES="config.json summary.json result.json layers.csv layers.txt probe.safetensors finetune/summary.json \
 finetune/metrics.jsonl"
 declare -A SPARSITY=([98.2]=0.98198627 [95.6]=0.95601953 [89.26]=0.89262582)
 
 # shellcheck source=benchmarks/cells.sh
 source "$(dirname "$0")/cells.sh"
 
-restore() { restore_cells result.json; }
+# cells finished before transfer cells wrote summary.json hold result.json instead
+restore() { restore_cells summary.json result.json; }
 
-collect() { collect_cells result.json; report; }  # then the report from whatever is finished
+collect() { collect_cells summary.json result.json; report; }  # then the report from whatever is finished
 
 report() {
   "$PY" -m pxprune report "$OUT" --out "$OUT/report" --results "$R.json" --paper fig3 \
@@ -78,7 +79,7 @@ levels." \
     --note "Pruning as the authors: 10 training images per class (class-balanced random split, \
 the same for every method of a seed); the new 10-class classifier is a fresh random layer while \
 scoring and is scored and pruned like every other layer (--head random); a cell whose classifier \
-is emptied fine-tunes to chance and is flagged (classifier_emptied in its result.json; empty \
+is emptied fine-tunes to chance and is flagged (classifier_emptied in its summary.json; empty \
 layers column). Fine-tuning starts from the ridge probe refitted on the pruned features." \
     --note "px is the default PX (the authors' 2024 scoring); px[variant=bound] is DESIGN §3.2's \
 bound. The paper has no SynFlow nor bound in Fig. 3."

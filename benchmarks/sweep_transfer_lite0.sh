@@ -40,7 +40,7 @@ the pre-trained Lite0 usable past moderate sparsity, and this does not test the 
 fine-tuned claim." \
   --note "Cost: 25 min wall on one torch thread (2-core machine shared with another job). The \
 multi-round methods (PX, SynFlow, NTK-SAP) continue each lower sparsity's masks (the \
-continued_from field of each result.json): PX ran 18 rounds in all instead of 2 + 4 + ... + \
+continued_from field of each cell's result.json): PX ran 18 rounds in all instead of 2 + 4 + ... + \
 18 = 90. Checked on PX at 93.13 %: pxprune transfer with the same options and --sparsity \
 0.931280523264 (1 - 0.8**12), pruned from scratch in 12 rounds, gives the same masks and 31.5 %."
 for ext in md png csv; do cp "$OUT/report.$ext" "$R.$ext"; done

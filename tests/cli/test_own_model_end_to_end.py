@@ -151,7 +151,7 @@ def test_prune_run_masks_report_ntk_on_the_users_model(user_model, data, tmp_pat
         config = json.loads((out / "config.json").read_text())
         assert (config["backbone"], config["weights"]) == (user_model, str(trained / "model.pt"))
         assert config["num_classes"] == 5 and config["classifier"] is None
-        result = json.loads((out / "result.json").read_text())
+        result = json.loads((out / "summary.json").read_text())
         assert result["classifier"]["name"] == "classifier.weight"
         assert result["classifier"]["total"] == 5 * 96  # the new task's head, pruned with the rest
         assert Masks.load(out / "masks.safetensors").density() == pytest.approx(0.2, abs=0.01)
@@ -233,5 +233,5 @@ def test_a_transfer_sweep_takes_a_user_backbone(user_model, data, tmp_path):
     record = json.loads((out / "sweep.json").read_text())
     assert record["protocol"]["backbone"] == user_model
     assert record["protocol"]["classifier"] == "classifier"
-    result = json.loads((out / "px" / "s80.00" / "seed0" / "result.json").read_text())
+    result = json.loads((out / "px" / "s80.00" / "seed0" / "summary.json").read_text())
     assert result["classifier"]["name"] == "classifier.weight" and result["density"] < 0.21

@@ -14,6 +14,7 @@ import torch
 from helpers import sweep_args
 
 import pxprune.api
+import pxprune.experiments.prune_cell
 import pxprune.experiments.run
 from pxprune.cli.main import main
 from pxprune.experiments.report.collect import collect
@@ -185,7 +186,7 @@ def test_interrupted_cell_resumes_and_partial_report(data, tmp_path, monkeypatch
     def no_pruning(*a, **k):
         raise AssertionError("a resumed cell must reuse its saved masks")
 
-    monkeypatch.setattr(pxprune.experiments.run, "prune", no_pruning)
+    monkeypatch.setattr(pxprune.experiments.prune_cell, "prune", no_pruning)
     record = sweep_local.run_sweep(_base(data), ["random", "dense"], [0.9], [0], out,
                                      progress=False, log=lambda m: None, env={"command": "t"})
     assert record["cells"]["random/s90.00/seed0"]["status"] == "done", record["cells"]

@@ -53,12 +53,12 @@ def test_probe_mode_outputs_and_accuracies_match_the_library(tmp_path):
     rc = main(["transfer", "--backbone", "resnet20_a", "--method", "px", "--sparsity", "0.9",
                "--rounds", "2", "--mode", "probe", "--out", str(out), *TINY])
     assert rc == 0
-    for name in ("config.json", "masks.safetensors", "layers.csv", "layers.txt", "result.json"):
+    for name in ("config.json", "masks.safetensors", "layers.csv", "layers.txt", "summary.json"):
         assert (out / name).is_file(), name
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["backbone"], cfg["method"], cfg["mode"]) == ("resnet20_a", "px", "probe")
     assert cfg["weights"].endswith(R20[0].name) and (cfg["num_train"], cfg["num_test"]) == (50, 50)
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "summary.json").read_text())
     masks = Masks.load(out / "masks.safetensors")
     assert abs(masks.sparsity() - 0.9) < 1e-3
     assert res["sparsity_actual"] == pytest.approx(masks.sparsity())
@@ -87,7 +87,7 @@ def test_finetune_mode_trains_pruned_and_dense_with_mask_fixed(tmp_path):
     rc = main(["transfer", "--backbone", "resnet20_a", "--method", "snip", "--sparsity", "80%",
                "--mode", "finetune", "--epochs", "1", "--out", str(out), *TINY])
     assert rc == 0
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "summary.json").read_text())
     ft, dft = res["pruned"]["finetune"], res["dense"]["finetune"]
     assert ft["epochs"] == 1 and dft["epochs"] == 1
     assert res["pruned"]["test_acc"] == ft["final_test_acc"]
@@ -110,7 +110,7 @@ def test_efficientnet_lite0_probe_at_small_image_size(tmp_path):
     rc = main(["transfer", "--backbone", "efficientnet_lite0", "--method", "magnitude",
                "--sparsity", "0.5", "--image-size", "32", "--out", str(out), *TINY])
     assert rc == 0
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "summary.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
     assert res["image_size"] == 32 and cfg["normalization"]["mean"][0] == pytest.approx(127 / 255)
     assert abs(res["sparsity_actual"] - 0.5) < 1e-3
@@ -125,7 +125,7 @@ def test_px_on_efficientnet_lite0(tmp_path):
     rc = main(["transfer", "--backbone", "efficientnet_lite0", "--method", "px", "--rounds", "1",
                "--sparsity", "0.5", "--image-size", "32", "--out", str(out), *TINY])
     assert rc == 0
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "summary.json").read_text())
     assert abs(res["sparsity_actual"] - 0.5) < 1e-3 and not res["collapsed_layers"]
 
 

@@ -81,24 +81,24 @@ def test_cells_dense_reference_once_per_seed_and_sweep_json(finished):
     # data read once, backbone loaded and dense probe fitted once per seed (not once per cell)
     assert counts == {"load_transfer_data": 1, "load_backbone": 2, "dense_reference": 2}
     for seed in (0, 1):
-        dense = json.loads((out / f"dense/seed{seed}/result.json").read_text())
+        dense = json.loads((out / f"dense/seed{seed}/summary.json").read_text())
         assert dense["method"] == "dense" and dense["seed"] == seed
         assert 40 < dense["dense"]["test_acc"] <= 100  # pre-trained features, far above chance
         assert (out / f"dense/seed{seed}/probe.safetensors").is_file()
         for folder in cell_folders((seed,)):
             for name in ("config.json", "masks.safetensors", "layers.csv", "layers.txt"):
                 assert (out / folder / name).is_file(), (folder, name)
-            res = json.loads((out / folder / "result.json").read_text())
+            res = json.loads((out / folder / "summary.json").read_text())
             assert res["seed"] == seed and res["dense"] == dense["dense"]
             assert abs(res["sparsity_actual"] - res["sparsity"]) < 1e-3
             masks = Masks.load(out / folder / "masks.safetensors")
             assert masks.kept == res["kept"] and 0 <= res["pruned"]["test_acc"] <= 100
-    px2 = json.loads((out / "px/s59.04/seed1/result.json").read_text())
+    px2 = json.loads((out / "px/s59.04/seed1/summary.json").read_text())
     assert px2["rounds"] == 4 and px2["continued_from"] == {"folder": "px/s36.00/seed1",
                                                            "rounds": 2}
-    px1 = json.loads((out / "px/s36.00/seed1/result.json").read_text())
+    px1 = json.loads((out / "px/s36.00/seed1/summary.json").read_text())
     assert px1["rounds"] == 2 and px1["continued_from"] is None
-    rnd = json.loads((out / "random/s59.04/seed0/result.json").read_text())
+    rnd = json.loads((out / "random/s59.04/seed0/summary.json").read_text())
     assert rnd["rounds"] == 1 and rnd["continued_from"] is None
 
     record = json.loads((out / "sweep.json").read_text())
@@ -127,8 +127,8 @@ def test_sweep_cell_equals_a_single_transfer_run(finished, tmp_path):
     cell = out / "px/s59.04/seed1"
     a, b = Masks.load(single / "masks.safetensors"), Masks.load(cell / "masks.safetensors")
     assert list(a) == list(b) and all(torch.equal(a[n], b[n]) for n in a)
-    ra = json.loads((single / "result.json").read_text())
-    rb = json.loads((cell / "result.json").read_text())
+    ra = json.loads((single / "summary.json").read_text())
+    rb = json.loads((cell / "summary.json").read_text())
     assert ra["continued_from"] is None and rb["continued_from"] is not None
     assert ra["rounds"] == rb["rounds"] == 4
     assert ra["pruned"] == {**rb["pruned"], "probe": {**rb["pruned"]["probe"],
@@ -153,7 +153,7 @@ def test_report_table_equals_the_cells(finished, tmp_path):
             label = f"s{row['sparsity'] * 100:.2f}"
             folders = [f"{row['method']}/{label}/seed{k}" for k in (0, 1)]
             key = "pruned"
-        accs = [json.loads((out / f / "result.json").read_text())[key]["test_acc"]
+        accs = [json.loads((out / f / "summary.json").read_text())[key]["test_acc"]
                 for f in folders]
         assert row["values"] == accs and row["mean"] == pytest.approx(sum(accs) / 2)
         assert row["std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
@@ -175,7 +175,7 @@ def test_report_table_equals_the_cells(finished, tmp_path):
 @needs_data
 def test_finished_cells_are_skipped(finished, monkeypatch):
     out, _ = finished
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
 
     def must_not_run(*a, **k):
         raise AssertionError("a finished cell ran again")
@@ -183,7 +183,7 @@ def test_finished_cells_are_skipped(finished, monkeypatch):
     monkeypatch.setattr(TS, "prune_cell", must_not_run)
     monkeypatch.setattr(TS, "dense_reference", must_not_run)
     assert main(sweep_args(out)) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
     record = json.loads((out / "sweep.json").read_text())
     assert len(record["invocations"]) >= 2 and record["invocations"][-1]["failed_cells"] == []
 
@@ -218,7 +218,7 @@ def test_a_failing_cell_gets_error_json_and_exit_1(tmp_path, monkeypatch, capsys
     assert error["error"] == "RuntimeError: boom" and "Traceback" in error["traceback"]
     for folder in ("dense/seed0", "synflow/s36.00/seed0", "random/s36.00/seed0",
                    "random/s59.04/seed0"):
-        assert (out / folder / "result.json").is_file(), folder
+        assert (out / folder / "summary.json").is_file(), folder
     record = json.loads((out / "sweep.json").read_text())
     assert record["invocations"][-1]["failed_cells"] == ["synflow/s59.04/seed0"]
     assert [(c["folder"], c["status"]) for c in collect(out)["missing"]] == [
@@ -238,10 +238,10 @@ def test_a_failing_cell_gets_error_json_and_exit_1(tmp_path, monkeypatch, capsys
     a = Masks.load(single / "masks.safetensors")
     b = Masks.load(out / "synflow/s59.04/seed0/masks.safetensors")
     assert all(torch.equal(a[n], b[n]) for n in a)
-    res = json.loads((out / "synflow/s59.04/seed0/result.json").read_text())
+    res = json.loads((out / "synflow/s59.04/seed0/summary.json").read_text())
     assert res["continued_from"]["folder"] == "synflow/s36.00/seed0"
     assert res["pruned"]["test_acc"] == json.loads(
-        (single / "result.json").read_text())["pruned"]["test_acc"]
+        (single / "summary.json").read_text())["pruned"]["test_acc"]
 
 
 @needs_data
@@ -265,11 +265,11 @@ def test_finetune_sweep_fine_tunes_the_dense_reference_once(tmp_path):
     out = tmp_path / "ft"
     assert main(sweep_args(out, "--mode", "finetune", "--epochs", "1", "--batch-size", "16",
                            methods="random", seeds="0")) == 0
-    dense = json.loads((out / "dense/seed0/result.json").read_text())["dense"]
+    dense = json.loads((out / "dense/seed0/summary.json").read_text())["dense"]
     assert dense["finetune"]["epochs"] == 1 and (out / "dense/seed0/finetune/model.pt").is_file()
     assert dense["test_acc"] == dense["finetune"]["final_test_acc"]
     for s in ("s36.00", "s59.04"):
-        res = json.loads((out / f"random/{s}/seed0/result.json").read_text())
+        res = json.loads((out / f"random/{s}/seed0/summary.json").read_text())
         assert res["dense"] == dense and res["pruned"]["finetune"]["epochs"] == 1
         assert res["pruned"]["test_acc"] == res["pruned"]["finetune"]["final_test_acc"]
         assert not (out / f"random/{s}/seed0/finetune_dense").exists()
@@ -362,3 +362,26 @@ def test_rounds_per_cell_from_the_round_factor():
     assert effective_rounds(replace(base, method="px[rounds=5]")) == 5
     assert effective_rounds(replace(base, round_factor=None)) == 100  # PX's default
     assert effective_rounds(replace(base, round_factor=None, method="snip", rounds=3)) == 3
+
+
+@needs_data
+def test_a_sweep_of_result_json_cells_is_still_read(finished, tmp_path, monkeypatch):
+    """Transfer cells wrote result.json before they wrote summary.json like every other cell:
+    such a folder reports the same table and its finished cells are not run again."""
+    import shutil
+
+    out, _ = finished
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for path in old.rglob("summary.json"):
+        if "finetune" not in path.parts:
+            path.rename(path.with_name("result.json"))
+    assert not list(old.rglob("summary.json"))
+    assert collect(old)["rows"] == collect(out)["rows"]
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(TS, "prune_cell", must_not_run)
+    monkeypatch.setattr(TS, "dense_reference", must_not_run)
+    assert main(sweep_args(old)) == 0

@@ -119,7 +119,7 @@ def test_prune_step_passes_options(monkeypatch):
         from pxprune.masks import Masks
         return Masks.ones(model)
 
-    monkeypatch.setattr("pxprune.experiments.run.prune", fake_prune)
+    monkeypatch.setattr("pxprune.experiments.prune_cell.prune", fake_prune)
     monkeypatch.setattr("pxprune.experiments.run.pruning_batch",
                         lambda ds, n, seed: (torch.zeros(2, 3, 8, 8), torch.zeros(2).long()))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),

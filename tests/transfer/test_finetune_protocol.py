@@ -115,7 +115,7 @@ def test_magnitude_with_the_random_head_empties_the_classifier_and_is_flagged(
     assert rc == 0
     assert "WARNING: magnitude at 90.00% (seed 0) emptied the new classifier linear.weight " \
            "(0 of 640 weights kept)" in capsys.readouterr().out
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "summary.json").read_text())
     assert res["classifier_emptied"] is True and res["head"] == "random"
     assert (res["classifier"]["kept"], res["classifier"]["total"]) == (0, 640)
     assert res["pruned"]["test_acc"] == 10.0  # an empty head: chance on the 50 test images

@@ -11,7 +11,14 @@ import torch
 
 from ..data import DATASETS
 from ..devices import check_device
-from ..experiments.config import DENSE, MASKS, RunConfig
+from ..experiments.config import (
+    CPU_RECIPE,
+    DENSE,
+    MASKS,
+    RunConfig,
+    default_recipe,
+    defaults_of,
+)
 from ..experiments.folder import check_out_named
 from ..experiments.resolve import UsageError, read_masks_file
 from ..methods import REGISTRY
@@ -49,11 +56,14 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--num-classes must be at least 1, got {num_classes}")
 
 
-def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    """The model and pruning options of prune, run and sweep. A sweep has plural forms of
-    --method / --sparsity / --seed (its own), and leaves --model and --norm at None so that a
-    transfer sweep can tell whether they were given."""
-    model_default = None if sweep else "resnet20"
+def add_model_args(p: argparse.ArgumentParser, config: type = RunConfig, *,
+                   sweep: bool = False) -> None:
+    """The model and pruning options of prune, run, transfer and sweep, with the defaults of
+    the command's configuration class (``config``; a field it lacks takes RunConfig's). A sweep
+    has plural forms of --method / --sparsity / --seed (its own), and leaves --model and
+    --norm at None so that a transfer sweep can tell whether they were given."""
+    default = {**defaults_of(RunConfig), **defaults_of(config)}
+    model_default = None if sweep else default["model"]
     p.add_argument("--model", default=model_default,
                    help=f"a built-in name ({', '.join(NAMES)}) or package.module:function, "
                         f"which IMPORTS AND CALLS YOUR CODE (only name modules you trust): "
@@ -68,24 +78,26 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the dataset's number of classes)")
     if not sweep:
-        p.add_argument("--method", default="px",
+        p.add_argument("--method", default=default["method"],
                        help=f"name or name[key=value,...], e.g. px, px[variant=bound], "
                             f"snip[rounds=10]; names: {', '.join(sorted(REGISTRY))}")
-        p.add_argument("--sparsity", default="0.982",
+        p.add_argument("--sparsity", default=default["sparsity"],
                        help="fraction pruned, in [0, 1): 0.982 or 98.2%%")
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=int, default=default["rounds"],
                    help="pruning rounds (default: the method's, 100 for PX/SynFlow)")
-    p.add_argument("--keep-dense", default=None, metavar="LAYERS",
+    p.add_argument("--keep-dense", default=default["keep_dense"], metavar="LAYERS",
                    help="layers left unpruned and out of the sparsity count: first, last (the "
                         "stem convolution and the classifier, in registration order) or names, "
                         "comma-separated, e.g. first,last or conv1,fc")
-    p.add_argument("--scope", choices=("global", "layer"), default="global",
+    p.add_argument("--scope", choices=("global", "layer"), default=default["scope"],
                    help="one threshold over all layers, or the same density in every layer")
     if not sweep:
-        p.add_argument("--seed", type=int, default=0,
+        p.add_argument("--seed", type=int, default=default["seed"],
                        help="drives init, the pruning split, data order")
-    p.add_argument("--per-class", type=int, default=10, help="pruning split size per class")
-    p.add_argument("--norm", choices=("dataset", "imagenet"), default=None if sweep else "dataset",
+    p.add_argument("--per-class", type=int, default=default["per_class"],
+                   help="pruning split size per class")
+    p.add_argument("--norm", choices=("dataset", "imagenet"),
+                   default=None if sweep else default["norm"],
                    help="input normalisation (imagenet for the shared pre-trained CIFAR ResNets)"
                         + (" (default: dataset; not with --transfer)" if sweep else ""))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -100,18 +112,18 @@ def add_model_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
 
 def add_training_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """The options of a training run (run and sweep): model and pruning, data, recipe."""
-    add_model_args(p, sweep=sweep)
-    p.add_argument("--dataset", "--data", default="cifar10",
+    add_model_args(p, RunConfig, sweep=sweep)
+    p.add_argument("--dataset", "--data", default=RunConfig.dataset,
                    help=f"dataset name ({', '.join(DATASETS)}) or a .pt/.npz file of "
                         f"images and labels (then give --test-dataset or --holdout)")
     p.add_argument("--test-dataset", default=None,
                    help="a .pt/.npz file to test on (for a --dataset file)")
-    p.add_argument("--holdout", type=float, default=0.0,
+    p.add_argument("--holdout", type=float, default=RunConfig.holdout,
                    help="test on this fraction of a --dataset file, held out per class with "
                         "--seed and never trained on (e.g. 0.2)")
     p.add_argument("--recipe", default=None,
-                   help=f"training preset: {', '.join(RECIPES)} (default: cifar10_resnet20, "
-                        f"or cpu_small on CPU); `pxprune recipes` shows what each does")
+                   help=f"training preset: {', '.join(RECIPES)} (default: {RunConfig.recipe}, "
+                        f"or {CPU_RECIPE} on CPU); `pxprune recipes` shows what each does")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--lr", type=float,
                    help="peak learning rate (default: the recipe's; the schedule scales it)")
@@ -137,7 +149,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         masks_file, masks_sha = str(path), masks_fingerprint(masks)
         method = str(meta.get("method") or MASKS)
         sparsity = 1.0 - masks.kept / masks.total
-    recipe = args.recipe or ("cifar10_resnet20" if args.device != "cpu" else "cpu_small")
+    recipe = args.recipe or default_recipe(args.device)
     return RunConfig(
         model=args.model, dataset=args.dataset, method=method, sparsity=sparsity,
         seed=args.seed, rounds=args.rounds, scope=args.scope, per_class=args.per_class,

@@ -58,10 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pxprune demo``."""
     p = sub.add_parser("demo", help="PX (the default, then its bound variant) vs random at "
                                     "98.2 %% on CIFAR-10, short CPU training")
-    p.add_argument("--dataset", "--data", default="cifar10",
+    p.add_argument("--dataset", "--data", default=DEMO.dataset,
                    help="cifar10 (default) or a .pt/.npz file (then --test-dataset or --holdout)")
     p.add_argument("--test-dataset", default=None, help="a .pt/.npz file to test on")
-    p.add_argument("--holdout", type=float, default=0.0,
+    p.add_argument("--holdout", type=float, default=DEMO.holdout,
                    help="test on this fraction of a --dataset file, held out per class")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--device", default="cpu")

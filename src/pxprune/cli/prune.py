@@ -3,116 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 from pathlib import Path
 
-import torch
-
-from .. import __version__
-from .. import checkpoint as prune_checkpoint
-from ..api import prune
-from ..data.sampling import pruning_batch
-from ..experiments.cell_lock import CellLock
-from ..experiments.checks import check_connected, check_inputs, log_resume, log_threads
-from ..experiments.folder import (
-    claim,
-    left_as_found_on_failure,
-    read_config,
-    write_config,
-    write_layer_table,
-)
-from ..experiments.provenance import cli_argv
-from ..experiments.resolve import build_model, load_any_dataset, load_weights
-from ..masks import Masks
-from ..methods.spec import resolved_spec
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..experiments.config import PruneConfig
+from ..experiments.folder import left_as_found_on_failure
+from ..experiments.prune_run import prune_to_folder
 from ..schedule import parse_sparsity
 from .common import add_model_args
 
-# what makes two prunings the same (the folder guard compares these with config.json)
-PRUNE_IDENTITY = ("model", "output", "weights", "num_classes", "method", "rounds", "scope",
-                  "seed", "per_class", "norm", "data", "keep_dense")
 
-
-def prune_to_folder(args: argparse.Namespace, out: Path, log=print) -> dict:
-    """Prune as the arguments say and write config, per-layer table and masks into ``out``.
-
-    A folder holding other work is refused before anything is loaded; config.json is written
-    before pruning (an interrupted multi-round pruning resumes), the masks last (all files
-    atomically), so a folder with masks.safetensors is finished and is not pruned again.
-    """
-    sparsity = parse_sparsity(args.sparsity)
-    # the resolved method (px -> px[variant=cvpr2024]): a folder pruned under an older
-    # default has none recorded, or another one, and is refused
-    identity = {**{k: getattr(args, k, None) for k in PRUNE_IDENTITY}, "sparsity": sparsity,
-                "resolved_method": resolved_spec(args.method)}
-    claim(out, "prune", identity)
-    with CellLock(out):  # one writer: a second pruning into this folder is refused
-        return _prune_claimed(args, out, sparsity, identity, log)
-
-
-def _prune_claimed(args: argparse.Namespace, out: Path, sparsity: float, identity: dict,
-                   log=print) -> dict:
-    """:func:`prune_to_folder` in a folder this process holds."""
-    if (out / "masks.safetensors").exists() and read_config(out) is not None:
-        masks = Masks.load(out / "masks.safetensors")
-        log(f"{out}: already finished ({args.method}: kept {masks.kept:,} of {masks.total:,} "
-            f"weights); choose another --out to prune again")
-        return {"masks": masks, "already_finished": True}
-    dataset = load_any_dataset(args.data, "train")
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, args.num_classes or dataset.num_classes, args.output)
-    if args.weights:
-        load_weights(model, args.weights)
-    model.to(args.device)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.norm == "imagenet" else (None, None)
-    x, y = pruning_batch(dataset, args.per_class, args.seed, mean, std)
-    check_inputs(model, x, y, args.num_classes or dataset.num_classes)
-    config = {
-        "command": "prune", "argv": cli_argv(), "pxprune": __version__,
-        "torch": torch.__version__, "python": platform.python_version(),
-        **{k: v for k, v in vars(args).items() if k != "func"},
-        "sparsity": sparsity, "resolved_method": identity["resolved_method"],
-        "dataset_name": dataset.name, "pruning_examples": int(len(y)),
-    }
-    write_config(out, config)
-    log_threads(args.device, log)
-    checkpoint = out / prune_checkpoint.FILE_NAME
-    log_resume(checkpoint, log)
-    start = time.perf_counter()
-    # the final masks stay in the checkpoint until saved: refused as disconnected, they are
-    # returned at once by the next command (e.g. with --allow-disconnected)
-    masks = prune(model, args.method, sparsity, (x, y), rounds=args.rounds, scope=args.scope,
-                  seed=args.seed, progress=not args.no_progress, checkpoint=checkpoint,
-                  keep_checkpoint=True, keep_dense=args.keep_dense or ())
-    seconds = time.perf_counter() - start
-    if not args.allow_disconnected:
-        check_connected(model, x, masks, args.method)
-    flops, table = write_layer_table(out, masks, model, tuple(x.shape[1:]))
-    masks.save(out / "masks.safetensors", {
-        "method": args.method, "resolved_method": identity["resolved_method"],
-        "sparsity": sparsity, "seed": args.seed, "model": args.model,
-        "dataset": dataset.name, "keep_dense": args.keep_dense})
-    checkpoint.unlink(missing_ok=True)
-    log(table)
-    log(f"{args.method}: kept {masks.kept:,} of {masks.total:,} weights "
-        f"(density {masks.density():.4f}) in {seconds:.1f} s -> {out}")
-    return {"masks": masks, "model": model, "dataset": dataset, "flops": flops,
-            "seconds": seconds}
+def prune_config_from_args(args: argparse.Namespace) -> PruneConfig:
+    """The PruneConfig of parsed ``pxprune prune`` arguments."""
+    return PruneConfig(
+        model=args.model, dataset=args.dataset, method=args.method,
+        sparsity=parse_sparsity(args.sparsity), seed=args.seed, rounds=args.rounds,
+        scope=args.scope, per_class=args.per_class, norm=args.norm, weights=args.weights,
+        num_classes=args.num_classes, output=args.output, keep_dense=args.keep_dense,
+        allow_disconnected=args.allow_disconnected)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Entry point of ``pxprune prune``."""
     with left_as_found_on_failure(args.out):
-        prune_to_folder(args, Path(args.out))
+        prune_to_folder(prune_config_from_args(args), Path(args.out), device=args.device,
+                        progress=not args.no_progress)
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pxprune prune``."""
     p = sub.add_parser("prune", help="prune a model and write masks + per-layer table")
-    add_model_args(p)
-    p.add_argument("--dataset", "--data", dest="data", default="cifar10",
+    add_model_args(p, PruneConfig)
+    p.add_argument("--dataset", "--data", default=PruneConfig.dataset,
                    help="dataset name or a .pt/.npz file")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_prune)

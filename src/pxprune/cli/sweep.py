@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..experiments.config import DENSE, TRANSFER_DEFAULTS
+from ..experiments.config import DENSE, TRANSFER_ONLY, RunConfig, defaults_of
 from ..experiments.report.collect import collect
 from ..experiments.report.tables import format_text_table
 from ..experiments.resolve import UsageError
@@ -50,7 +50,7 @@ from .transfer import add_transfer_args, transfer_config_from_args
 
 LAUNCHERS = ("local", "submitit")
 # Options whose default depends on the sweep's kind (None in the parser): training defaults.
-TRAINING_DEFAULTS = {"model": "resnet20", "norm": "dataset"}
+TRAINING_DEFAULTS = {k: defaults_of(RunConfig)[k] for k in ("model", "norm")}
 SLURM_DESTS = ("slurm_partition", "slurm_gpus_per_job", "slurm_time", "slurm_cpus_per_task",
                "slurm_mem")
 
@@ -230,7 +230,7 @@ NOT_WITH_TRANSFER = {  # sweep options a transfer sweep does not take: dest -> w
 def check_transfer_flags(args: argparse.Namespace) -> None:
     """Refuse options that do not fit the sweep's kind (one-line UsageError)."""
     if not args.transfer:
-        given = [k for k in TRANSFER_DEFAULTS if getattr(args, k, None) is not None]
+        given = [k for k in TRANSFER_ONLY if getattr(args, k, None) is not None]
         if given:
             raise UsageError(f"--{given[0].replace('_', '-')} applies only with --transfer")
         return

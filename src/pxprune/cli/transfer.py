@@ -7,23 +7,20 @@ import argparse
 from pathlib import Path
 
 from .. import models
-from ..experiments.config import (
-    MODES,
-    SHARED_DEFAULTS,
-    TRANSFER_DEFAULTS,
-    TransferConfig,
-)
+from ..experiments.config import MODES, SHARED, TRANSFER_ONLY, TransferConfig, defaults_of
 from ..experiments.folder import left_as_found_on_failure
 from ..experiments.transfer_run import check_config, run_transfer
 from ..schedule import parse_sparsity
 from .common import add_model_args, show_progress
+
+DEFAULTS = defaults_of(TransferConfig)  # the options' defaults (TransferConfig's)
 
 
 def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """The transfer-only options (``sweep``: every default None, so that ``pxprune sweep`` can
     tell whether one was given without --transfer; the defaults are applied afterwards)."""
     def default(dest: str):
-        return None if sweep else TRANSFER_DEFAULTS[dest]
+        return None if sweep else DEFAULTS.get(dest)
 
     p.add_argument("--backbone", default=None,
                    help="pre-trained backbone: resnet20_a ... resnet56_a (shared CIFAR files), "
@@ -33,7 +30,7 @@ def add_transfer_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> Non
                         "state dict; none: as the function returns it) loaded strictly, inputs "
                         "normalised with ImageNet statistics unless --norm says otherwise"
                         + ("" if sweep else "; default: --model"))
-    p.add_argument("--classifier", default=None, metavar="NAME",
+    p.add_argument("--classifier", default=default("classifier"), metavar="NAME",
                    help="your backbone's classifier, an nn.Linear module name such as fc or "
                         "head.linear, replaced by a fresh one for the dataset's classes "
                         "(default: found, the last nn.Linear whose output is the logits)")
@@ -73,24 +70,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="Inputs are normalised as the backbone's weights expect unless --norm is given. "
                "pxprune sweep --transfer runs a grid of these.",
     )
-    add_model_args(p)
+    add_model_args(p, TransferConfig)
     add_transfer_args(p)
-    p.add_argument("--dataset", "--data", default="cifar10",
+    p.add_argument("--dataset", "--data", default=DEFAULTS["dataset"],
                    help="downstream dataset name or .pt/.npz file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--train-per-class", type=int, default=SHARED_DEFAULTS["train_per_class"],
+    p.add_argument("--train-per-class", type=int, default=DEFAULTS["train_per_class"],
                    help="downstream training images per class (probe fit / fine-tuning); "
                         "0 = all")
-    p.add_argument("--test-per-class", type=int, default=SHARED_DEFAULTS["test_per_class"],
+    p.add_argument("--test-per-class", type=int, default=DEFAULTS["test_per_class"],
                    help="test images per class; 0 = all")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune mode)")
-    p.add_argument("--recipe", default=SHARED_DEFAULTS["recipe"],
+    p.add_argument("--recipe", default=DEFAULTS["recipe"],
                    help="training preset for fine-tuning (default: finetune_cpu, 2 epochs "
                         "one-cycle to lr 0.02, batch 64; see pxprune.training.recipes)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate override")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size override")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(func=cmd_transfer, norm=SHARED_DEFAULTS["norm"])
+    p.set_defaults(func=cmd_transfer)
 
 
 def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> TransferConfig:
@@ -99,7 +96,7 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
     def get(name: str):
         value = getattr(args, name, None)
         if value is None:
-            return TRANSFER_DEFAULTS.get(name, SHARED_DEFAULTS.get(name))
+            return DEFAULTS.get(name)
         return value
 
     backbone = args.backbone or args.model
@@ -108,13 +105,12 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
         # a sweep has --methods / --sparsities / --seeds: its cell sets these three
         "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
         "seed": getattr(args, "seed", None), "weights": args.weights,
-        "classifier": args.classifier, "output": args.output,
+        "output": args.output,
         "num_classes": args.num_classes,
         "image_size": args.image_size or native_size(backbone),
         "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        **{k: get(k) for k in ("mode", "head", "l2", "dense_finetune", "px_precision",
-                               "round_factor", *SHARED_DEFAULTS)},
+        **{k: get(k) for k in (*TRANSFER_ONLY, *SHARED) if k not in ("backbone", "image_size")},
         **cell,
     }
     values["sparsity"] = parse_sparsity(values["sparsity"])

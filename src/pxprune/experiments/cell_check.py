@@ -1,8 +1,9 @@
 """Is a sweep cell finished and intact? One check for ``report``, ``sweep`` resume and
 ``sweep --status``, and the setting aside of a damaged cell before it runs again.
 
-A cell is ``done`` only when its done file (``summary.json``; ``result.json`` in a transfer sweep)
-parses to the expected fields and types, its ``config.json`` parses and agrees with the summary
+A cell is ``done`` only when its done file (``summary.json``; ``result.json`` in a transfer cell
+written before transfer cells wrote ``summary.json``) parses to the expected fields and types,
+its ``config.json`` parses and agrees with the summary
 and with the cell's place in the sweep, and its ``masks.safetensors`` reads back to the hash (or
 kept count) the summary recorded. A cell failing any of these is ``damaged``, with one line
 naming the file and what is wrong.
@@ -26,7 +27,9 @@ from ..masks import Masks, PruningError
 from .config import CELL_FIELDS, DENSE, RunConfig
 
 TRAINING, TRANSFER = "training", "transfer"
-DONE_FILES = {TRAINING: "summary.json", TRANSFER: "result.json"}
+DONE_FILES = {TRAINING: "summary.json", TRANSFER: "summary.json"}
+LEGACY_DONE = "result.json"  # a transfer cell's done file before it was summary.json
+SUBRUNS = ("finetune", "finetune_dense")  # a transfer cell's own training runs, not cells
 ERROR_FILE = "error.json"
 MASKS = "masks.safetensors"
 WEIGHTS = ("model.pt", "checkpoint.pt")  # a finished run keeps model.pt beside its masks
@@ -111,7 +114,7 @@ def _check_summary(summary: object, name: str) -> dict:
 
 
 def _check_result(result: object, name: str) -> dict:
-    """The fields report and resume use (a transfer cell's result.json)."""
+    """The fields report and resume use (a transfer cell's summary.json or result.json)."""
     if not isinstance(result, dict):
         raise Damaged(f"{name} holds a JSON {type(result).__name__}, not a transfer result")
     _field(result, "method", lambda v: isinstance(v, str), "a method", name, optional=False)
@@ -209,12 +212,32 @@ def _failed_reason(folder: Path) -> str:
     return str(error).splitlines()[0][:300] if error else ""
 
 
+def done_file(folder: Path, kind: str) -> Path:
+    """The cell's done file: ``summary.json``, or a transfer cell's ``result.json`` in a folder
+    written before transfer cells wrote ``summary.json``."""
+    path = Path(folder) / DONE_FILES[kind]
+    legacy = Path(folder) / LEGACY_DONE
+    return legacy if kind == TRANSFER and not path.exists() and legacy.exists() else path
+
+
+def done_files(root: Path, kind: str) -> list[Path]:
+    """Every cell's done file under ``root``; in a transfer sweep old folders' ``result.json``
+    too, and not the summaries of a cell's fine-tuning runs (``finetune/``)."""
+    root = Path(root)
+    if kind != TRANSFER:
+        return sorted(root.rglob(DONE_FILES[kind]))
+    found = {done_file(p.parent, kind) for n in (DONE_FILES[kind], LEGACY_DONE)
+             for p in root.rglob(n)}
+    return sorted(p for p in found
+                  if not set(p.parent.relative_to(root).parts) & set(SUBRUNS))
+
+
 def check_cell(folder: str | Path, expected: Mapping | None = None,
                kind: str = TRAINING) -> CellState:
     """The state of one cell folder; ``expected``: the method, sparsity and seed of its place
     in the sweep (None for a folder outside the planned grid)."""
     folder = Path(folder)
-    name = DONE_FILES[kind]
+    name = done_file(folder, kind).name
     if (folder / name).exists():
         try:
             if kind == TRAINING:

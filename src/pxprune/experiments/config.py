@@ -1,16 +1,79 @@
-"""The configurations of a run and of a transfer run, with their defaults, in one place.
+"""One configuration per command (prune, run, transfer, ntk), with its defaults, in one place.
 
-The command line builds them (``pxprune.cli``); everything below takes them. A configuration
-holds what determines a result (not the device, threads or progress bars), and is what a run
-folder's ``config.json`` records and compares.
+The command line builds them (``pxprune.cli``, whose option defaults are read from here);
+everything below takes them. A configuration holds what determines a result (not the device,
+threads or progress bars), and is what a folder's ``config.json`` records and compares
+(:func:`config_record`: one layout for every command).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
 
 DENSE = "dense"
 MASKS = "masks"  # the method of a run trained from a masks file that records none
+
+
+def defaults_of(config: type) -> dict[str, object]:
+    """Every field of a configuration class with a default, and that default: what the
+    command line's options default to."""
+    return {f.name: f.default for f in fields(config) if f.default is not MISSING}
+
+
+def config_record(command: str, config: Mapping[str, object],
+                  provenance: Mapping[str, object], **facts: object) -> dict:
+    """``config.json``'s one layout for every command: ``command``, the provenance (``argv``
+    and versions), the configuration's fields, then what was resolved while running (the
+    resolved method, dataset facts)."""
+    return {"command": command, **provenance, **config, **facts}
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that determines ``pxprune prune``'s masks (device and progress are not
+    part of it)."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"  # a name or a .pt/.npz file; its training split is pruned on
+    method: str = "px"
+    sparsity: float = 0.982
+    seed: int = 0
+    rounds: int | None = None
+    scope: str = "global"
+    per_class: int = 10
+    norm: str = "dataset"
+    weights: str | None = None
+    num_classes: int | None = None
+    output: str | None = None
+    keep_dense: str | None = None
+    allow_disconnected: bool = False  # keep masks that cut the output off the input
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> PruneConfig:
+        """From a config.json (a folder written before the layout: ``data`` for ``dataset``)."""
+        known = {f.name for f in fields(cls)}
+        d = {"dataset": d["data"], **d} if "data" in d and "dataset" not in d else d
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class NtkConfig:
+    """Everything that determines an NTK study (``pxprune ntk``): the model at init, methods x
+    sparsities, the pruning and measurement splits."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    methods: str = "all"  # comma-separated specs, or all (every method but IMP)
+    sparsities: str = "paper"  # paper (the nine-point grid) or a list
+    rounds: int | None = None  # rounds of every iterative method (None: each one's own)
+    n_images: int = 20  # test images the NTK is measured on (class-balanced)
+    per_class: int = 10
+    seed: int = 0
+    top_k: int = 20
+    chunk: int = 4  # samples per Jacobian chunk (memory, not the result)
+    stem: str = "ntk"  # file names STEM.json, STEM.png, STEM_spectrum.png
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,20 +122,16 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+CPU_RECIPE = "cpu_small"  # a run's recipe on the CPU when none is given
+
+
+def default_recipe(device: str) -> str:
+    """A run's training recipe when none is given: RunConfig's on an accelerator, the
+    CPU-sized protocol on the CPU."""
+    return CPU_RECIPE if device == "cpu" else RunConfig.recipe
+
+
 MODES = ("probe", "finetune")
-
-
-# Options only transfer runs take, with their ``pxprune transfer`` defaults. ``pxprune sweep``
-# registers them with default None (so it can tell whether they were given without --transfer).
-TRANSFER_DEFAULTS = {"backbone": None, "mode": "probe", "image_size": None, "head": "probe",
-                     "l2": None, "dense_finetune": True, "px_precision": "float32",
-                     "round_factor": None, "classifier": None}
-
-
-# Options that a training sweep has too, with other defaults there (None: not given).
-# A transfer run's "recipe" "" means: by --mode (TransferConfig.__post_init__).
-SHARED_DEFAULTS = {"train_per_class": 100, "test_per_class": 100, "recipe": "",
-                   "norm": "backbone"}
 
 
 CELL_FIELDS = ("method", "sparsity", "seed")
@@ -127,3 +186,12 @@ class TransferConfig:
         the user-backbone fields are left out at None, so an older sweep.json still matches."""
         return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS
                 and not (k in ("classifier", "output") and v is None)}
+
+
+# Options only transfer runs take. ``pxprune sweep`` registers them with default None (so it
+# can tell whether they were given without --transfer); their defaults are TransferConfig's.
+TRANSFER_ONLY = ("backbone", "mode", "image_size", "head", "l2", "dense_finetune",
+                 "px_precision", "round_factor", "classifier")
+# Options a training sweep has too, with other defaults there (a transfer run's "recipe" ""
+# means: by --mode, TransferConfig.__post_init__).
+SHARED = ("train_per_class", "test_per_class", "recipe", "norm")

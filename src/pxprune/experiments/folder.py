@@ -1,6 +1,7 @@
 """Output folders: a command refuses one holding another command's or configuration's work.
 
-A folder's owner is its ``config.json`` (``command``; a run's config has no such key). A
+A folder's owner is its ``config.json`` (``command``; a run's written before it recorded one
+has no such key). A
 config.json with no work beside it (a command that failed before producing anything) claims
 nothing, so the corrected command may reuse the folder.
 """
@@ -40,16 +41,18 @@ def read_config(out: Path) -> dict | None:
         raise OutputError(f"{path} is unreadable ({exc}); choose another --out") from exc
     if not isinstance(data, dict):
         raise OutputError(f"{path} is not a pxprune config; choose another --out")
+    if data.get("command") == "prune" and "data" in data and "dataset" not in data:
+        data["dataset"] = data["data"]  # a pruning written before the one layout
     return data
 
 
 def written_by_pxprune(config: Mapping) -> bool:
-    """Whether a config.json is one pxprune writes: a pruning's or a transfer's (``command``),
-    or a run's (a RunConfig: ``model`` and ``recipe``, no ``command``)."""
+    """Whether a config.json is one pxprune writes: its ``command`` says so, or (a run's
+    written before runs recorded it) it holds ``model`` and ``recipe``."""
     command = config.get("command")
     if command is not None:
-        return command in ("prune", "transfer")
-    return "model" in config and "recipe" in config
+        return command in ("prune", "run", "transfer")
+    return "model" in config and "recipe" in config  # a run's, written before ``command``
 
 
 def check_out_named(out: str | os.PathLike) -> None:
@@ -60,8 +63,8 @@ def check_out_named(out: str | os.PathLike) -> None:
 
 
 def command_of(config: Mapping) -> str:
-    """The command that wrote ``config`` (a run's config.json, a RunConfig, has no
-    ``command``; prune and transfer write theirs)."""
+    """The command that wrote ``config`` (a run's config.json written before runs recorded
+    it has no ``command``)."""
     command = config.get("command")
     return command if isinstance(command, str) else "run"
 

@@ -20,15 +20,16 @@ from pathlib import Path
 import torch
 
 from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
-from ..api import get_method, prune
 from ..data import load_dataset, normalize, pruning_split
 from ..io import atomic_write_json
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
-from ..methods.spec import canonical, check_method_spec, resolved_spec, split_method_list
+from ..methods.spec import MethodSpec, split_method_list
 from ..schedule import parse_sparsities
 from . import provenance
+from .config import NtkConfig
 from .folder import refuse_foreign
+from .prune_cell import prune_cell_masks
 from .resolve import build_model
 
 SPECTRUM_SPARSITY = 1.0 - 0.8**18  # 98.20 %: the spectrum plot's sparsity (or the grid's highest)
@@ -119,6 +120,35 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b and math.isfinite(a) and math.isfinite(b) else None
 
 
+def _study_cell(model: torch.nn.Module, method: str, sparsity: float,
+                rounds: int | Mapping[str, int] | None, seed: int,
+                pruning: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, dense: Mapping,
+                top_k: int, chunk: int) -> dict:
+    """One method x sparsity cell: prune ``model`` (a copy of the init) through the one
+    pruning cell, then measure its NTK, top eigenvalues and PX bound against ``dense``."""
+    spec = MethodSpec.parse(method)
+    per_method = rounds.get(method, rounds.get(spec.name)) if isinstance(rounds, Mapping) \
+        else None
+    t0 = time.perf_counter()
+    pruned = prune_cell_masks(
+        model, spec, sparsity, pruning, rounds=per_method, seed=seed,
+        iterative_rounds=None if isinstance(rounds, Mapping) else rounds,
+        allow_disconnected=True)  # a study measures collapse: disconnected masks are kept
+    masks = pruned.masks
+    cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
+            "rounds": pruned.rounds, "density": masks.density(), "kept": masks.kept,
+            "total": masks.total}
+    cell.update(_measure(model, x, masks, top_k, chunk))
+    cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
+    cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])
+    cell["bound_ratio"] = _ratio(cell["bound"], dense["bound"])
+    cell["layer_density"] = masks.layer_density()
+    cell["collapsed_layers"] = masks.collapsed_layers()
+    cell["seconds_prune"] = round(pruned.seconds, 2)
+    cell["seconds"] = round(time.perf_counter() - t0, 2)
+    return cell
+
+
 def run_ntk_study(
     model_name: str,
     dataset: str,
@@ -126,13 +156,13 @@ def run_ntk_study(
     sparsities: str | Sequence[float | str],
     out_dir: str | os.PathLike[str],
     *,
-    n_images: int = 20,
-    per_class: int = 10,
-    seed: int = 0,
-    top_k: int = 20,
-    rounds: int | Mapping[str, int] | None = None,
-    stem: str = "ntk",
-    chunk: int = 4,
+    n_images: int = NtkConfig.n_images,
+    per_class: int = NtkConfig.per_class,
+    seed: int = NtkConfig.seed,
+    top_k: int = NtkConfig.top_k,
+    rounds: int | Mapping[str, int] | None = NtkConfig.rounds,
+    stem: str = NtkConfig.stem,
+    chunk: int = NtkConfig.chunk,
     meta: Mapping[str, object] | None = None,
     plots: bool = True,
     progress: bool = True,
@@ -155,9 +185,8 @@ def run_ntk_study(
         methods = split_method_list(methods)
     # unknown names or options fail now, not after an hour; cells are keyed by the resolved
     # spec (px -> px[variant=cvpr2024]), so a default that changes never reuses an old cell
-    for m in methods:
-        check_method_spec(m)  # before resolving: the message quotes what the user wrote
-    methods = [resolved_spec(canonical(m)) for m in methods]
+    # (checked before resolving: the message quotes what the user wrote)
+    methods = [MethodSpec.parse(m).resolved() for m in methods]
     grid = parse_sparsities(sparsities)
     out = Path(out_dir)
     refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched
@@ -211,31 +240,8 @@ def run_ntk_study(
     todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
     log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
     for i, (method, sparsity) in enumerate(todo):
-        name, options = check_method_spec(method)
-        spec = get_method(name)
-        if "rounds" in options:
-            r = int(options.pop("rounds"))
-        elif isinstance(rounds, Mapping):
-            r = int(rounds.get(method, rounds.get(name, spec.default_rounds)))
-        elif rounds is not None and spec.default_rounds > 1:
-            r = int(rounds)
-        else:
-            r = spec.default_rounds
-        model = copy.deepcopy(base)
-        t0 = time.perf_counter()
-        masks = prune(model, name, sparsity, data=(xp, yp), rounds=r, seed=seed,
-                      progress=False, **options)
-        t_prune = time.perf_counter() - t0
-        cell = {"method": method, "sparsity": sparsity, "sparsity_pct": round(sparsity * 100, 4),
-                "rounds": r, "density": masks.density(), "kept": masks.kept, "total": masks.total}
-        cell.update(_measure(model, xe, masks, top_k, chunk))
-        cell["trace_ratio"] = _ratio(cell["trace"], dense["trace"])
-        cell["lambda_max_ratio"] = _ratio(cell["top_eigenvalues"][0], dense["top_eigenvalues"][0])
-        cell["bound_ratio"] = _ratio(cell["bound"], dense["bound"])
-        cell["layer_density"] = masks.layer_density()
-        cell["collapsed_layers"] = masks.collapsed_layers()
-        cell["seconds_prune"] = round(t_prune, 2)
-        cell["seconds"] = round(time.perf_counter() - t0, 2)
+        cell = _study_cell(copy.deepcopy(base), method, sparsity, rounds, seed, (xp, yp), xe,
+                           dense, top_k, chunk)
         results["cells"][_cell_key(method, sparsity)] = cell
         atomic_write_json(path, results, indent=1)
         log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "
@@ -249,6 +255,15 @@ def run_ntk_study(
     if plots:
         plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
     return results
+
+
+def run_ntk(cfg: NtkConfig, out_dir: str | os.PathLike[str], *, plots: bool = True,
+            progress: bool = True, meta: Mapping[str, object] | None = None) -> dict:
+    """:func:`run_ntk_study` as ``pxprune ntk`` runs it, from its configuration."""
+    return run_ntk_study(cfg.model, cfg.dataset, cfg.methods, cfg.sparsities, out_dir,
+                         n_images=cfg.n_images, per_class=cfg.per_class, seed=cfg.seed,
+                         top_k=cfg.top_k, rounds=cfg.rounds, stem=cfg.stem, chunk=cfg.chunk,
+                         meta=meta, plots=plots, progress=progress, output=cfg.output)
 
 
 def trace_table(results: Mapping, key: str = "trace_ratio") -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
+
 _HERE = Path(__file__).resolve().parent
 
 
@@ -81,3 +83,10 @@ def environment(device: str | torch.device = "cpu") -> dict[str, object]:
         "git_dirty": dirty_files(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
+
+
+def record() -> dict[str, object]:
+    """What every ``config.json`` records of where it came from: the command's arguments and
+    the pxprune, torch and Python versions."""
+    return {"argv": cli_argv(), "pxprune": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as prune_checkpoint
-from ..api import prune
 from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
 from ..devices import check_device
@@ -25,7 +23,7 @@ from ..errors import DamagedFileError, OutputError
 from ..io import atomic_write_json
 from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
-from ..methods.spec import check_method_spec, parse_method_spec, resolved_spec
+from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..schedule import check_seed
 from ..training import distributed as D
@@ -35,15 +33,9 @@ from ..training.train import masks_fingerprint, train
 from . import provenance
 from .cell_check import check_cell
 from .cell_lock import CellLock
-from .checks import (
-    check_connected,
-    check_inputs,
-    check_saved_masks,
-    log_resume,
-    read_prune_record,
-)
-from .config import DENSE, RunConfig
-from .data_split import PruneClock, describe_test_split, train_test_sets
+from .checks import check_connected, check_inputs, check_saved_masks, read_prune_record
+from .config import DENSE, RunConfig, config_record
+from .data_split import describe_test_split, train_test_sets
 from .folder import (
     check_out_named,
     claim,
@@ -51,8 +43,8 @@ from .folder import (
     read_config,
     work_files,
     write_config,
-    write_layer_table,
 )
+from .prune_cell import prune_cell_masks, save_masks
 from .resolve import build_model, check_masks_fit, load_weights, read_masks_file
 
 
@@ -98,12 +90,18 @@ def imp_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def split_method(cfg: RunConfig) -> tuple[str, dict]:
     """The cell's method name and options (``px[variant=cvpr2024]``); ``rounds`` and ``scope``
     options override the config's. Dense and imp take no options."""
-    name, options = parse_method_spec(cfg.method)
-    if name in (DENSE, "imp"):
-        if options:
-            raise PruningError(f"method {name!r} takes no options, got {cfg.method!r}")
-        return name, options
-    return check_method_spec(cfg.method)
+    spec = method_spec(cfg)
+    return spec.name, dict(spec.options)
+
+
+def method_spec(cfg: RunConfig) -> MethodSpec:
+    """The cell's method, parsed once; ``dense`` and ``imp`` take no options."""
+    spec = MethodSpec.parse(cfg.method, check=False)
+    if spec.name in (DENSE, "imp"):
+        if spec.options:
+            raise PruningError(f"method {spec.name!r} takes no options, got {cfg.method!r}")
+        return spec
+    return MethodSpec.parse(cfg.method)
 
 
 def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
@@ -112,36 +110,27 @@ def prune_step(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
                log: Callable[[str], object] = print) -> tuple[Masks, dict]:
     """Score and prune on the seeded class-balanced split; dense runs keep every weight;
     ``imp`` trains and rewinds (it needs ``test_set`` and ``out``)."""
-    start, earlier = time.perf_counter(), 0.0
     if cfg.masks:
         masks = given_masks(cfg, model, train_set, device)
         return masks, {**_prune_info(cfg, masks, 0.0), "masks_file": cfg.masks}
-    name, options = split_method(cfg)
-    if name == DENSE or cfg.sparsity == 0:
-        masks = Masks.ones(model)
-    elif name == "imp":
+    spec = method_spec(cfg)
+    if spec.name == DENSE or cfg.sparsity == 0:
+        return Masks.ones(model), _prune_info(cfg, Masks.ones(model), 0.0)
+    if spec.name == "imp":
         if test_set is None or out is None:
             raise PruningError("imp needs the training data and a run folder: use pxprune run")
+        start = time.perf_counter()
         masks = imp_masks(cfg, model, train_set, test_set, out, device, progress)
-    else:
-        x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
-        check_inputs(model, x.to(device), y.to(device))  # channels, labels: one line, not deep
-        rounds, scope = options.pop("rounds", cfg.rounds), options.pop("scope", cfg.scope)
-        checkpoint = None if out is None else out / prune_checkpoint.FILE_NAME
-        if checkpoint is not None:
-            log_resume(checkpoint, log)
-        clock = PruneClock(out, checkpoint)  # time before an interruption counts too
-        try:
-            masks = prune(model, name, cfg.sparsity, (x.to(device), y.to(device)),
-                          rounds=rounds, scope=str(scope), seed=cfg.seed, progress=progress,
-                          checkpoint=checkpoint, keep_dense=cfg.keep_dense or (), **options)
-        finally:
-            clock.stop()
-        earlier = clock.previous
-        if not cfg.allow_disconnected:
-            check_connected(model, x.to(device), masks, cfg.method)
-    # earlier attempts included
-    return masks, _prune_info(cfg, masks, time.perf_counter() - start + earlier)
+        return masks, _prune_info(cfg, masks, time.perf_counter() - start)
+    x, y = pruning_batch(train_set, cfg.per_class, cfg.seed)
+    x, y = x.to(device), y.to(device)
+    check_inputs(model, x, y)  # channels, labels: one line, not deep
+    cell = prune_cell_masks(model, spec, cfg.sparsity, (x, y), rounds=cfg.rounds,
+                            scope=cfg.scope, seed=cfg.seed, keep_dense=cfg.keep_dense or (),
+                            folder=out, allow_disconnected=cfg.allow_disconnected,
+                            progress=progress, log=log)
+    info = _prune_info(cfg, cell.masks, cell.seconds)  # earlier attempts included
+    return cell.masks, {**info, "outputs_reached": list(cell.outputs_reached)}
 
 
 def _prune_info(cfg: RunConfig, masks: Masks, seconds: float) -> dict:
@@ -173,9 +162,6 @@ def given_masks(cfg: RunConfig, model: torch.nn.Module, train_set: ImageDataset,
 def with_resolved_method(cfg: RunConfig, legacy: bool = False) -> RunConfig:
     """``cfg`` with ``resolved_method`` filled in; ``legacy``: as the method was meant before
     the last change of a default (for folders written before the resolution was recorded)."""
-    from dataclasses import replace
-
-
     if cfg.resolved_method:
         return cfg
     return replace(cfg, resolved_method=resolved_spec(cfg.method, legacy=legacy))
@@ -264,8 +250,16 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
         if previous != cfg:
             raise PruningError(f"{out} holds a run with a different config; use another --out")
     elif main:
-        write_config(out, asdict(cfg))
+        write_config(out, config_record("run", asdict(cfg), provenance.record()))
 
+    return pruned_cell(cfg, out, device, progress, log)
+
+
+def pruned_cell(cfg: RunConfig, out: Path, device: str, progress: bool,
+                log: Callable[[str], object]) -> PreparedCell:
+    """The cell's data, model and masks: the saved masks read back, else pruned and saved
+    (``masks.safetensors``, ``prune.json``, the layer table) by rank 0."""
+    main = D.is_main_process()
     train_set, test_set = load_splits(cfg)
     model = initial_model(cfg, train_set.num_classes).to(device)
     masks_path, prune_path = out / "masks.safetensors", out / "prune.json"
@@ -277,7 +271,7 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
         check_saved_masks(masks, model, info, masks_path)  # a missing layer would train dense
         log(f"{out}: resuming with the saved masks (density {masks.density():.4f})")
     else:
-        is_imp = cfg.method.split("[")[0] == "imp"
+        is_imp = not cfg.masks and method_spec(cfg).name == "imp"  # given masks: no IMP
         if main or is_imp:  # imp trains: every rank takes part
             masks, info = prune_step(cfg, model, train_set, device, progress, test_set, out,
                                      log=log)
@@ -286,11 +280,11 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
         if is_imp:  # the ticket is trained from the rewound init, like the others
             model = initial_model(cfg, train_set.num_classes).to(device)
         if main:
-            masks.save(masks_path, {"method": cfg.method, "resolved_method": cfg.resolved_method,
-                                    "sparsity": cfg.sparsity, "seed": cfg.seed,
-                                    "model": cfg.model, "dataset": train_set.name})
+            save_masks(out, masks, model, tuple(train_set.image_shape), {
+                "method": cfg.method, "resolved_method": cfg.resolved_method,
+                "sparsity": cfg.sparsity, "seed": cfg.seed, "model": cfg.model,
+                "dataset": train_set.name})
             atomic_write_json(prune_path, info)
-            write_layer_table(out, masks, model, tuple(train_set.image_shape))
 
     return PreparedCell(cfg, out, model, masks, info, train_set, test_set)
 

@@ -13,7 +13,7 @@ downstream classes (seeded by ``--seed``); with ``--head probe`` (default) the r
 dense features is written into it before scoring, with ``--head random`` (the authors' setting:
 their code replaces ``fc`` and prunes it, paper.md §1.6, §5) it stays the fresh random layer. In
 both it is scored and pruned like every other layer (global threshold), so a method can empty it:
-such a cell gets a warning line and ``classifier_emptied: true`` in ``result.json`` (its
+such a cell gets a warning line and ``classifier_emptied: true`` in ``summary.json`` (its
 fine-tuned accuracy is chance). Fine-tuning (``--recipe``, default ``finetune_cpu`` in finetune
 mode) starts from the ridge probe refitted on the pruned features within the head's mask; in
 finetune mode the pruned network's BatchNorm running statistics are first recomputed on 2,048
@@ -29,7 +29,8 @@ normalised with ImageNet statistics unless ``--norm`` says otherwise, at the dat
 unless ``--image-size`` says otherwise.
 
 The output folder gets ``config.json``, ``masks.safetensors``, the per-layer table
-(``layers.txt``, ``layers.csv``) and ``result.json`` (accuracies in percent).
+(``layers.txt``, ``layers.csv``) and ``summary.json`` (accuracies in percent; ``result.json``
+in folders written before transfer cells wrote ``summary.json``, still read).
 
 The steps are separate functions (:func:`load_transfer_data`, :func:`load_pretrained`,
 :func:`dense_reference`, :func:`prune_cell`) so that ``pxprune sweep --transfer``
@@ -42,8 +43,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -51,26 +50,25 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, models
-from ..api import get_method
+from .. import models
 from ..data import limit_per_class
 from ..errors import PxpruneError
 from ..io import atomic_write_json
 from ..methods import REGISTRY
-from ..methods.spec import check_method_spec, resolved_spec
+from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..training.recipes import get_recipe
 from ..transfer.finetune import finetune, recalibrate_batchnorm
 from ..transfer.head import classifier_name
 from ..transfer.load import backbone_normalization, default_weights, load_backbone
 from ..transfer.probe import install_probe, linear_probe
-from ..transfer.prune import prune_for_transfer
+from ..transfer.prune import pruning_batch
+from . import provenance
+from .cell_check import DONE_FILES, TRANSFER, done_file
 from .checks import log_threads
-from .config import (
-    TransferConfig,
-)
-from .folder import claim, read_config, write_layer_table
-from .provenance import cli_argv
+from .config import TransferConfig, config_record
+from .folder import claim, read_config
+from .prune_cell import PrunedCell, cell_rounds, prune_cell_masks, save_masks
 from .resolve import UsageError, build_model, import_factory, is_user_model, load_any_dataset
 
 
@@ -80,14 +78,14 @@ def _positive(name: str, value: int | None) -> None:
         raise UsageError(f"--{name} must be >= 0, got {value}")
 
 
-def split_transfer_method(method: str) -> tuple[str, dict]:
-    """The method's name and options (``px[variant=cvpr2024]``); refuses a method that trains
-    (IMP): transfer prunes without training."""
-    name, options = check_method_spec(method)  # PruningError listing the valid names
-    if REGISTRY[name].trains:
-        raise UsageError(f"method {name} trains the network; transfer prunes without training: "
-                         "use a foresight method")
-    return name, dict(options)
+def transfer_spec(method: str) -> MethodSpec:
+    """The method, parsed once; refuses a method that trains (IMP): transfer prunes without
+    training."""
+    spec = MethodSpec.parse(method)  # PruningError listing the valid names
+    if REGISTRY[spec.name].trains:
+        raise UsageError(f"method {spec.name} trains the network; transfer prunes without "
+                         "training: use a foresight method")
+    return spec
 
 
 def check_config(cfg: TransferConfig) -> None:
@@ -100,7 +98,9 @@ def check_config(cfg: TransferConfig) -> None:
     elif cfg.classifier is not None:
         raise UsageError(f"--classifier names the classifier of your own backbone "
                          f"(module:function); {cfg.backbone} has its own")
-    split_transfer_method(cfg.method)
+    transfer_spec(cfg.method)
+    if cfg.head not in HEAD_TEXT:
+        raise UsageError(f"--head must be one of {', '.join(HEAD_TEXT)}, got {cfg.head!r}")
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise FileNotFoundError(f"weights file {cfg.weights} not found")
     for name in ("train_per_class", "test_per_class"):
@@ -133,17 +133,11 @@ def recipe_of(cfg: TransferConfig):
 
 
 def effective_rounds(cfg: TransferConfig) -> int:
-    """Rounds of the cell: the spec's ``rounds=``, else ``--rounds``, else (multi-round methods
-    with ``--round-factor F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
-    name, options = split_transfer_method(cfg.method)
-    if "rounds" in options:
-        return int(options["rounds"])
-    if cfg.rounds is not None:
-        return int(cfg.rounds)
-    default = get_method(name).default_rounds
-    if cfg.round_factor is None or default == 1:
-        return default
-    return max(1, round(math.log(1.0 - cfg.sparsity) / math.log(cfg.round_factor)))
+    """Rounds of the cell, by the one rule (:func:`pxprune.experiments.prune_cell.cell_rounds`):
+    the spec's ``rounds=``, else ``--rounds``, else (multi-round methods with ``--round-factor
+    F``) ``round(ln(1 - s) / ln F)``, else the method's default."""
+    return cell_rounds(transfer_spec(cfg.method), cfg.sparsity, rounds=cfg.rounds,
+                       round_factor=cfg.round_factor)
 
 
 @dataclass
@@ -214,15 +208,12 @@ def _load_user_backbone(cfg: TransferConfig, data: TransferData) -> torch.nn.Mod
 def write_config(out: Path, cfg: TransferConfig, data: TransferData, weights: str | None,
                  **extra: object) -> None:
     """``config.json``: the config, the resolved weights and data facts, versions."""
-    config = {
-        "command": "transfer", "argv": cli_argv(), "pxprune": __version__,
-        "torch": torch.__version__, "python": platform.python_version(),
-        **asdict(cfg), **extra, "weights": weights,
-        "resolved_method": resolved_spec(cfg.method),
-        "normalization": {"mean": list(data.mean), "std": list(data.std)},
-        "dataset_name": data.full_train.name, "num_classes": data.num_classes,
-        "num_train": len(data.train), "num_test": len(data.test),
-    }
+    config = config_record(
+        "transfer", asdict(cfg), provenance.record(), **extra, weights=weights,
+        resolved_method=resolved_spec(cfg.method),
+        normalization={"mean": list(data.mean), "std": list(data.std)},
+        dataset_name=data.full_train.name, num_classes=data.num_classes,
+        num_train=len(data.train), num_test=len(data.test))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config, default=str)
 
@@ -252,7 +243,7 @@ HEAD_TEXT = {
 
 
 def classifier_block(model: torch.nn.Module, masks, head: str) -> dict:
-    """``result.json``'s ``classifier``: the new head's name, treatment while scoring, kept
+    """``summary.json``'s ``classifier``: the new head's name, treatment while scoring, kept
     weights and whether the method emptied it (then fine-tuning cannot leave chance)."""
     key = classifier_name(model) + ".weight"
     if key not in masks:
@@ -275,7 +266,7 @@ class DenseReference:
     """The dense model's probe (the scoring head of ``--head probe``) and its result block."""
 
     probe: object  # pxprune.transfer.probe.Probe
-    block: dict  # result.json's "dense" entry: probe summary, test_acc (and finetune)
+    block: dict  # summary.json's "dense" entry: probe summary, test_acc (and finetune)
 
 
 def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, *,
@@ -298,38 +289,51 @@ def dense_reference(cfg: TransferConfig, data: TransferData, model: torch.nn.Mod
     return DenseReference(dense.probe, block)
 
 
+def _prune_masks(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
+                 dense: DenseReference, out: Path, *, device: str, progress: bool,
+                 log: Callable[[str], object], start: tuple | None,
+                 show_layers: bool) -> tuple[PrunedCell, dict, dict]:
+    """The pruning of a transfer cell, through the one pruning cell: the dense probe in the
+    classifier while scoring (``--head probe``), the downstream pruning split; masks and layer
+    table written. Returns (the cell, the score options, the MACs)."""
+    spec = transfer_spec(cfg.method)
+    extra = {"precision": cfg.px_precision} if spec.name == "px" and \
+        cfg.px_precision != "float32" else {}
+    model.to(device).eval()
+    if cfg.head == "probe":  # the dense probe in the classifier while scoring
+        install_probe(model, dense.probe.weight, dense.probe.bias)
+    x, y = pruning_batch(data.full_train, cfg.per_class, cfg.seed, data.size)
+    cell = prune_cell_masks(model, spec, cfg.sparsity, (x.to(device), y.to(device)),
+                            rounds=cfg.rounds, round_factor=cfg.round_factor, scope=cfg.scope,
+                            seed=cfg.seed, allow_disconnected=True, progress=progress,
+                            log=log, start=None if start is None else start[:2], **extra)
+    options = {**spec.score_options, **{k: v for k, v in extra.items()
+                                         if k not in spec.options}}
+    out.mkdir(parents=True, exist_ok=True)
+    flops, table = save_masks(out, cell.masks, model, data.shape, {
+        "method": cfg.method, "sparsity": cfg.sparsity, "backbone": cfg.backbone,
+        "rounds": cell.rounds})
+    if show_layers:
+        log(table)
+    return cell, options, flops
+
+
 def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                dense: DenseReference, out: Path, *, device: str = "cpu", progress: bool = False,
                log: Callable[[str], object] = print, start: tuple | None = None,
                show_layers: bool = True) -> dict:
     """Prune ``model`` (pre-trained, fresh head), refit the probe (and fine-tune); write masks,
-    layer table and ``result.json`` into ``out``; return the result.
+    layer table and ``summary.json`` into ``out``; return the result.
 
     ``start=(masks, j, folder)`` continues from the masks of the first ``j`` rounds of this
     cell's schedule (a lower sparsity's cell whose per-round counts are a prefix of this one's),
     which gives the same masks as pruning from scratch. ``show_layers``: log the per-layer table
     (it is written to ``layers.txt`` either way).
     """
-    name, options = split_transfer_method(cfg.method)
-    rounds = effective_rounds(cfg)
-    options.pop("rounds", None)
-    scope = str(options.pop("scope", cfg.scope))
-    if name == "px" and cfg.px_precision != "float32":
-        options.setdefault("precision", cfg.px_precision)
-    resume = {} if start is None else {"masks": start[0], "start_round": start[1]}
-    t = time.perf_counter()
-    masks = prune_for_transfer(
-        model, name, cfg.sparsity, data.full_train, head=cfg.head, probe=dense.probe,
-        per_class=cfg.per_class, rounds=rounds, scope=scope, seed=cfg.seed, size=data.size,
-        device=device, progress=progress, **resume, **options,
-    )
-    prune_seconds = time.perf_counter() - t
-    out.mkdir(parents=True, exist_ok=True)
-    masks.save(out / "masks.safetensors", {"method": cfg.method, "sparsity": cfg.sparsity,
-                                           "backbone": cfg.backbone, "rounds": rounds})
-    flops, table = write_layer_table(out, masks, model, data.shape)
-    if show_layers:
-        log(table)
+    cell, options, flops = _prune_masks(cfg, data, model, dense, out, device=device,
+                                        progress=progress, log=log, start=start,
+                                        show_layers=show_layers)
+    masks, rounds, scope = cell.masks, cell.rounds, transfer_spec(cfg.method).scope(cfg.scope)
     head = classifier_block(model, masks, cfg.head)
     if head["emptied"]:
         log(f"WARNING: {cfg.method} at {cfg.sparsity:.2%} (seed {cfg.seed}) emptied the new "
@@ -351,11 +355,12 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
         "mode": cfg.mode, "seed": cfg.seed, "sparsity": cfg.sparsity,
         "sparsity_actual": masks.sparsity(), "density": masks.density(), "kept": masks.kept,
         "total": masks.total, "collapsed_layers": masks.collapsed_layers(),
+        "outputs_reached": list(cell.outputs_reached),
         "image_size": data.size, "rounds": rounds, "scope": scope, "head": cfg.head,
         "classifier": head, "classifier_emptied": head["emptied"],
         "bn_recalibration_images": recalibrated,
         "continued_from": None if start is None else {"folder": start[2], "rounds": start[1]},
-        "prune_seconds": round(prune_seconds, 1), "prune_options": options,
+        "prune_seconds": round(cell.seconds, 1), "prune_options": options,
         "macs_kept": flops["kept_macs"], "macs_dense": flops["dense_macs"],
         "dense": copy.deepcopy(dense.block),
         "pruned": {"probe": pruned_probe, "test_acc": pruned_probe["test_acc"]},
@@ -366,7 +371,7 @@ def prune_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
                         out_dir=out / "finetune", device=device, seed=cfg.seed, size=data.size,
                         progress=progress, log=log)
         result["pruned"].update(finetune=_finetune_summary(ft), test_acc=ft["final_test_acc"])
-    atomic_write_json(out / "result.json", result)
+    atomic_write_json(out / DONE_FILES[TRANSFER], result)
     log(f"dense {result['dense']['test_acc']} %, {cfg.method} {result['pruned']['test_acc']} % "
         f"({cfg.mode}) -> {out}")
     return result
@@ -376,14 +381,15 @@ def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
                  threads: int | None = None, progress: bool = False,
                  log: Callable[[str], object] = print) -> dict:
     """One transfer run into ``out``: refuse other work there, read back a finished run, else
-    prune, probe or fine-tune and write the folder; returns result.json's content."""
+    prune, probe or fine-tune and write the folder; returns summary.json's content."""
     # another command's or another configuration's work is refused before anything is loaded
     claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
                                if not (k == "weights" and v is None)},
                             "resolved_method": resolved_spec(cfg.method)})
-    if (out / "result.json").is_file() and read_config(out) is not None:
-        log(f"{out}: already finished (result.json); choose another --out to run it again")
-        return json.loads((out / "result.json").read_text())
+    done = done_file(out, TRANSFER)  # summary.json (result.json in older folders)
+    if done.is_file() and read_config(out) is not None:
+        log(f"{out}: already finished ({done.name}); choose another --out to run it again")
+        return json.loads(done.read_text())
     if threads:
         torch.set_num_threads(threads)
     log_threads(device, log)

@@ -6,22 +6,23 @@ split, refit the ridge probe on the pruned features (``--mode probe``) and, with
 ``--mode finetune``, fine-tune with the mask fixed. Layout of the sweep folder ``OUT``::
 
     OUT/sweep.json                          kind "transfer": grid, protocol, environment, cells
-    OUT/dense/seed<k>/                      the dense reference of seed k: result.json,
+    OUT/dense/seed<k>/                      the dense reference of seed k: summary.json,
                                             probe.safetensors (the scoring head), finetune/
     OUT/<method>/s<sparsity %>/seed<k>/     one ``pxprune transfer`` output folder per cell
 
 Work done once rather than per cell: the data are read and cut once per sweep, the backbone is
 loaded once per seed (each cell prunes a copy), and the dense probe (hence the dense feature
 extraction) and the dense fine-tuning run once per seed, into ``dense/seed<k>``; every cell's
-``result.json`` repeats that dense block so it reads like a single transfer run.
+``summary.json`` repeats that dense block so it reads like a single transfer run (folders
+written before transfer cells wrote ``summary.json`` hold ``result.json``: still read).
 
 Multi-round schedules are shared where they coincide: with ``--round-factor F`` the cell at
 sparsity s has round(ln(1 - s) / ln F) rounds of density F each, so a lower sparsity's rounds
 are the first rounds of a higher one's. A cell then continues from the masks of the finished
 cell whose per-round kept counts are the longest prefix of its own (``continued_from`` in its
-result.json); the masks are the same as pruning from scratch, at a fraction of the rounds.
+summary.json); the masks are the same as pruning from scratch, at a fraction of the rounds.
 
-Resumable like the training sweep: a finished cell (``result.json``) is skipped, a cell that
+Resumable like the training sweep: a finished cell (``summary.json``) is skipped, a cell that
 raises gets ``error.json`` while the others still run (the command then exits 1), and a folder
 holding another protocol or a training sweep is refused. An interrupted cell prunes again
 (deterministically) and its fine-tuning resumes from its checkpoint.
@@ -42,7 +43,7 @@ from ..io import atomic_write_json
 from ..masks import Masks
 from ..schedule import round_densities
 from ..transfer.probe import Probe
-from .cell_check import TRANSFER
+from .cell_check import TRANSFER, done_file
 from .config import DENSE, TransferConfig
 from .sweep.grid import Cell, canonical_methods, plan_cells
 from .sweep.records import environment
@@ -57,7 +58,7 @@ from .transfer_run import (
     load_transfer_data,
     prune_cell,
     recipe_of,
-    split_transfer_method,
+    transfer_spec,
     write_config,
 )
 
@@ -77,8 +78,7 @@ def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
     rounds = effective_rounds(cfg)
     if rounds < 2:
         return None
-    _, options = split_transfer_method(cfg.method)
-    scope = str(options.get("scope", cfg.scope))
+    scope = transfer_spec(cfg.method).scope(cfg.scope)
     ones = Masks.ones(model)
     sizes = [ones.total] if scope == "global" else [m.numel() for m in ones.values()]
     target = schedule_counts(1.0 - cfg.sparsity, rounds, sizes)
@@ -86,9 +86,9 @@ def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
     for s in sparsities:
         folder = Cell(cfg.method, float(s), cfg.seed).folder
         path = out / folder
-        if s >= cfg.sparsity or not (path / "result.json").exists():
+        if s >= cfg.sparsity or not done_file(path, TRANSFER).exists():
             continue
-        done = json.loads((path / "result.json").read_text())
+        done = json.loads(done_file(path, TRANSFER).read_text())
         k = done.get("rounds")
         if (not isinstance(k, int) or not 0 < k < rounds or done.get("scope") != scope
                 or not (path / "masks.safetensors").exists()):
@@ -99,7 +99,7 @@ def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
     if best is None:
         return None
     masks = Masks.load(out / best[1] / "masks.safetensors").in_order_of(model)
-    if masks.kept != sum(target[best[0] - 1]):  # the file is not what its result.json says
+    if masks.kept != sum(target[best[0] - 1]):  # the file is not what its summary says
         return None
     return masks, best[0], best[1]
 
@@ -125,8 +125,8 @@ def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, 
                weights: str, *, device: str, progress: bool,
                log: Callable[[str], object]) -> DenseReference:
     """The seed's dense reference: read back from ``folder`` when finished, else computed and
-    written there (``result.json`` and the probe that serves as scoring head)."""
-    result_path, probe_path = folder / "result.json", folder / PROBE_FILE
+    written there (``summary.json`` and the probe that serves as scoring head)."""
+    result_path, probe_path = done_file(folder, TRANSFER), folder / PROBE_FILE
     if result_path.exists() and probe_path.exists():
         block = json.loads(result_path.read_text())["dense"]
         return DenseReference(_load_probe(probe_path, block), block)
@@ -149,7 +149,7 @@ def run_transfer_sweep(base: TransferConfig, methods: Sequence[str], sparsities:
     out = Path(out)
     methods = [DENSE, *(m for m in canonical_methods(methods) if m != DENSE)]
     for m in methods[1:]:
-        split_transfer_method(m)  # e.g. refuses imp before any work
+        transfer_spec(m)  # e.g. refuses imp before any work
     sparsities = sorted(float(s) for s in sparsities)  # lower first: later ones continue them
     cells = plan_cells(methods, sparsities, seeds)
     if threads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from dataclasses import dataclass, field
 
 from ..masks import PruningError
 from ..schedule import SCOPES
@@ -110,8 +111,9 @@ def check_options(name: str, options: dict[str, Value], spec: str | None = None,
     """
     where = repr(spec) if spec is not None else f"method {name!r}"
     if name not in REGISTRY:
-        raise PruningError(f"unknown method {name!r}" + (f" in {spec!r}" if spec else "") +
-                           f"; choose one of {', '.join(sorted(REGISTRY))}")
+        written = f" in {spec!r}" if spec and spec.strip() != name else ""
+        raise PruningError(f"unknown method {name!r}{written}; choose one of "
+                           f"{', '.join(sorted(REGISTRY))}")
     params = inspect.signature(REGISTRY[name].score).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     allowed = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -158,6 +160,46 @@ def resolved_spec(spec: str, legacy: bool = False) -> str:
     if name not in REGISTRY:
         return format_method_spec(name, options)
     return format_method_spec(name, REGISTRY[name].resolved_options(options, legacy))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method spec parsed once: what was written, the name, and every option (the pipeline's
+    ``rounds`` and ``scope`` among them). The one object drivers pass around instead of
+    re-splitting the text."""
+
+    text: str
+    name: str
+    options: dict[str, Value] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, *, check: bool = True) -> MethodSpec:
+        """Parse ``text``; ``check``: also refuse an unknown name or option (PruningError)."""
+        name, options = check_method_spec(text) if check else parse_method_spec(text)
+        return cls(text, name, options)
+
+    @property
+    def score_options(self) -> dict[str, Value]:
+        """The options the score function takes (all but ``rounds`` and ``scope``)."""
+        return {k: v for k, v in self.options.items() if k not in PIPELINE_KEYS}
+
+    @property
+    def rounds(self) -> int | None:
+        """The spec's own ``rounds=`` (None when it gives none)."""
+        value = self.options.get("rounds")
+        return None if value is None else int(value)
+
+    def scope(self, default: str) -> str:
+        """The spec's own ``scope=``, else ``default``."""
+        return str(self.options.get("scope", default))
+
+    def canonical(self) -> str:
+        """Sorted keys, no spaces (see :func:`canonical`)."""
+        return format_method_spec(self.name, self.options)
+
+    def resolved(self, legacy: bool = False) -> str:
+        """The canonical spec with its defining defaults written out (see :func:`resolved_spec`)."""
+        return resolved_spec(self.text, legacy)
 
 
 def split_method_list(text: str) -> list[str]:

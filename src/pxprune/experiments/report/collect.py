@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import UsageError
 from ...methods.spec import resolved_spec
-from ..cell_check import ASIDE, DONE_FILES, TRAINING, TRANSFER, check_cell
+from ..cell_check import ASIDE, TRAINING, TRANSFER, check_cell, done_files
 from ..config import CELL_FIELDS, DENSE
 from ..sweep.grid import Cell, plan_cells, sparsity_label
 from ..sweep.records import SWEEP_FILE, read_record, run_protocol
@@ -67,7 +67,7 @@ def _read_cell(summary: dict, cfg: dict) -> dict:
 
 
 def _read_transfer_cell(res: dict, cfg: dict | None = None) -> dict:
-    """One finished transfer cell (or dense reference) from its checked result.json: the pruned
+    """One finished transfer cell (or dense reference) from its checked summary: the pruned
     (dense) test accuracy after the refitted probe, or after fine-tuning in finetune mode."""
     method = res.get("method", DENSE)
     block = res["dense"] if method == DENSE else res["pruned"]
@@ -116,7 +116,7 @@ def _finished(sweep_dir: Path, record: dict, kind: str,
     read = _read_transfer_cell if kind == TRANSFER else _read_cell
     cells, damaged = [], []
     protocols: dict[str, dict] = {}
-    for path in sorted(sweep_dir.rglob(DONE_FILES[kind])):
+    for path in done_files(sweep_dir, kind):
         rel = path.parent.relative_to(sweep_dir)
         if (kind == TRANSFER and path.parent == sweep_dir) or any(
                 part.startswith(ASIDE) for part in rel.parts):  # a damaged cell set aside

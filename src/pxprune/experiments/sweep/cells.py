@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...errors import UsageError
 from ...methods.spec import resolved_spec
-from ..cell_check import DONE_FILES, TRAINING, TRANSFER, CellState, check_cell
+from ..cell_check import TRAINING, CellState, check_cell
 from ..config import DENSE
 from .grid import Cell
 
@@ -20,10 +20,9 @@ def cell_state(out: Path, cell: Cell, kind: str = TRAINING) -> CellState:
     return check_cell(out / cell.folder, expected, kind)
 
 
-def cell_status(out: Path, cell: Cell, done_file: str = "summary.json") -> str:
-    """``done`` (``done_file``, intact), ``damaged``, ``failed`` (error.json), ``partial``
+def cell_status(out: Path, cell: Cell, kind: str = TRAINING) -> str:
+    """``done`` (its done file intact), ``damaged``, ``failed`` (error.json), ``partial``
     (started) or ``missing``."""
-    kind = TRANSFER if done_file == DONE_FILES[TRANSFER] else TRAINING
     return cell_state(out, cell, kind).state
 
 
