@@ -155,6 +155,7 @@ class Study:
 
     def __init__(self, args: argparse.Namespace, meta: dict) -> None:
         self.args = args
+        self.t0 = time.time()
         self.path = Path(args.out)
         self.cache = (Path.home() / ".cache" / "pxprune" / "transfer"
                       / f"{self.path.stem}_R{args.rounds_per_step}")
@@ -175,7 +176,6 @@ class Study:
         self.result.update({k: v for k, v in meta.items() if k not in ("cells", "history")})
         self.result.setdefault("cells", {})
         self.result.setdefault("resolved_methods", {})
-        self.t0 = time.time()
 
     def save(self) -> None:
         """Write the JSON atomically."""
