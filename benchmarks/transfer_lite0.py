@@ -43,7 +43,8 @@ from pxprune.transfer.features import extract_features  # noqa: E402
 from pxprune.transfer.load import load_backbone  # noqa: E402
 
 # Cheapest first, so a cut run still has the required five methods.
-METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "ntksap", "grasp")
+METHODS = ("random", "magnitude", "synflow", "snip", "px", "synflow_l2", "px[variant=bound]",
+           "ntksap", "grasp")
 
 
 def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
@@ -58,10 +59,9 @@ def throughput(model: torch.nn.Module, train, size: int, n: int = 100) -> float:
 def main() -> None:
     """Study (b): EfficientNet-Lite0 (ImageNet) -> CIFAR-10 (JPEG copy) upscaled, ridge probe."""
     p = base_parser("transfer_lite0.json", 40, 60, rounds_per_step=1)
-    # Copy 1 of PX (all-ones weights) grows by ~2**260 through Lite0's convs, beyond float32.
-    # The committed study ran PX in float64 (before the rescaled float32 copy existed); the
-    # default float32 now gives the same top 2 % (tests/px/test_px_rescaled.py), faster.
-    p.set_defaults(methods=list(METHODS), px_precision="float64")
+    # px (the 2024 scoring) runs in float32, its default; px[variant=bound] in float64 as the
+    # committed cells did (its all-ones copy 1 grows by ~2**260 through Lite0's convs).
+    p.set_defaults(methods=list(METHODS))
     p.add_argument("--size", type=int, default=128, help="input side after bilinear upscaling")
     args = finish_args(p.parse_args(), "transfer_lite0.json")
     if handled_other_mode(args):

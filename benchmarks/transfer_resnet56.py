@@ -13,8 +13,16 @@ of the remaining weights (R = ``--rounds-per-step``, density 0.8**(r/R) after ro
 mask at sparsity 1 - 0.8**k has had k*R rounds (R=2: 4 ... 36 rounds instead of the paper's 100
 per target; a CPU budget choice, stated in the JSON).
 
+Methods are names or specs (``px[variant=bound]``). ``px`` is PX's default scoring, the
+authors' 2024 code (float32, the method's default); ``px[variant=bound]`` is the NTK-trace bound
+(float64 here, as in the committed cells: its all-ones copy 1 outgrows float32 on these nets).
+JSONs written before 2026-11-30 keyed the bound as ``px``: they record no ``resolved_methods``,
+and their ``px`` cells are relabelled ``px[variant=bound]`` when loaded (``migrate_legacy_px``).
+
 Resumable: every finished cell is written to the JSON at once and skipped on a re-run; chains
-save their masks after each round under ~/.cache/pxprune/transfer/ and continue from there.
+save their masks after each round under ~/.cache/pxprune/transfer/, in files named by the
+resolved method (``px+variant=cvpr2024``, never the bare ``px`` that older runs used, so the
+bound's masks are never resumed as the default's), and continue from there.
 Run: ``python benchmarks/transfer_resnet56.py`` (``--plot-only`` redraws the PNG).
 """
 
@@ -36,6 +44,7 @@ from pxprune.api import get_method
 from pxprune.data import limit_per_class, load_dataset
 from pxprune.experiments.provenance import cpu_name, dirty_files, git_commit
 from pxprune.masks import Masks
+from pxprune.methods.spec import folder_name, parse_method_spec, resolved_spec
 from pxprune.transfer.features import extract_features
 from pxprune.transfer.head import classifier_name
 from pxprune.transfer.load import backbone_normalization, load_backbone
@@ -47,15 +56,79 @@ RESULTS = HERE / "results"
 KS = tuple(range(2, 19, 2))
 SPARSITIES = tuple(1 - 0.8**k for k in KS)
 STEP = 0.8  # density kept per step k in the multi-round chains (split into R rounds)
-PLOT_ORDER = ("px", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntksap", "random")
-COLORS = {"px": "C3", "magnitude": "C0", "snip": "C1", "grasp": "C2", "synflow": "C4",
-          "synflow_l2": "C9", "ntksap": "C5", "random": "C7"}
+BOUND = "px[variant=bound]"
+PLOT_ORDER = ("px", BOUND, "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntksap",
+              "random")
+COLORS = {"px": "C3", BOUND: "C6", "magnitude": "C0", "snip": "C1", "grasp": "C2",
+          "synflow": "C4", "synflow_l2": "C9", "ntksap": "C5", "random": "C7"}
+# The day ``px`` became the authors' 2024 scoring (commit 9710803); before it, ``px`` was the bound.
+PX_SWITCH = "2026-11-30 (commit 9710803)"
+
+
+def plot_rank(m: str) -> tuple[int, str]:
+    """Sort key: PLOT_ORDER first, then any other method or spec by name."""
+    return (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m)
 
 
 def default_methods() -> list[str]:
-    """Every registered method except IMP (which needs training), PX first."""
-    ms = [m for m in pxprune.METHODS if m != "imp"]
-    return sorted(ms, key=lambda m: (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m))
+    """Every registered method except IMP (which needs training) and the PX bound, PX first."""
+    ms = [m for m in pxprune.METHODS if m != "imp"] + [BOUND]
+    return sorted(ms, key=plot_rank)
+
+
+def method_options(method: str, args: argparse.Namespace) -> dict[str, object]:
+    """Keyword options this study passes to ``pxprune.prune`` for ``method`` (a name or spec).
+
+    PX's default (2024 scoring) runs with the method's defaults unless ``--px-precision`` is
+    given; the bound runs in float64 (``--px-precision`` overrides), as the committed cells did,
+    and takes ``--px-approx``."""
+    name, options = parse_method_spec(method)
+    if name != "px":
+        return {}
+    opts: dict[str, object] = {}
+    bound = options.get("variant") == "bound"
+    precision = args.px_precision or ("float64" if bound else None)
+    if precision and "precision" not in options:
+        opts["precision"] = precision
+    if bound and args.px_approx:
+        opts["approximate_unsupported"] = True
+    return opts
+
+
+def chain_cache_name(method: str, opts: dict[str, object]) -> str:
+    """Filesystem-safe name of ``method``'s chain masks: the resolved spec with the options
+    passed, so ``px`` (now ``px+variant=cvpr2024``) never reads the bound's masks."""
+    name, options = parse_method_spec(resolved_spec(method))
+    spec = name + ("[" + ",".join(f"{k}={v}" for k, v in {**options, **opts}.items()) + "]"
+                   if options or opts else "")
+    return folder_name(spec)
+
+
+def migrate_legacy_px(result: dict) -> bool:
+    """Relabel the ``px`` cells of a JSON written before ``px`` became the 2024 scoring.
+
+    Such a JSON records no ``resolved_methods``; its ``px`` cells are the bound's (then PX's
+    only definition, run in float64), so they become ``px[variant=bound]``, numbers unchanged.
+    Its protocol's ``px_precision`` (one value, the bound's) is rewritten to name the variant.
+    True when something was relabelled."""
+    if "resolved_methods" in result or not result.get("cells"):
+        return False
+    moved = 0
+    for key in [k for k, c in result["cells"].items() if c.get("method") == "px"]:
+        cell = result["cells"].pop(key)
+        cell["method"] = BOUND
+        result["cells"][cell_key(BOUND, cell["k"])] = cell
+        moved += 1
+    proto = result.get("protocol", {})
+    if isinstance(proto.get("px_precision"), str):
+        proto["px_precision"] = {BOUND: proto["px_precision"]}
+    result["resolved_methods"] = {m: resolved_spec(m) for m in
+                                  sorted({c["method"] for c in result["cells"].values()})}
+    result.setdefault("history", []).append(
+        f"{moved} cells keyed 'px' were written (commit {str(result.get('git_commit'))[:7]}) "
+        f"before {PX_SWITCH}, when 'px' meant the NTK-trace bound: relabelled "
+        f"'{BOUND}', numbers unchanged")
+    return moved > 0
 
 
 def cell_key(method: str, k: int) -> str:
@@ -63,21 +136,50 @@ def cell_key(method: str, k: int) -> str:
     return f"{method}|{k}"
 
 
+def same_protocol(result: dict, protocol: dict) -> bool:
+    """Whether ``protocol`` is the one of the cells in ``result``: equal but for the precisions
+    of PX variants that have no cell there yet (a migrated JSON names only the bound's)."""
+    old, new = dict(result.get("protocol", {})), dict(protocol)
+    old_px, new_px = old.pop("px_precision", {}), new.pop("px_precision", {})
+    if old != new:
+        return False
+    if isinstance(old_px, str) or isinstance(new_px, str):
+        return old_px == new_px
+    present = {c["method"] for c in result.get("cells", {}).values()}
+    return all(old_px.get(m) == new_px.get(m) for m in (set(old_px) | set(new_px)) & present)
+
+
+# metadata of the run that wrote a JSON, kept under earlier_runs when a later run adds cells
+EARLIER_RUN_KEYS = ("command", "merged_commands", "run_note", "git_commit", "git_dirty", "device",
+                    "torch", "elapsed_s_this_run", "throughput_img_s")
+
+
 class Study:
     """One transfer study: data, dense reference, cells saved to JSON as they finish."""
 
     def __init__(self, args: argparse.Namespace, meta: dict) -> None:
         self.args = args
+        self.t0 = time.time()
         self.path = Path(args.out)
         self.cache = (Path.home() / ".cache" / "pxprune" / "transfer"
                       / f"{self.path.stem}_R{args.rounds_per_step}")
         self.cache.mkdir(parents=True, exist_ok=True)
         self.result = json.loads(self.path.read_text()) if self.path.exists() else {}
-        if self.result and self.result.get("protocol") != meta["protocol"]:
+        if migrate_legacy_px(self.result):
+            self.log(f"{self.path.name}: its 'px' cells predate {PX_SWITCH} and are the bound's; "
+                     f"relabelled {BOUND}")
+        if self.result and not same_protocol(self.result, meta["protocol"]):
             raise SystemExit(f"{self.path} holds another protocol; delete it or change --out")
-        self.result.update({k: v for k, v in meta.items() if k != "cells"})
+        if "command" in self.result:  # what wrote the cells so far, before meta replaces it
+            self.result.setdefault("earlier_runs", []).append(
+                {k: self.result[k] for k in EARLIER_RUN_KEYS if k in self.result})
+            for k in ("merged_commands", "run_note"):
+                self.result.pop(k, None)
+        if args.note:
+            self.result["run_note"] = args.note
+        self.result.update({k: v for k, v in meta.items() if k not in ("cells", "history")})
         self.result.setdefault("cells", {})
-        self.t0 = time.time()
+        self.result.setdefault("resolved_methods", {})
 
     def save(self) -> None:
         """Write the JSON atomically."""
@@ -133,22 +235,20 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
             return None
         return Masks({k: v for k, v in Masks.ones(model).items() if k != head})
     for method in args.methods:
-        spec = get_method(method)
+        spec = get_method(parse_method_spec(method)[0])
+        opts = method_options(method, args)
+        st.result["resolved_methods"][method] = resolved_spec(method)
         todo = [k for k in KS if cell_key(method, k) not in st.result["cells"]]
         if not todo:
             continue
         chain = spec.default_rounds > 1
         rps = args.rounds_per_step
-        opts: dict[str, object] = {}
-        if method == "px" and args.px_approx:
-            opts["approximate_unsupported"] = True
-        if method == "px" and args.px_precision:
-            opts["precision"] = args.px_precision
+        cache_name = chain_cache_name(method, opts)
         if chain:
             current, first = start(), 0
             last = max(todo) * rps
             for r in range(last, 0, -1):  # resume from the last saved round
-                f = st.cache / f"{method}_r{r}.safetensors"
+                f = st.cache / f"{cache_name}_r{r}.safetensors"
                 if f.exists():
                     current, first = Masks.load(f), r
                     break
@@ -160,7 +260,7 @@ def run(args: argparse.Namespace, meta: dict, build) -> None:
                 t = time.time()
                 current = pxprune.prune(m, method, 1 - density, batch, rounds=1, masks=current,
                                         seed=args.seed + r, progress=False, **opts)
-                current.save(st.cache / f"{method}_r{r}.safetensors")
+                current.save(st.cache / f"{cache_name}_r{r}.safetensors")
                 st.log(f"{method} round {r} ({100 * (1 - density):.2f} %) {time.time() - t:.1f} s")
                 k = r // rps
                 if r % rps == 0 and k in todo:
@@ -197,13 +297,14 @@ def plot(path: Path, result: dict | None = None) -> None:
 
     result = json.loads(path.read_text()) if result is None else result
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    methods = sorted({c["method"] for c in result["cells"].values()},
-                     key=lambda m: (PLOT_ORDER.index(m) if m in PLOT_ORDER else 99, m))
+    methods = sorted({c["method"] for c in result["cells"].values()}, key=plot_rank)
     xs = list(range(len(KS)))
     for m in methods:
         pts = [(i, result["cells"][cell_key(m, k)]["test_acc"]) for i, k in enumerate(KS)
                if cell_key(m, k) in result["cells"]]
-        style = {"linewidth": 2.5, "zorder": 5} if m == "px" else {"linewidth": 1.3}
+        style = ({"linewidth": 2.5, "zorder": 5} if m == "px" else
+                 {"linewidth": 1.8, "linestyle": "--", "zorder": 4} if m == BOUND else
+                 {"linewidth": 1.3})
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4, label=m,
                 color=COLORS.get(m), **style)
     if "dense" in result:
@@ -225,7 +326,9 @@ def base_parser(
 ) -> argparse.ArgumentParser:
     """Command-line options shared by the transfer studies."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=default_methods())
+    p.add_argument("--methods", nargs="+", default=default_methods(),
+                   help="method names or specs; px is the 2024 scoring, px[variant=bound] the "
+                        "bound")
     p.add_argument("--train-per-class", type=int, default=train_pc)
     p.add_argument("--test-per-class", type=int, default=test_pc)
     p.add_argument("--seed", type=int, default=0)
@@ -234,6 +337,7 @@ def base_parser(
                    help="chain rounds per factor 0.8 of density (multi-round methods)")
     p.add_argument("--out", default=str(RESULTS / out))
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--note", default=None, help="run_note stored in the JSON (environment, ...)")
     p.add_argument("--keep-head", action="store_true",
                    help="never prune the classifier (sparsity over the backbone; the refitted "
                         "probe is dense); default --out gets a _keephead suffix")
@@ -241,9 +345,11 @@ def base_parser(
                    help="JSON files of the same protocol (e.g. methods run in another process) "
                         "whose cells are added to --out, then the PNG is redrawn")
     p.add_argument("--px-approx", action="store_true",
-                   help="PX approximate_unsupported=True (only if exact PX refuses the model)")
+                   help="px[variant=bound]: approximate_unsupported=True (only if the bound "
+                        "refuses the model)")
     p.add_argument("--px-precision", choices=("float32", "float64"), default=None,
-                   help="PX copy-1 precision (default: the method's, float32)")
+                   help="precision of every PX variant (default: px float32, the method's "
+                        "default; px[variant=bound] float64, as the committed cells)")
     return p
 
 
@@ -291,7 +397,11 @@ def merge(out: Path, others: list[str]) -> None:
             raise SystemExit(f"{other} holds another protocol than {out}")
         if extra.get("dense", {}).get("test_acc") != result.get("dense", {}).get("test_acc"):
             raise SystemExit(f"{other} has another dense reference than {out}")
+        if "resolved_methods" not in result or "resolved_methods" not in extra:
+            raise SystemExit("merge only JSONs that record resolved_methods (run the script on "
+                             "each first: it relabels the old 'px' cells)")
         result["cells"].update(extra["cells"])
+        result["resolved_methods"].update(extra["resolved_methods"])
         result.setdefault("merged_commands", []).append(extra.get("command"))
     out.write_text(json.dumps(result, indent=1))
     plot(out, result)
@@ -319,7 +429,8 @@ def probe_protocol(args: argparse.Namespace, image_size: int) -> dict:
         "probe_after_pruning": "ridge refit on pruned features, respects classifier mask",
         "schedule": chain_schedule(args.rounds_per_step),
         "image_size": image_size,
-        "px_precision": args.px_precision or "float32",
+        "px_precision": {"px": args.px_precision or "float32",
+                         BOUND: args.px_precision or "float64"},
         "training": "none",
     }
 
@@ -341,10 +452,6 @@ def metadata(args: argparse.Namespace, **extra: object) -> dict:
 def main() -> None:
     """Study (a): CIFAR ResNet-56 (option A, Idelbayev weights) -> CIFAR-10 (JPEG copy)."""
     p = base_parser("transfer_resnet56.json", 200, 200, rounds_per_step=2)
-    # PX's copy 1 (all-ones weights) reaches ~2**370 on ResNet-56, beyond float32. The committed
-    # study ran PX in float64 (before the rescaled float32 copy existed); the default float32
-    # now gives the same top 2 % (tests/px/test_px_rescaled.py), faster.
-    p.set_defaults(px_precision="float64")
     p.add_argument("--size", type=int, default=None)
     args = finish_args(p.parse_args(), "transfer_resnet56.json")
     if handled_other_mode(args):
