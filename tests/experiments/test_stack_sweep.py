@@ -10,7 +10,7 @@ from helpers import sweep_args
 from pxprune.cli.main import main
 from pxprune.experiments.report.collect import collect
 from pxprune.experiments.sweep.grid import plan_cells
-from pxprune.experiments.sweep.stack import plan_stacks
+from pxprune.experiments.sweep.stack import default_stack, plan_stacks
 from pxprune.experiments.sweep.status import sweep_status
 
 CELLS = plan_cells(["random", "dense"], [0.5, 0.9], [0, 1])
@@ -28,6 +28,8 @@ def test_a_stacked_sweep_writes_the_cells_a_plain_sweep_writes(tiny_pt, tmp_path
                            methods="random,dense")) == 0
     record = json.loads((stacked / "sweep.json").read_text())
     assert record["invocations"][-1]["stack"] == 3
+    # without --stack a CPU sweep trains every cell alone
+    assert "stack" not in json.loads((alone / "sweep.json").read_text())["invocations"][-1]
     assert all(e["status"] == "done" for e in record["cells"].values())
     assert len(record["cells"]) == len(CELLS) == 6
     for cell in CELLS:
@@ -96,3 +98,8 @@ def test_a_submitit_job_trains_one_stack(tiny_pt, tmp_path):
         a, b = weights(local / cell.folder), weights(jobs / cell.folder)
         assert all(torch.equal(a[k], b[k]) for k in a)  # the same computation, bit for bit
         assert "stacked training: 2 cells" in (jobs / cell.folder / "sweep.log").read_text()
+
+
+def test_the_default_stack_is_one_cell_on_a_cpu_and_a_row_of_cells_on_a_gpu():
+    assert default_stack("cpu") == 1
+    assert default_stack("cuda") == default_stack("cuda:1") == 10

@@ -30,6 +30,16 @@ from ..run import PreparedCell, finish_cell, prepare_claimed
 
 Outcome = dict  # {"ok", "final_test_acc" | "error"/"traceback", "seconds", "device"[, "busy"]}
 
+# ``--stack`` when not given: on a CPU one cell at a time (stacking measured no gain there,
+# benchmarks/results/train_throughput_stack_cpu.json); on a GPU the paper's row of nine methods
+# plus dense at one sparsity, which a small model leaves launch-bound one cell at a time
+DEFAULT_STACK = {"cpu": 1, "cuda": 10}
+
+
+def default_stack(device: str) -> int:
+    """Cells per stack when ``--stack`` is not given, by device type (``cuda:1`` -> cuda)."""
+    return DEFAULT_STACK.get(str(device).split(":")[0], 1)
+
 
 def _failure(exc: BaseException, start: float, device: str) -> Outcome:
     return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "device": device,
