@@ -86,8 +86,9 @@ def _run(out, data, model, masks, *extra):
 
 
 def _transfer(out, data, backbone, *extra):
-    return main(["transfer", "--backbone", backbone, "--dataset", data, "--train-per-class", "0",
-                 "--test-per-class", "0", "--method", "px", "--sparsity", "0.8", "--rounds", "2",
+    return main(["transfer", "--backbone", backbone, "--dataset", data, "--holdout", "0.25",
+                 "--train-per-class", "0", "--test-per-class", "0", "--method", "px",
+                 "--sparsity", "0.8", "--rounds", "2",
                  "--per-class", "2", "--device", "cpu", "--no-progress", "--out", str(out),
                  *extra])
 
@@ -222,12 +223,20 @@ def test_transfer_of_a_user_backbone_refuses_in_one_line(user_model, data, tmp_p
     assert len(err) == 1 and "does not match the model MobileNetV2: missing keys" in err[0]
     assert "unexpected keys ['extra.weight']" in err[0]
     assert "'stem.0.weight: file (16, 3, 5, 5) vs model (16, 3, 3, 3)'" in err[0]
+    # one data file and no test split: the probe would be tested on the images it was fitted on
+    args = ["transfer", "--backbone", user_model, "--dataset", data, "--method", "random",
+            "--sparsity", "0.5", "--device", "cpu", "--out", str(tmp_path / "same")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give a test file (--test-dataset FILE) or hold out" in err[0]
+    assert not (tmp_path / "same").exists()
 
 
 def test_a_transfer_sweep_takes_a_user_backbone(user_model, data, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", "--transfer", "--backbone", user_model, "--classifier", "classifier",
-                 "--dataset", data, "--train-per-class", "0", "--test-per-class", "0",
+                 "--dataset", data, "--holdout", "0.25", "--train-per-class", "0",
+                 "--test-per-class", "0",
                  "--methods", "px", "--sparsities", "0.8", "--seeds", "0", "--rounds", "2",
                  "--per-class", "2", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     record = json.loads((out / "sweep.json").read_text())
@@ -235,3 +244,5 @@ def test_a_transfer_sweep_takes_a_user_backbone(user_model, data, tmp_path):
     assert record["protocol"]["classifier"] == "classifier"
     result = json.loads((out / "px" / "s80.00" / "seed0" / "summary.json").read_text())
     assert result["classifier"]["name"] == "classifier.weight" and result["density"] < 0.21
+    probe = result["dense"]["probe"]  # a quarter of the file held out, never fitted on
+    assert probe["num_test"] * 3 == probe["num_train"]

@@ -73,7 +73,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p, TransferConfig)
     add_transfer_args(p)
     p.add_argument("--dataset", "--data", default=DEFAULTS["dataset"],
-                   help="downstream dataset name or .pt/.npz file")
+                   help="downstream dataset name or .pt/.npz file (then give --test-dataset "
+                        "or --holdout)")
+    p.add_argument("--test-dataset", default=DEFAULTS["test_dataset"],
+                   help="a .pt/.npz file to test on (for a --dataset file)")
+    p.add_argument("--holdout", type=float, default=DEFAULTS["holdout"],
+                   help="test on this fraction of a --dataset file, held out per class with "
+                        "--seed, never fitted or fine-tuned on (e.g. 0.2)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train-per-class", type=int, default=DEFAULTS["train_per_class"],
                    help="downstream training images per class (probe fit / fine-tuning); "
@@ -102,6 +108,8 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
     backbone = args.backbone or args.model
     values = {
         "backbone": backbone, "dataset": args.dataset,
+        "test_dataset": getattr(args, "test_dataset", None),
+        "holdout": float(getattr(args, "holdout", 0.0) or 0.0),
         # a sweep has --methods / --sparsities / --seeds: its cell sets these three
         "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
         "seed": getattr(args, "seed", None), "weights": args.weights,

@@ -143,6 +143,8 @@ class TransferConfig:
 
     backbone: str
     dataset: str = "cifar10"
+    test_dataset: str | None = None  # a separate test file (a .pt/.npz --dataset needs one
+    holdout: float = 0.0  # ... or this fraction of it held out per class, drawn with the seed)
     method: str = "px"
     sparsity: float = 0.982
     seed: int = 0
@@ -185,7 +187,8 @@ class TransferConfig:
         """The fields every cell of a transfer sweep shares (all but method, sparsity, seed);
         the user-backbone fields are left out at None, so an older sweep.json still matches."""
         return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS
-                and not (k in ("classifier", "output") and v is None)}
+                and not (k in ("classifier", "output", "test_dataset") and v is None)
+                and not (k == "holdout" and not v)}
 
 
 # Options only transfer runs take. ``pxprune sweep`` registers them with default None (so it

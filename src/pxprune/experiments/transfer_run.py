@@ -67,9 +67,10 @@ from . import provenance
 from .cell_check import DONE_FILES, TRANSFER, done_file
 from .checks import log_threads
 from .config import TransferConfig, config_record
+from .data_split import train_test_sets
 from .folder import claim, read_config
 from .prune_cell import PrunedCell, cell_rounds, prune_cell_masks, save_masks
-from .resolve import UsageError, build_model, import_factory, is_user_model, load_any_dataset
+from .resolve import UsageError, build_model, import_factory, is_user_model
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -156,8 +157,8 @@ class TransferData:
 
 def load_transfer_data(cfg: TransferConfig) -> TransferData:
     """Train / test sets cut and normalised as the config says."""
-    full_train = load_any_dataset(cfg.dataset, "train")
-    test = load_any_dataset(cfg.dataset, "test")
+    # a .pt/.npz file needs a test file or a held-out fraction: its one split is not a test
+    full_train, test = train_test_sets(cfg.dataset, cfg.test_dataset, cfg.holdout, cfg.seed)
     if cfg.norm == "imagenet":
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     elif cfg.norm == "dataset":
