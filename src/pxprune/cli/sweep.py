@@ -206,8 +206,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cells trained as one stacked computation on one device (same "
                         "model and recipe; each its own masks, init, data order, folder); "
                         "local: one process per stack, --jobs stacks at once; submitit: one "
-                        "job per stack (default: 1 on a CPU, where stacking gains nothing; "
-                        "10 on a GPU)")
+                        "job per stack (default 1 on every device until a gain is measured: none "
+                        "on a CPU; try 10 on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: cpu_count // jobs with jobs > 1; "
                         "with submitit: --slurm-cpus-per-task)")

@@ -30,10 +30,11 @@ from ..run import PreparedCell, finish_cell, prepare_claimed
 
 Outcome = dict  # {"ok", "final_test_acc" | "error"/"traceback", "seconds", "device"[, "busy"]}
 
-# ``--stack`` when not given: on a CPU one cell at a time (stacking measured no gain there,
-# benchmarks/results/train_throughput_stack_cpu.json); on a GPU the paper's row of nine methods
-# plus dense at one sparsity, which a small model leaves launch-bound one cell at a time
-DEFAULT_STACK = {"cpu": 1, "cuda": 10}
+# ``--stack`` when not given, per device type: on a CPU one cell at a time (stacking measured no
+# gain there, benchmarks/results/train_throughput_stack_cpu.json); on a GPU also one until
+# benchmarks/gpu_session.sh stage 7 has measured the stacked trainer there (the stack it runs is
+# the paper's row of nine methods plus dense, 10 cells)
+DEFAULT_STACK = {"cpu": 1, "cuda": 1}
 
 
 def default_stack(device: str) -> int:
