@@ -61,6 +61,7 @@ from ...pathview import (
     weighted_modules,
     with_exponent,
 )
+from ...user_model import eval_mode
 from .options import check_px_options
 
 
@@ -125,13 +126,11 @@ def px_terms(
     check_px_options({"variant": "bound", "bn": bn, "classifier": classifier,
                       "precision": precision})
     all_weights = weighted_modules(model)
-    was_training = model.training
-    model.eval()  # BatchNorm in eval mode everywhere: never batch statistics, never updated
-    try:
+    # BatchNorm in eval mode everywhere: never batch statistics, never updated; each module
+    # gets its own flag back (a model in mixed modes stays mixed)
+    with eval_mode(model):
         return _px_terms(model, batches, masks, all_weights, classifier == "real", classifier_name,
                          precision, approximate_unsupported, bn)
-    finally:
-        model.train(was_training)
 
 
 def _copy_weights(all_weights, masks, classifier_name, real_classifier, device):

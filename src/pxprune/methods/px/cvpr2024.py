@@ -45,6 +45,7 @@ from ...masks import Masks
 from ...numerics import first_nonfinite
 from ...pathview import Interceptor, weighted_modules
 from ...pathview.op_args import OpCall
+from ...user_model import eval_mode
 from .options import check_px_options
 
 ACTIVATIONS = frozenset({
@@ -188,9 +189,7 @@ def cvpr2024_scores(model: nn.Module, batches: list[Batch], masks: Masks,
     BatchNorm mode) and left unchanged: weights, buffers and train/eval flags.
     """
     check_px_options({"variant": "cvpr2024", "precision": precision})
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # each module gets its own flag back (mixed modes stay mixed)
         # channels-last only on CUDA: on CPU with several threads the channels-last copies gave
         # scores that differ from call to call (2e-2 of the largest score in some calls, 1e-7
         # in others; tests/px/test_px_default.py), the contiguous layout is exact and stable
@@ -204,8 +203,6 @@ def cvpr2024_scores(model: nn.Module, batches: list[Batch], masks: Masks,
                 # them from any other caller; a real fault raises again below
                 _channels_last_ok[model] = False
         return _scores(model, batches, masks, precision, channels_last=False)
-    finally:
-        model.train(was_training)
 
 
 # models whose forward failed on channels-last tensors (remembered over a pruning's rounds)
