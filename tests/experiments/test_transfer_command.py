@@ -168,3 +168,19 @@ def test_weights_of_another_architecture_is_one_line_error(tmp_path, capsys):
                           "--out", str(tmp_path), *TINY])
     assert "does not match the model CifarResNet" in err and "unexpected keys" in err
     assert len(err) < 500
+
+
+@needs_data
+def test_keep_dense_leaves_the_classifier_unpruned_and_out_of_the_count(tmp_path):
+    out = tmp_path / "kd"
+    rc = main(["transfer", "--backbone", "resnet20_a", "--method", "magnitude", "--sparsity",
+               "0.9", "--mode", "probe", "--keep-dense", "first,last", "--out", str(out), *TINY])
+    assert rc == 0
+    masks = Masks.load(out / "masks.safetensors")
+    assert "linear.weight" not in masks and "conv1.weight" not in masks
+    assert masks.kept == round(0.1 * masks.total)  # the count is over the pruned layers only
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads((out / "config.json").read_text())["keep_dense"] == "first,last"
+    assert summary["classifier"]["name"] == "linear.weight"
+    assert summary["classifier"]["while_scoring"].endswith("kept dense")
+    assert summary["classifier"]["emptied"] is False

@@ -113,7 +113,7 @@ def transfer_config_from_args(args: argparse.Namespace, **cell: object) -> Trans
         # a sweep has --methods / --sparsities / --seeds: its cell sets these three
         "method": getattr(args, "method", None), "sparsity": getattr(args, "sparsity", None),
         "seed": getattr(args, "seed", None), "weights": args.weights,
-        "output": args.output,
+        "output": args.output, "keep_dense": getattr(args, "keep_dense", None),
         "num_classes": args.num_classes,
         "image_size": args.image_size or native_size(backbone),
         "per_class": args.per_class, "rounds": args.rounds, "scope": args.scope,

@@ -152,6 +152,7 @@ class TransferConfig:
     weights: str | None = None  # as given; None = the backbone's default file
     classifier: str | None = None  # a user backbone's classifier module (None: found)
     output: str | None = None  # a user backbone's logits among several outputs (--output)
+    keep_dense: str | None = None  # layers left unpruned (--keep-dense first,last)
     num_classes: int | None = None
     image_size: int | None = None  # resolved: --image-size or the backbone's native side
     train_per_class: int = 100
@@ -187,7 +188,8 @@ class TransferConfig:
         """The fields every cell of a transfer sweep shares (all but method, sparsity, seed);
         the user-backbone fields are left out at None, so an older sweep.json still matches."""
         return {k: v for k, v in asdict(self).items() if k not in CELL_FIELDS
-                and not (k in ("classifier", "output", "test_dataset") and v is None)
+                and not (k in ("classifier", "output", "test_dataset", "keep_dense")
+                         and v is None)
                 and not (k == "holdout" and not v)}
 
 

@@ -306,7 +306,8 @@ def _prune_masks(cfg: TransferConfig, data: TransferData, model: torch.nn.Module
     x, y = pruning_batch(data.full_train, cfg.per_class, cfg.seed, data.size)
     cell = prune_cell_masks(model, spec, cfg.sparsity, (x.to(device), y.to(device)),
                             rounds=cfg.rounds, round_factor=cfg.round_factor, scope=cfg.scope,
-                            seed=cfg.seed, allow_disconnected=True, progress=progress,
+                            seed=cfg.seed, keep_dense=cfg.keep_dense or (),
+                            allow_disconnected=True, progress=progress,
                             log=log, start=None if start is None else start[:2], **extra)
     options = {**spec.score_options, **{k: v for k, v in extra.items()
                                          if k not in spec.options}}
