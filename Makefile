@@ -26,9 +26,10 @@ test-all: venv
 lint: venv
 	.venv/bin/ruff check src tests benchmarks
 
-check: venv  # the one-minute check: ruff and the fast unit tests (no end-to-end runs)
+check: venv  # the one-minute check: ruff and the fast unit tests (no end-to-end runs; one torch
+             # thread: these tiny models run fastest on one, above all on a busy machine)
 	.venv/bin/ruff check src tests benchmarks
-	$(PY) -m pytest tests/core tests/methods -m 'not slow and not integration'
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/core tests/methods -m 'not slow and not integration'
 
 clean:
 	rm -rf .venv build *.egg-info src/*.egg-info
