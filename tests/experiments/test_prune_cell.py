@@ -129,3 +129,16 @@ def test_a_cell_counts_and_names_the_logits_its_masks_leave_constant():
     dense = prune_cell_masks(torch.nn.Sequential(torch.nn.Linear(6, 3)),
                              MethodSpec.parse("magnitude"), 0.5, (x, y), log=lines.append)
     assert dense.outputs_reached == (3, 3) and not any("only" in line for line in lines)
+
+
+def test_a_cell_kept_although_disconnected_says_every_logit_is_constant():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-6)  # magnitude empties the last layer first
+    x, y = torch.randn(8, 6), torch.arange(8) % 3
+    lines: list[str] = []
+    cell = prune_cell_masks(model, MethodSpec.parse("magnitude"), 0.5, (x, y),
+                            allow_disconnected=True, log=lines.append)
+    assert cell.outputs_reached == (0, 3)
+    assert any("no output is joined to the input" in line for line in lines)

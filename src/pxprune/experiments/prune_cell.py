@@ -102,7 +102,10 @@ def prune_cell_masks(model: torch.nn.Module, spec: MethodSpec, sparsity: float,
         reached = output_reach(model, masks, batch[0][:1])
     else:
         reached = check_connected(model, batch[0], masks, spec.text)
-    if reached[0] < reached[1]:
+    if reached[0] == 0:
+        log(f"warning: {spec.text} at {sparsity:.2%}: no output is joined to the input by a path "
+            "of kept weights; every logit is constant")
+    elif reached[0] < reached[1]:
         log(f"warning: {spec.text} at {sparsity:.2%}: only {reached[0]} of {reached[1]} outputs "
             "are joined to the input by a path of kept weights; the others are constant")
     return PrunedCell(masks, cell_rounds(spec, sparsity, rounds=asked), seconds, reached)
