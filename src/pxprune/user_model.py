@@ -105,13 +105,20 @@ def select_output_permanently(model: nn.Module, output: Output) -> nn.Module:
 
 
 @contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[None]:
+    """Restore every module's own train/eval flag on exit (models may mix modes)."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Every module in eval mode while inside, then each back in its own mode (a model whose
     modules were in mixed modes stays mixed)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with preserved_modes(model):
+        model.eval()
         yield model
-    finally:
-        for module, training in modes:
-            module.training = training

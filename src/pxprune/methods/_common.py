@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -30,17 +29,6 @@ def masked_weights(
             w = w.to(dtype)
         out[name] = w.clone().requires_grad_(requires_grad)
     return out
-
-
-@contextmanager
-def preserved_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every module's own train/eval flag on exit (models may mix modes)."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def set_bn_mode(model: nn.Module, bn_mode: str) -> None:

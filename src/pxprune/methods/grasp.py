@@ -9,8 +9,9 @@ from torch.overrides import TorchFunctionMode
 
 from ..batches import Batch
 from ..masks import Masks
+from ..user_model import preserved_modes
 from . import register
-from ._common import cast_input, forward_with, masked_weights, preserved_modes, set_bn_mode
+from ._common import cast_input, forward_with, masked_weights, set_bn_mode
 
 TEMPERATURE = 200.0
 

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 
 from ..batches import Batch
 from ..masks import Masks
+from ..user_model import preserved_modes
 from . import register
-from ._common import cast_input, forward_with, masked_weights, preserved_modes, set_bn_mode
+from ._common import cast_input, forward_with, masked_weights, set_bn_mode
 
 
 def snip_gradients(

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from ..batches import Batch
 from ..masks import Masks, PruningError
 from ..pathview import PathKernelCopy, weighted_modules
+from ..user_model import preserved_modes
 from . import register
-from ._common import preserved_modes
 
 
 def _input_shape(batches: list[Batch], input_shape: Sequence[int] | None) -> tuple[int, ...]:
