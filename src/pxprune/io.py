@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import FileFormatError, OutputError
+from .errors import DamagedFileError, FileFormatError, OutputError
 from .tempfiles import temp_path
 
 # errno values that mean "the environment refused", not "pxprune has a bug"
@@ -119,3 +119,16 @@ def load_tensors(path: str | os.PathLike, what: str, *, map_location: object = "
             ImportError, IndexError, UnicodeDecodeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise FileFormatError(f"{what} {path} is truncated or corrupt ({first}){suffix}") from exc
+
+
+def read_json(path: str | os.PathLike, what: str, *, hint: str = "") -> object:
+    """A JSON file pxprune wrote earlier; one that cannot be read or parsed (truncated, edited,
+    not JSON) is one :class:`DamagedFileError` line naming ``what`` and the file, then ``hint``."""
+    path = Path(path)
+    suffix = f"; {hint}" if hint else ""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise DamagedFileError(f"{what} {path} is unreadable (truncated or not JSON: {first})"
+                               f"{suffix}") from None

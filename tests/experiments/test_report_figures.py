@@ -83,6 +83,7 @@ def test_latex_table_holds_the_runs_accuracies_in_booktabs(runs):
 def test_layer_density_figure_data_are_the_masks_densities(runs):
     assert (runs / "report_layers.png").read_bytes()[:4] == b"\x89PNG"
     data = layer_densities(collect(runs))
+    assert json.loads((runs / "report.json").read_text())["layer_density"] == data
     assert set(data) == {"s60.00"} and set(data["s60.00"]) == {"magnitude", "random"}
     for method, names in (("magnitude", ["mag0", "mag1"]), ("random", ["rand0"])):
         masks = [Masks.load(runs / n / "masks.safetensors") for n in names]
@@ -105,6 +106,7 @@ def test_layer_density_falls_back_to_the_masks_without_layers_csv(runs, tmp_path
 def test_training_curves_are_the_mean_of_each_runs_metrics(runs):
     assert (runs / "report_curves.png").read_bytes()[:4] == b"\x89PNG"
     curves = training_curves(collect(runs))
+    assert json.loads((runs / "report.json").read_text())["curves"] == curves
     assert set(curves) == {"s60.00", "dense"}
 
     def epochs(name: str) -> list[dict]:

@@ -192,3 +192,16 @@ def test_a_pruned_run_resumes_only_from_masks_that_match_the_model_and_prune_jso
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err, err
     assert not (out / "summary.json").exists()
+
+
+def test_a_truncated_config_of_a_finished_run_is_one_line(tmp_path, data_file, model_spec,
+                                                          capsys):
+    out = tmp_path / "r"
+    assert main(run_args(model_spec, data_file, out, "--holdout", "0.25")) == 0
+    text = (out / "config.json").read_text()
+    (out / "config.json").write_text(text[: len(text) // 2])
+    capsys.readouterr()
+    assert main(run_args(model_spec, data_file, out, "--holdout", "0.25")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.json" in err[0] and "unreadable" in err[0], err
+    assert (out / "summary.json").is_file()  # nothing of the finished run was touched

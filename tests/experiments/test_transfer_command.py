@@ -184,3 +184,22 @@ def test_keep_dense_leaves_the_classifier_unpruned_and_out_of_the_count(tmp_path
     assert summary["classifier"]["name"] == "linear.weight"
     assert summary["classifier"]["while_scoring"].endswith("kept dense")
     assert summary["classifier"]["emptied"] is False
+
+
+@needs_data
+def test_a_finished_transfer_is_read_back_and_a_truncated_one_is_one_line(tmp_path, capsys):
+    out = tmp_path / "mag"
+    args = ["transfer", "--backbone", "resnet20_a", "--method", "magnitude", "--sparsity", "0.5",
+            "--mode", "probe", "--out", str(out), *TINY]
+    assert main(args) == 0
+    assert "classifier linear (64 -> 10) replaced" in capsys.readouterr().out
+    text = (out / "summary.json").read_text()
+    assert main(args) == 0  # the same command again: read back, not refused nor redone
+    assert "already finished" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == text
+    (out / "summary.json").write_text(text[:40])
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "summary.json is unreadable" in err[0], err
+    assert (out / "summary.json").read_text() == text[:40]  # left as found, not overwritten

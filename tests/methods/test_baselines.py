@@ -12,6 +12,7 @@ from torch import nn
 
 import pxprune
 from pxprune import Masks, PruningError
+from pxprune.errors import WeightsMismatchError
 from pxprune.methods import REGISTRY
 from pxprune.methods._common import shuffle_masks
 from pxprune.methods.grasp import grasp_terms
@@ -418,6 +419,29 @@ def test_imp_schedule_and_score_error(model):
     assert imp_densities(0.64) == pytest.approx([0.8, 0.64])
     with pytest.raises(PruningError, match="run_imp"):
         pxprune.prune(model, "imp", 0.5, progress=False)
+
+
+def test_imp_refuses_bad_rounds_and_rewind_states_before_training(model):
+    calls = []
+
+    def train_fn(m, masks):
+        calls.append(1)
+
+    total = Masks.ones(model).total
+    with pytest.raises(PruningError, match=f"more than the {total:,} prunable weights"):
+        run_imp(model, 0.5, train_fn, rounds=total + 1)
+    with pytest.raises(PruningError, match="positive integer"):
+        run_imp(model, 0.5, train_fn, rounds=2.5)
+    rewind = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(iter(Masks.ones(model)))
+    del rewind[name]
+    with pytest.raises(WeightsMismatchError, match=f"rewind_state .*missing keys.*{name}"):
+        run_imp(model, 0.5, train_fn, rewind_state=rewind)
+    assert calls == []  # refused before the first (costly) training
+    # a DataParallel-style state dict still rewinds
+    wrapped = {"module." + k: v.clone() for k, v in model.state_dict().items()}
+    masks = run_imp(model, 0.5, train_fn, rewind_state=wrapped, rounds=2)
+    assert len(calls) == 2 and masks.kept == round(0.5 * masks.total)
 
 
 def test_shuffle_masks_permutes_within_layers(model):

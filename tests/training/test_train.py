@@ -10,7 +10,13 @@ from helpers import Stop, random_masks, stop_after, synthetic, tiny_net
 from torch import nn
 
 from pxprune.data import iterate_batches
-from pxprune.errors import TrainingDivergedError
+from pxprune.errors import (
+    DamagedFileError,
+    FileFormatError,
+    TrainingDivergedError,
+    TrainingError,
+    WeightsMismatchError,
+)
 from pxprune.training.recipes import RECIPES, Recipe, get_recipe, scale_milestones
 from pxprune.training.train import evaluate, make_scheduler, masks_fingerprint, train
 
@@ -259,3 +265,51 @@ def test_divergence_raises_and_keeps_last_good_checkpoint(tmp_path, data):
               progress=False, log=None)
     assert not (tmp_path / "d" / "summary.json").exists()
     assert not (tmp_path / "d" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: c.pop("optimizer"), "no 'optimizer' entry"),
+    (lambda c: c.update(epoch="2"), "a str as its 'epoch' entry"),
+    (lambda c: c["model"].pop(next(iter(c["model"]))), "missing keys"),
+    (lambda c: c["model"].update({k: v[:1] for k, v in list(c["model"].items())[:1]}),
+     "shape mismatches"),
+    (lambda c: c["optimizer"].update(param_groups=[]), "does not fit this run's optimiser"),
+], ids=["no-optimizer", "epoch-type", "weight-removed", "weight-reshaped", "optimizer-groups"])
+def test_an_edited_checkpoint_is_one_line_naming_it(tmp_path, data, edit, says):
+    masks = random_masks(tiny_net(), 0.3, 3)
+    with pytest.raises(Stop):
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=tmp_path / "cut",
+              progress=False, log=None, callback=stop_after(1))
+    path = tmp_path / "cut" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(TrainingError) as info:
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=tmp_path / "cut",
+              progress=False, log=None)
+    text = str(info.value)
+    assert says in text and str(path) in text and "restart training" in text
+    assert "\n" not in text
+
+
+def test_a_damaged_finished_run_is_one_line_not_a_retraining(tmp_path, data):
+    _, masks, summary = run(tmp_path, data, name="done")
+    out = tmp_path / "done"
+    weights = (out / "model.pt").read_bytes()
+    text = (out / "summary.json").read_text()
+    again = tiny_net(seed=7)
+    assert train(again, masks, data[0], data[1], RECIPE, out_dir=out, progress=False,
+                 log=None)["final_test_acc"] == summary["final_test_acc"]
+    assert torch.equal(again[8].weight, torch.load(out / "model.pt")["8.weight"])
+    (out / "summary.json").write_text(text[: len(text) // 2])
+    with pytest.raises(DamagedFileError, match="summary .*summary.json is unreadable"):
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)
+    (out / "summary.json").write_text(text)
+    state = torch.load(out / "model.pt", weights_only=True)
+    state["8.weight"] = state["8.weight"][:, :2]
+    torch.save(state, out / "model.pt")
+    with pytest.raises(WeightsMismatchError, match=r"final weights .*model.pt.*8.weight"):
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)
+    (out / "model.pt").write_bytes(weights[:100])
+    with pytest.raises(FileFormatError, match="final weights .*model.pt is truncated"):
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)

@@ -10,7 +10,6 @@ fixed class-balanced batch of *test* images, disjoint from the pruning data.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -21,7 +20,7 @@ import torch
 
 from ..analysis.ntk import EXACT_MAX_ROWS, ntk_matrix, ntk_top_eigenvalues, ntk_trace, px_bound
 from ..data import load_dataset, normalize, pruning_split
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from ..masks import Masks, PruningError
 from ..methods import REGISTRY
 from ..methods.spec import MethodSpec, split_method_list
@@ -204,8 +203,8 @@ def run_ntk_study(
               "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds,
               **({"output": output} if output is not None else {})}
     if path.exists():
-        results = json.loads(path.read_text())
-        if results.get("config") != config:
+        results = read_json(path, "the NTK study", hint="delete it or choose another out_dir")
+        if not isinstance(results, dict) or results.get("config") != config:
             raise PruningError(f"{path} was written with another configuration "
                                f"({results.get('config')}); delete it or choose another out_dir")
     else:

@@ -7,7 +7,6 @@ once pruning is done, so a resumed run never re-prunes), the trainer's ``checkpo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,7 +19,7 @@ from ..data import ImageDataset, limit_per_class
 from ..data.sampling import pruning_batch
 from ..devices import check_device
 from ..errors import DamagedFileError, OutputError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from ..masks import Masks, PruningError
 from ..methods.imp import run_imp
 from ..methods.spec import MethodSpec, resolved_spec
@@ -232,7 +231,7 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
     config_path = out / "config.json"
     cfg = with_resolved_method(cfg)
     if config_path.exists() and summary_path.exists():  # finished: still never another method
-        check_same_method(RunConfig.from_dict(json.loads(config_path.read_text())), cfg, out)
+        check_same_method(_saved_config(config_path), cfg, out)
     if summary_path.exists():
         finished = check_cell(out)  # the same check as a sweep's report and resume
         if finished.state != "done":
@@ -243,7 +242,7 @@ def prepare_claimed(cfg: RunConfig, out: Path, device: str, progress: bool,
     main = D.is_main_process()  # under torchrun only rank 0 writes; masks are broadcast
     out.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and work_files(out):  # a config alone (a failed start) claims nothing
-        previous = RunConfig.from_dict(json.loads(config_path.read_text()))
+        previous = _saved_config(config_path)
         check_same_method(previous, cfg, out)
         previous = with_resolved_method(previous, legacy=True)
         previous = replace(previous, allow_disconnected=cfg.allow_disconnected)
@@ -303,3 +302,12 @@ def finish_cell(cell: PreparedCell, summary: dict, device: str) -> dict:
     if main:
         atomic_write_json(summary_path, summary)
     return summary
+
+
+def _saved_config(path: Path) -> RunConfig:
+    """The configuration an earlier run wrote; an edited or truncated one is one line."""
+    saved = read_json(path, "the run's configuration", hint="use another --out")
+    if not isinstance(saved, dict):
+        raise DamagedFileError(f"the run's configuration {path} is not a JSON object; "
+                               "use another --out")
+    return RunConfig.from_dict(saved)

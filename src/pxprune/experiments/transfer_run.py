@@ -42,7 +42,6 @@ per seed, each cell giving what ``pxprune transfer`` gives with the same argumen
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -53,7 +52,7 @@ import torch
 from .. import models
 from ..data import limit_per_class
 from ..errors import PxpruneError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from ..methods import REGISTRY
 from ..methods.spec import MethodSpec, resolved_spec
 from ..models import IMAGENET_MEAN, IMAGENET_STD
@@ -255,6 +254,16 @@ def classifier_block(model: torch.nn.Module, masks, head: str) -> dict:
             "emptied": kept == 0}
 
 
+def describe_head(model: torch.nn.Module, backbone: str) -> str:
+    """One line naming the classifier that was replaced (found, or named by --classifier), so
+    a user sees which layer became the new head before any work is done."""
+    name = classifier_name(model)
+    layer = model.get_submodule(name)
+    shape = (f" ({layer.in_features} -> {layer.out_features})"
+             if isinstance(layer, torch.nn.Linear) else "")
+    return f"{backbone}: classifier {name}{shape} replaced by a fresh layer for the new classes"
+
+
 def _finetune_summary(summary: dict) -> dict:
     """The fine-tuning run's accuracies, length and precision (with the reason for it)."""
     keys = ("final_test_acc", "best_test_acc", "best_epoch", "epochs", "train_seconds",
@@ -385,18 +394,21 @@ def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
     """One transfer run into ``out``: refuse other work there, read back a finished run, else
     prune, probe or fine-tune and write the folder; returns summary.json's content."""
     # another command's or another configuration's work is refused before anything is loaded
+    # (the fields config.json records resolved are compared only when given)
     claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
-                               if not (k == "weights" and v is None)},
+                               if not (k in ("weights", "num_classes") and v is None)},
                             "resolved_method": resolved_spec(cfg.method)})
     done = done_file(out, TRANSFER)  # summary.json (result.json in older folders)
     if done.is_file() and read_config(out) is not None:
         log(f"{out}: already finished ({done.name}); choose another --out to run it again")
-        return json.loads(done.read_text())
+        return read_json(done, "the finished transfer's summary",
+                         hint="choose another --out")
     if threads:
         torch.set_num_threads(threads)
     log_threads(device, log)
     data = load_transfer_data(cfg)
     model, weights = load_pretrained(cfg, data, device)
+    log(describe_head(model, cfg.backbone))
     write_config(out, cfg, data, weights, device=device, threads=threads)
     dense = dense_reference(cfg, data, model, finetune_dir=out / "finetune_dense",
                             device=device, progress=progress, log=log)

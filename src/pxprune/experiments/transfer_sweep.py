@@ -31,7 +31,6 @@ holding another protocol or a training sweep is refused. An interrupted cell pru
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -39,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write_json
+from ..errors import DamagedFileError
+from ..io import atomic_write_json, read_json
 from ..masks import Masks
 from ..schedule import round_densities
 from ..transfer.probe import Probe
@@ -53,6 +53,7 @@ from .transfer_run import (
     DenseReference,
     TransferData,
     dense_reference,
+    describe_head,
     effective_rounds,
     load_pretrained,
     load_transfer_data,
@@ -88,7 +89,9 @@ def continuation(out: Path, cfg: TransferConfig, model: torch.nn.Module,
         path = out / folder
         if s >= cfg.sparsity or not done_file(path, TRANSFER).exists():
             continue
-        done = json.loads(done_file(path, TRANSFER).read_text())
+        done = read_json(done_file(path, TRANSFER), "a finished cell's summary")
+        if not isinstance(done, dict):
+            continue
         k = done.get("rounds")
         if (not isinstance(k, int) or not 0 < k < rounds or done.get("scope") != scope
                 or not (path / "masks.safetensors").exists()):
@@ -128,7 +131,12 @@ def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, 
     written there (``summary.json`` and the probe that serves as scoring head)."""
     result_path, probe_path = done_file(folder, TRANSFER), folder / PROBE_FILE
     if result_path.exists() and probe_path.exists():
-        block = json.loads(result_path.read_text())["dense"]
+        again = f"delete {folder} to compute it again"
+        saved = read_json(result_path, "the dense reference", hint=again)
+        block = saved.get("dense") if isinstance(saved, dict) else None
+        if not isinstance(block, dict):
+            raise DamagedFileError(f"the dense reference {result_path} has no 'dense' block; "
+                                   f"{again}")
         return DenseReference(_load_probe(probe_path, block), block)
     write_config(folder, replace(cfg, method=DENSE, sparsity=0.0), data, weights)
     dense = dense_reference(cfg, data, model, finetune_dir=folder / "finetune", device=device,
@@ -172,6 +180,7 @@ def _run_seed(cfg: TransferConfig, data: TransferData, todo: list[Cell], out: Pa
     """The unfinished cells of one seed: one backbone load, one dense reference (computed, or
     read back when finished), then each pruned cell on a copy of the backbone."""
     model, weights = load_pretrained(cfg, data, device)
+    log(describe_head(model, cfg.backbone))
     found: list[DenseReference] = []
 
     def run_dense() -> dict:

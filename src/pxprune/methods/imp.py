@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from ..batches import Batch
 from ..masks import Masks, PruningError, prunable_parameters
-from ..schedule import parse_sparsity, round_densities, threshold
+from ..models.weights import fitting_state_dict, load_state_dict_strictly
+from ..schedule import check_rounds, parse_sparsity, round_densities, threshold
 from . import register
 from ._common import masked_weights
 
@@ -61,16 +62,21 @@ def run_imp(
     """
     density = 1.0 - parse_sparsity(sparsity)
     prunable_parameters(model)
+    current = Masks.ones(model) if masks is None else Masks(masks)
+    if rounds is not None:  # refused before any training, like pxprune.prune's rounds
+        rounds = check_rounds(rounds, current.kept, density * current.total / current.kept)
     if rewind_state is None:
         rewind_state = copy.deepcopy(model.state_dict())
-    rewind_state = {k: v.detach().clone() for k, v in rewind_state.items()}
-    current = Masks.ones(model) if masks is None else Masks(masks)
+    # a rewind state that does not fit is one line now, not a traceback after the first training
+    rewind_state, _ = fitting_state_dict(model, {k: v.detach().clone()
+                                                 for k, v in rewind_state.items()},
+                                         source="rewind_state")
     for i, d in enumerate(imp_densities(density, prune_fraction, rounds)):
         current.apply_(model)
         train_fn(model, current)
         scores = {n: w.abs() for n, w in masked_weights(model, current).items()}
         current = threshold(scores, d, current, scope)
-        model.load_state_dict(rewind_state)
+        load_state_dict_strictly(model, rewind_state, source="rewind_state")
         current.apply_(model)
         if callback is not None:
             callback(i, current)

@@ -83,7 +83,18 @@ def load_state_dict_strictly(
     skip: Iterable[str] = (), hint: str = "",
 ) -> list[str]:
     """Copy ``state`` into ``model`` (the module inside a DataParallel / compile wrapper) and
-    return the keys skipped; every key must fit.
+    return the keys skipped; every key must fit (:func:`fitting_state_dict`)."""
+    body, skipped = fitting_state_dict(model, state, source=source, skip=skip, hint=hint)
+    unwrap(model)[0].load_state_dict(body, strict=False)
+    return skipped
+
+
+def fitting_state_dict(
+    model: nn.Module, state: Mapping[str, Tensor], *, source: str = "weights",
+    skip: Iterable[str] = (), hint: str = "",
+) -> tuple[dict[str, Tensor], list[str]]:
+    """``(entries to load, keys skipped)`` once every key of ``state`` is checked against
+    ``model`` without changing it (so a caller can refuse before any work and load later).
 
     Keys starting with a prefix in ``skip`` (e.g. ``"fc."``: a classifier about to be replaced)
     are neither loaded nor required. Otherwise a missing key (``num_batches_tracked`` buffers
@@ -108,8 +119,7 @@ def load_state_dict_strictly(
             ("shape mismatches", wrong)) if keys]
         raise WeightsMismatchError(f"{source} does not match the model "
                                    f"{type(inner).__name__}: {'; '.join(parts)}{hint}")
-    inner.load_state_dict(body, strict=False)
-    return skipped
+    return body, skipped
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike[str], *,
@@ -127,5 +137,5 @@ def _few(keys: list[str]) -> str:
     return f"[{shown}{more}]"
 
 
-__all__ = ["load_state_dict_strictly", "load_weights_file", "read_state_dict",
+__all__ = ["fitting_state_dict", "load_state_dict_strictly", "load_weights_file", "read_state_dict",
            "strip_wrapper_prefixes"]

@@ -21,9 +21,15 @@ import torch
 from torch import nn
 
 from ..data.dataset import ImageDataset
-from ..errors import TrainingDivergedError, TrainingError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors
+from ..errors import (
+    DamagedFileError,
+    TrainingDivergedError,
+    TrainingError,
+    WeightsMismatchError,
+)
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, read_json
 from ..masks import Masks
+from ..models.weights import load_state_dict_strictly
 from ..tempfiles import remove_stale_temps
 from . import distributed as D
 from .optim import make_optimizer, make_scheduler
@@ -58,27 +64,54 @@ def comparable(recipe: dict) -> dict:
 
 
 def read_finished(out: Path, model: nn.Module, say: Say) -> dict | None:
-    """The summary of a finished folder, its final weights loaded into ``model``; else None."""
+    """The summary of a finished folder, its final weights loaded into ``model``; else None.
+    An edited or truncated summary or ``model.pt`` is one DamagedFileError line."""
     path = out / SUMMARY
     if not path.exists():
         return None
-    summary = json.loads(path.read_text())
+    hint = "use another out_dir, or delete the folder to train again"
+    summary = read_json(path, "the finished run's summary", hint=hint)
+    if not isinstance(summary, dict):
+        raise DamagedFileError(f"the finished run's summary {path} is not a JSON object; {hint}")
     final = out / FINAL_MODEL
     if final.exists():
-        model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
+        state = load_tensors(final, "the final weights", hint=hint)
+        if not isinstance(state, dict):
+            raise DamagedFileError(f"the final weights {final} hold a {type(state).__name__}, "
+                                   f"not a state dict; {hint}")
+        load_state_dict_strictly(model, state, source=f"the final weights {final}",
+                                 hint=f"; {hint}")
     say(f"{out}: already finished (summary.json exists), not training again; "
         f"final test acc {summary.get('final_test_acc')}")
     return summary
 
 
+# what every checkpoint holds (``scaler`` may be empty), and the type of each entry
+CHECKPOINT_ENTRIES = {"epoch": int, "model": dict, "optimizer": dict, "scheduler": dict,
+                      "rng": dict, "history": list, "recipe": dict, "seed": int,
+                      "masks": str, "world_size": int}
+RESTART_HINT = "delete it to restart training from epoch 0"
+
+
 def load_checkpoint(out: Path) -> dict | None:
     """The folder's training checkpoint on the CPU (load_state_dict moves weights and optimiser
-    state to the model's device; RNG states must stay CPU tensors), or None."""
+    state to the model's device; RNG states must stay CPU tensors), or None. A checkpoint that
+    lacks an entry or holds one of the wrong type (edited, or not pxprune's) is a
+    TrainingError line; an unreadable one a FileFormatError line."""
     path = out / CHECKPOINT
     if not path.exists():
         return None
-    return load_tensors(path, "the training checkpoint", map_location="cpu",
-                        hint="delete it to restart training from epoch 0")
+    ckpt = load_tensors(path, "the training checkpoint", map_location="cpu", hint=RESTART_HINT)
+    if not isinstance(ckpt, dict):
+        raise TrainingError(f"the training checkpoint {path} holds a {type(ckpt).__name__}, "
+                            f"not a checkpoint; {RESTART_HINT}")
+    for key, kind in CHECKPOINT_ENTRIES.items():
+        value = ckpt.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            found = "no" if value is None else f"a {type(value).__name__} as its"
+            raise TrainingError(f"the training checkpoint {path} is damaged ({found} {key!r} "
+                                f"entry); {RESTART_HINT}")
+    return ckpt
 
 
 def resumed_setting(ckpt: dict, key: str, requested: object, resolved: str, path: Path) -> str:
@@ -137,9 +170,19 @@ class Cell:
                     raise TrainingError(f"{path} was written with another {key} ({theirs!r}, "
                                         f"now {mine!r}); use a new out_dir or delete the "
                                         "checkpoint")
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+            try:
+                load_state_dict_strictly(self.model, ckpt["model"],
+                                         source=f"the training checkpoint {path}",
+                                         hint=f"; {RESTART_HINT}")
+            except WeightsMismatchError as exc:  # a TrainingError fails one cell of a stack
+                raise TrainingError(str(exc)) from None
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                raise TrainingError(f"the training checkpoint {path} does not fit this run's "
+                                    f"optimiser or schedule ({first}); {RESTART_HINT}") from None
             self.scaler_state = dict(ckpt.get("scaler") or {})
             self.rng = ckpt["rng"]
             self.history = list(ckpt["history"])

@@ -71,7 +71,7 @@ def training_curves(result: dict) -> dict[str, dict[str, dict]]:
 def curves_figure(result: dict, title: str | None = None):
     """The figure (None when no cell trained): per sparsity a row of two panels, test accuracy
     and train loss against the epoch, one line per method, the dense run dashed in black."""
-    data = training_curves(result)
+    data = result["curves"] if "curves" in result else training_curves(result)
     dense = data.get(DENSE, {}).get(DENSE)
     labels = [sparsity_label(s) for s in sorted(result["sparsities"], reverse=True)
               if sparsity_label(s) in data] or ([DENSE] if dense else [])

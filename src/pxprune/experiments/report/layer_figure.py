@@ -17,7 +17,7 @@ MAX_TICKS = 40  # more layers than this: every k-th layer is named on the x axis
 def layer_figure(result: dict, title: str | None = None):
     """The figure (None when no cell has a layer table or masks): x the layers in the model's
     order, y their density (log scale; an emptied layer as a cross on the bottom edge)."""
-    data = layer_densities(result)
+    data = result["layer_density"] if "layer_density" in result else layer_densities(result)
     labels = [sparsity_label(s) for s in sorted(result["sparsities"], reverse=True)
               if sparsity_label(s) in data]
     if not labels:

@@ -13,10 +13,11 @@ from ...tempfiles import remove_stale_temps
 from ..cell_check import TRAINING
 from ..folder import refuse_foreign
 from .collect import collect
-from .curves import plot_curves
+from .curves import plot_curves, training_curves
 from .figure import plot
 from .latex import write_latex
 from .layer_figure import plot_layers
+from .layers import layer_densities
 from .paired import results_extra
 from .tables import format_markdown, write_csv
 
@@ -53,7 +54,18 @@ def results_json(result: dict, report_command: str | None = None) -> dict:
         "methods": result["methods"], "sparsities": result["sparsities"],
         "cells": result["cells"], "summary": result["rows"], "missing": result["missing"],
         "invocations": record.get("invocations") or [],
+        # the data behind report_layers.png and report_curves.png, for plotting elsewhere
+        "layer_density": figure_data(result, "layer_density", layer_densities),
+        "curves": figure_data(result, "curves", training_curves),
     }
+
+
+def figure_data(result: dict, key: str, compute) -> dict:
+    """``result[key]``, computed by ``compute(result)`` and kept there on first use: the JSON
+    record and the figure share one reading of the cells' masks and epochs."""
+    if key not in result:
+        result[key] = compute(result)
+    return result[key]
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,

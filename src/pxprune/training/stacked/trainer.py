@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ...data.dataset import ImageDataset
-from ...errors import TrainingError
+from ...errors import FileFormatError, TrainingError
 from ...masks import Masks
 from ..cell import Cell, Say, load_checkpoint, read_finished
 from ..loop import train_cells
@@ -117,7 +117,7 @@ def _train_stack(cells: Sequence[StackCell], todo: list[int], results: list,
                                     f"{ckpt['precision']}, the stack trains in {precision}: "
                                     "resume this cell alone")
             run.restore(ckpt, say)
-        except TrainingError as exc:
+        except (TrainingError, FileFormatError) as exc:  # this cell alone fails
             results[i] = exc
             continue
         runs.append(run)
