@@ -18,8 +18,9 @@
 # Order: 98.2 % first, then 95.6 % (89.26 % only when asked: STAGES="98.2 95.6 89.26"; the
 # study is ~32 cells of 25-35 min on one thread, and the budget of about 8 hours of a 2-core
 # machine cuts a sparsity before a seed); seeds 0 and 1; one thread per cell; JOBS=2
-# runs the two seeds as two processes side by side (the cells of a seed share one process: its
-# data, backbone and dense reference), JOBS=1 one process for both.
+# runs the two seeds as two processes side by side, each through every stage in order (the
+# cells of a seed share one process: its data, backbone and dense reference; logs in
+# $OUT.seedN.log), JOBS=1 one process for both.
 #
 #   benchmarks/sweep_transfer_finetune_lite0.sh            restore committed cells, run every
 #                                                          stage (finished cells are skipped, an
@@ -102,17 +103,21 @@ esac
 
 restore
 ALL_SEEDS=$(echo $SEEDS | tr ' ' ',')
+if [ "$JOBS" -ge 2 ]; then  # one process per seed, each through every stage in order: a seed
+  pids=()                   # that finishes a stage first goes on, no core waits for the other
+  for seed in $SEEDS; do
+    (
+      for stage in $STAGES; do
+        sweep "${SPARSITY[$stage]}" "$seed" || true  # a failed cell leaves error.json
+        flock "$OUT.collect.lock" bash "$0" --collect || true  # one collection at a time
+      done
+    ) > "$OUT.seed$seed.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || true; done
+  exit 0
+fi
 for stage in $STAGES; do
-  s=${SPARSITY[$stage]}
-  if [ "$JOBS" -ge 2 ]; then  # one process per seed; sweep.json is rebuilt from the cells below
-    pids=()
-    for seed in $SEEDS; do
-      sweep "$s" "$seed" > "$OUT.seed$seed.log" 2>&1 &
-      pids+=($!)
-    done
-    for p in "${pids[@]}"; do wait "$p" || true; done  # a failed cell leaves error.json
-    cat "$OUT".seed*.log
-  fi
-  sweep "$s" "$ALL_SEEDS" || true  # JOBS=1: runs them; JOBS=2: finds them done
+  sweep "${SPARSITY[$stage]}" "$ALL_SEEDS" || true
   collect
 done
