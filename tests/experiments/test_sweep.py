@@ -395,3 +395,34 @@ def test_a_truncated_sweep_json_is_one_line(small, tmp_path, data, capsys, comma
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{out / 'sweep.json'} is unreadable" in err, err
     assert (out / "sweep.json").read_text() == text[: len(text) // 2]  # left as found
+
+
+def test_two_sweeps_on_one_folder_keep_each_others_record(tmp_path):
+    """Two invocations side by side (e.g. one per seed) each hold the record they read at
+    start; every save merges, so neither erases the other's grid, invocations or cells."""
+    from pxprune.experiments.sweep.records import SWEEP_FILE, read_record, save_record
+
+    def opened(sparsity: float, seed: int, started: str) -> dict:
+        return {"format": "pxprune.sweep/1", "kind": "training", "protocol": {},
+                "methods": ["dense", "px"], "sparsities": [sparsity], "seeds": [seed],
+                "invocations": [{"command": f"pxprune sweep --seeds {seed}",
+                                 "started": started}],
+                "cells": {f"px|{sparsity}|{seed}": {"method": "px"}}}
+
+    a = opened(0.982, 0, "2026-12-04T10:00")
+    b = opened(0.956, 1, "2026-12-04T10:01")  # read before a wrote anything
+    save_record(tmp_path, a)
+    save_record(tmp_path, b)
+    a["cells"]["px|0.982|0"].update(status="done", final_test_acc=66.2)
+    save_record(tmp_path, a)  # a's stale copy of b's work must not erase it
+    b["cells"]["px|0.956|1"].update(status="failed", error="boom")
+    b["cells"]["px|0.982|0"] = {"method": "px"}  # b saw the cell before a finished it
+    save_record(tmp_path, b)
+    disk = read_record(tmp_path / SWEEP_FILE)
+    assert sorted(disk["sparsities"]) == [0.956, 0.982] and sorted(disk["seeds"]) == [0, 1]
+    assert [i["started"] for i in disk["invocations"]] == ["2026-12-04T10:00",
+                                                           "2026-12-04T10:01"]
+    assert disk["cells"]["px|0.982|0"]["status"] == "done"
+    assert disk["cells"]["px|0.982|0"]["final_test_acc"] == 66.2
+    assert disk["cells"]["px|0.956|1"]["status"] == "failed"
+    assert disk == b  # the writer's copy is the merged record

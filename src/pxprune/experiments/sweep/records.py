@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,8 +64,63 @@ def environment(device: str) -> dict:
 
 
 def save_record(out: Path, record: dict) -> None:
-    """Write ``sweep.json`` (atomically: an interrupted sweep never leaves a truncated file)."""
-    atomic_write_json(out / SWEEP_FILE, record)
+    """Write ``sweep.json`` atomically (an interrupted sweep never leaves a truncated file),
+    merged first with what other invocations wrote since ``record`` was read: two sweeps on one
+    folder (two seeds side by side, two launchers) each keep the other's grid, invocations and
+    cell outcomes. ``record`` is updated in place to the merged content."""
+    path = out / SWEEP_FILE
+    with _folder_lock(out):  # no other writer between this read and the write
+        try:
+            disk = json.loads(path.read_text())
+        except (OSError, ValueError):
+            disk = None  # none yet, or unreadable: the next read reports it
+        if isinstance(disk, dict) and isinstance(disk.get("cells"), dict):
+            merge_records(record, disk)
+        atomic_write_json(path, record)
+
+
+FINAL_STATES = ("done", "failed", "damaged", "running")
+
+
+def merge_records(mine: dict, theirs: dict) -> None:
+    """Add to ``mine`` the grid values, invocations and cells only ``theirs`` has; a cell both
+    hold keeps the entry that knows more (an outcome over none, done over anything else)."""
+    for key in ("methods", "sparsities", "seeds"):
+        if isinstance(theirs.get(key), list):
+            mine[key] = list(mine.get(key, [])) + [x for x in theirs[key]
+                                                   if x not in mine.get(key, [])]
+    seen = {(i.get("started"), i.get("command")) for i in mine.get("invocations", [])}
+    extra = [i for i in theirs.get("invocations") or []
+             if isinstance(i, dict) and (i.get("started"), i.get("command")) not in seen]
+    if extra:
+        mine["invocations"] = sorted(mine.get("invocations", []) + extra,
+                                     key=lambda i: str(i.get("started")))
+    cells = mine.setdefault("cells", {})
+    for key, entry in theirs["cells"].items():
+        if not isinstance(entry, dict):
+            continue
+        own = cells.get(key)
+        if (own is None or (entry.get("status") == "done" and own.get("status") != "done")
+                or (own.get("status") not in FINAL_STATES
+                    and entry.get("status") in FINAL_STATES)):
+            cells[key] = entry
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on the sweep folder itself (no file added), where the system has
+    ``flock``; elsewhere nothing (one writer at a time is then the user's to keep)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_record(path: Path) -> dict:
