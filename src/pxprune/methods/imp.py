@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping
 
@@ -10,8 +9,9 @@ from torch import Tensor, nn
 
 from ..batches import Batch
 from ..masks import Masks, PruningError, prunable_parameters
-from ..models.weights import fitting_state_dict, load_state_dict_strictly
+from ..models.weights import fitting_state_dict
 from ..schedule import check_rounds, parse_sparsity, round_densities, threshold
+from ..user_model import unwrap
 from . import register
 from ._common import masked_weights
 
@@ -66,17 +66,19 @@ def run_imp(
     if rounds is not None:  # refused before any training, like pxprune.prune's rounds
         rounds = check_rounds(rounds, current.kept, density * current.total / current.kept)
     if rewind_state is None:
-        rewind_state = copy.deepcopy(model.state_dict())
-    # a rewind state that does not fit is one line now, not a traceback after the first training
+        rewind_state = model.state_dict()
+    # a rewind state that does not fit is one line now, not a traceback after the first training;
+    # checked (and copied, so training cannot change it) once, then loaded as is every round
     rewind_state, _ = fitting_state_dict(model, {k: v.detach().clone()
                                                  for k, v in rewind_state.items()},
                                          source="rewind_state")
+    inner = unwrap(model)[0]
     for i, d in enumerate(imp_densities(density, prune_fraction, rounds)):
         current.apply_(model)
         train_fn(model, current)
         scores = {n: w.abs() for n, w in masked_weights(model, current).items()}
         current = threshold(scores, d, current, scope)
-        load_state_dict_strictly(model, rewind_state, source="rewind_state")
+        inner.load_state_dict(rewind_state, strict=False)
         current.apply_(model)
         if callback is not None:
             callback(i, current)

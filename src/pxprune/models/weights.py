@@ -27,39 +27,43 @@ OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 SHOWN = 4  # keys named per kind in an error line
 
 
-def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
+def read_state_dict(path: str | os.PathLike[str], what: str = "weights file", *,
+                    hint: str = "") -> dict[str, Tensor]:
     """The tensors of a ``.safetensors`` file or of a ``torch.save``'d state dict read with
     ``weights_only=True`` (never unpickles code); a ``{"state_dict": ...}``-style checkpoint is
-    unwrapped. Anything else is a one-line :class:`FileFormatError`."""
+    unwrapped. Anything else is a one-line :class:`FileFormatError` (``hint`` says what to do)."""
     path = Path(path)
+    suffix = f"; {hint}" if hint else ""
     if path.suffix == ".safetensors":
-        blob: object = _read_safetensors(path, what)
+        blob: object = _read_safetensors(path, what, suffix)
     else:
-        blob = load_tensors(path, what)
+        blob = load_tensors(path, what, hint=hint)
     for key in NESTED_KEYS:
         if isinstance(blob, Mapping) and isinstance(blob.get(key), Mapping):
             blob = blob[key]
             break
     if not isinstance(blob, Mapping):
-        raise FileFormatError(f"{what} {path} holds a {type(blob).__name__}, not a state dict")
+        raise FileFormatError(f"{what} {path} holds a {type(blob).__name__}, not a state dict"
+                              f"{suffix}")
     state = {str(k): v for k, v in blob.items() if isinstance(v, Tensor)}
     if not state:
-        raise FileFormatError(f"{what} {path} holds no tensors")
+        raise FileFormatError(f"{what} {path} holds no tensors{suffix}")
     return state
 
 
-def _read_safetensors(path: Path, what: str) -> dict[str, Tensor]:
+def _read_safetensors(path: Path, what: str, suffix: str = "") -> dict[str, Tensor]:
     """A safetensors file's tensors on the CPU; an unreadable file is a FileFormatError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise FileFormatError(f"{what} {path} does not exist or is not a file")
+        raise FileFormatError(f"{what} {path} does not exist or is not a file{suffix}")
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise FileFormatError(f"{what} {path} is not a readable safetensors file ({first})") \
+        raise FileFormatError(f"{what} {path} is not a readable safetensors file ({first})"
+                              f"{suffix}") \
             from exc
 
 

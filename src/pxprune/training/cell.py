@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, read_json
 from ..masks import Masks
-from ..models.weights import load_state_dict_strictly
+from ..models.weights import load_state_dict_strictly, read_state_dict
 from ..tempfiles import remove_stale_temps
 from . import distributed as D
 from .optim import make_optimizer, make_scheduler
@@ -65,7 +65,7 @@ def comparable(recipe: dict) -> dict:
 
 def read_finished(out: Path, model: nn.Module, say: Say) -> dict | None:
     """The summary of a finished folder, its final weights loaded into ``model``; else None.
-    An edited or truncated summary or ``model.pt`` is one DamagedFileError line."""
+    An edited or truncated summary or ``model.pt`` is one line (a PxpruneError), not a traceback."""
     path = out / SUMMARY
     if not path.exists():
         return None
@@ -75,10 +75,7 @@ def read_finished(out: Path, model: nn.Module, say: Say) -> dict | None:
         raise DamagedFileError(f"the finished run's summary {path} is not a JSON object; {hint}")
     final = out / FINAL_MODEL
     if final.exists():
-        state = load_tensors(final, "the final weights", hint=hint)
-        if not isinstance(state, dict):
-            raise DamagedFileError(f"the final weights {final} hold a {type(state).__name__}, "
-                                   f"not a state dict; {hint}")
+        state = read_state_dict(final, "the final weights", hint=hint)
         load_state_dict_strictly(model, state, source=f"the final weights {final}",
                                  hint=f"; {hint}")
     say(f"{out}: already finished (summary.json exists), not training again; "
