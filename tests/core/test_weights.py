@@ -94,3 +94,6 @@ def test_files_safetensors_and_weights_only_torch(tmp_path):
         read_state_dict(tmp_path / "list.pt")
     with pytest.raises(PxpruneError, match="does not exist"):
         read_state_dict(tmp_path / "none.safetensors")
+    for name in ("bad.safetensors", "list.pt", "none.safetensors"):  # the hint ends each line
+        with pytest.raises(PxpruneError, match="; try another file$"):
+            read_state_dict(tmp_path / name, hint="try another file")

@@ -311,5 +311,8 @@ def test_a_damaged_finished_run_is_one_line_not_a_retraining(tmp_path, data):
     with pytest.raises(WeightsMismatchError, match=r"final weights .*model.pt.*8.weight"):
         train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)
     (out / "model.pt").write_bytes(weights[:100])
-    with pytest.raises(FileFormatError, match="final weights .*model.pt is truncated"):
+    with pytest.raises(FileFormatError, match="final weights .*model.pt is truncated.*another"):
+        train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)
+    torch.save([1, 2], out / "model.pt")
+    with pytest.raises(FileFormatError, match="model.pt holds a list, not a state dict; use"):
         train(tiny_net(), masks, data[0], data[1], RECIPE, out_dir=out, progress=False, log=None)
