@@ -26,6 +26,7 @@ from ..methods import REGISTRY
 from ..methods.spec import MethodSpec, split_method_list
 from ..schedule import parse_sparsities
 from . import provenance
+from .cell_lock import CellLock
 from .config import NtkConfig
 from .folder import refuse_foreign
 from .prune_cell import prune_cell_masks
@@ -190,70 +191,74 @@ def run_ntk_study(
     out = Path(out_dir)
     refuse_foreign(out, "ntk")  # a run's, pruning's or transfer's folder: one line, untouched
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem}.json"
+    # one writer: a second study into this folder would rewrite ntk.json without the
+    # first one's cells (each keeps the file it read), so it is refused in one line
+    with CellLock(out):
+        path = out / f"{stem}.json"
 
-    train = load_dataset(dataset, "train")
-    test = load_dataset(dataset, "test")
-    classes = train.num_classes
-    eval_per_class = max(1, n_images // classes)
-    config = {"model": model_name, "dataset": dataset, "dataset_name": train.name,
-              "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
-              "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
-              "bn_mode": "eval", "params": "prunable", "method_keys": "resolved specs",
-              "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds,
-              **({"output": output} if output is not None else {})}
-    if path.exists():
-        results = read_json(path, "the NTK study", hint="delete it or choose another out_dir")
-        if not isinstance(results, dict) or results.get("config") != config:
-            raise PruningError(f"{path} was written with another configuration "
-                               f"({results.get('config')}); delete it or choose another out_dir")
-    else:
-        results = {"format": FORMAT, "config": config, "environment": {}, "dense": None,
-                   "cells": {}}
-    results["environment"] = {**provenance.environment("cpu"), **dict(meta or {})}
+        train = load_dataset(dataset, "train")
+        test = load_dataset(dataset, "test")
+        classes = train.num_classes
+        eval_per_class = max(1, n_images // classes)
+        config = {"model": model_name, "dataset": dataset, "dataset_name": train.name,
+                  "n_images": eval_per_class * classes, "eval_per_class": eval_per_class,
+                  "eval_split": "test", "per_class": per_class, "seed": seed, "top_k": top_k,
+                  "bn_mode": "eval", "params": "prunable", "method_keys": "resolved specs",
+                  "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds,
+                  **({"output": output} if output is not None else {})}
+        if path.exists():
+            results = read_json(path, "the NTK study", hint="delete it or choose another out_dir")
+            if not isinstance(results, dict) or results.get("config") != config:
+                raise PruningError(f"{path} was written with another configuration "
+                                   f"({results.get('config')}); delete it or choose another "
+                                   "out_dir")
+        else:
+            results = {"format": FORMAT, "config": config, "environment": {}, "dense": None,
+                       "cells": {}}
+        results["environment"] = {**provenance.environment("cpu"), **dict(meta or {})}
 
-    xp_u8, yp = pruning_split(train, per_class=per_class, seed=seed)
-    xp = normalize(xp_u8, train.mean, train.std)
-    xe_u8, ye = pruning_split(test, per_class=eval_per_class, seed=seed)
-    xe = normalize(xe_u8, test.mean, test.std)
-    results["config_info"] = {"eval_labels": ye.tolist(), "pruning_examples": int(len(yp))}
+        xp_u8, yp = pruning_split(train, per_class=per_class, seed=seed)
+        xp = normalize(xp_u8, train.mean, train.std)
+        xe_u8, ye = pruning_split(test, per_class=eval_per_class, seed=seed)
+        xe = normalize(xe_u8, test.mean, test.std)
+        results["config_info"] = {"eval_labels": ye.tolist(), "pruning_examples": int(len(yp))}
 
-    torch.manual_seed(seed)
-    base = build_model(model_name, classes, output)
+        torch.manual_seed(seed)
+        base = build_model(model_name, classes, output)
 
-    def log(msg: str) -> None:
-        if progress:
-            print(msg, flush=True)
+        def log(msg: str) -> None:
+            if progress:
+                print(msg, flush=True)
 
-    if results["dense"] is None:
-        t0 = time.perf_counter()
-        dense_masks = Masks.ones(base)
-        dense = _measure(copy.deepcopy(base), xe, dense_masks, top_k, chunk)
-        dense["seconds"] = round(time.perf_counter() - t0, 2)
-        results["dense"] = dense
+        if results["dense"] is None:
+            t0 = time.perf_counter()
+            dense_masks = Masks.ones(base)
+            dense = _measure(copy.deepcopy(base), xe, dense_masks, top_k, chunk)
+            dense["seconds"] = round(time.perf_counter() - t0, 2)
+            results["dense"] = dense
+            atomic_write_json(path, results, indent=1)
+            log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}, "
+                f"bound {dense['bound']:.4g} ({dense['seconds']} s)")
+        dense = results["dense"]
+
+        todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
+        log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
+        for i, (method, sparsity) in enumerate(todo):
+            cell = _study_cell(copy.deepcopy(base), method, sparsity, rounds, seed, (xp, yp), xe,
+                               dense, top_k, chunk)
+            results["cells"][_cell_key(method, sparsity)] = cell
+            atomic_write_json(path, results, indent=1)
+            log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "
+                f"{cell['trace_ratio']:.3e}  lambda_max ratio {cell['lambda_max_ratio']:.3e}  "
+                f"bound ratio {cell['bound_ratio']:.3e}  collapsed {len(cell['collapsed_layers'])}"
+                f"  ({cell['seconds']} s, prune {cell['seconds_prune']} s)")
+        with torch.no_grad():
+            n_outputs = int(base.eval()(xe[:1]).numel()) * len(xe)
+        results["warnings"] = degenerate_warnings(dense, results["cells"], n_outputs)
         atomic_write_json(path, results, indent=1)
-        log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}, "
-            f"bound {dense['bound']:.4g} ({dense['seconds']} s)")
-    dense = results["dense"]
-
-    todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
-    log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
-    for i, (method, sparsity) in enumerate(todo):
-        cell = _study_cell(copy.deepcopy(base), method, sparsity, rounds, seed, (xp, yp), xe,
-                           dense, top_k, chunk)
-        results["cells"][_cell_key(method, sparsity)] = cell
-        atomic_write_json(path, results, indent=1)
-        log(f"[{i + 1}/{len(todo)}] {method:>10} {sparsity * 100:6.2f}%  trace ratio "
-            f"{cell['trace_ratio']:.3e}  lambda_max ratio {cell['lambda_max_ratio']:.3e}  "
-            f"bound ratio {cell['bound_ratio']:.3e}  collapsed {len(cell['collapsed_layers'])}"
-            f"  ({cell['seconds']} s, prune {cell['seconds_prune']} s)")
-    with torch.no_grad():
-        n_outputs = int(base.eval()(xe[:1]).numel()) * len(xe)
-    results["warnings"] = degenerate_warnings(dense, results["cells"], n_outputs)
-    atomic_write_json(path, results, indent=1)
-    if plots:
-        plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
-    return results
+        if plots:
+            plot_study(results, out / f"{stem}.png", out / f"{stem}_spectrum.png")
+        return results
 
 
 def run_ntk(cfg: NtkConfig, out_dir: str | os.PathLike[str], *, plots: bool = True,

@@ -64,6 +64,7 @@ from ..transfer.probe import install_probe, linear_probe
 from ..transfer.prune import pruning_batch
 from . import provenance
 from .cell_check import DONE_FILES, TRANSFER, done_file
+from .cell_lock import CellLock
 from .checks import log_threads
 from .config import TransferConfig, config_record
 from .data_split import train_test_sets
@@ -398,6 +399,13 @@ def run_transfer(cfg: TransferConfig, out: Path, *, device: str = "cpu",
     claim(out, "transfer", {**{k: v for k, v in asdict(cfg).items()
                                if not (k in ("weights", "num_classes") and v is None)},
                             "resolved_method": resolved_spec(cfg.method)})
+    with CellLock(out):  # one writer: a second run into this folder is refused in one line
+        return _run_held(cfg, out, device=device, threads=threads, progress=progress, log=log)
+
+
+def _run_held(cfg: TransferConfig, out: Path, *, device: str, threads: int | None,
+              progress: bool, log: Callable[[str], object]) -> dict:
+    """:func:`run_transfer` in a folder this process holds."""
     done = done_file(out, TRANSFER)  # summary.json (result.json in older folders)
     if done.is_file() and read_config(out) is not None:
         log(f"{out}: already finished ({done.name}); choose another --out to run it again")
