@@ -17,10 +17,10 @@
 # and SynFlow); global threshold.
 # Order: 98.2 % first, then 95.6 % (89.26 % only when asked: STAGES="98.2 95.6 89.26"; the
 # study is ~32 cells of 25-35 min on one thread, and the budget of about 8 hours of a 2-core
-# machine cuts a sparsity before a seed); seeds 0 and 1; one thread per cell; JOBS=2
-# runs the two seeds as two processes side by side, each through every stage in order (the
-# cells of a seed share one process: its data, backbone and dense reference; logs in
-# $OUT.seedN.log), JOBS=1 one process for both.
+# machine cuts a sparsity before a seed); seeds 0 and 1; one thread per cell; JOBS=K runs K
+# invocations of the same sweep side by side, each through every stage in order: every cell is
+# written holding its running.json, so they share the cells out and no core waits while
+# another has work left (logs in $OUT.workerN.log); JOBS=1 one process.
 #
 #   benchmarks/sweep_transfer_finetune_lite0.sh            restore committed cells, run every
 #                                                          stage (finished cells are skipped, an
@@ -103,15 +103,15 @@ esac
 
 restore
 ALL_SEEDS=$(echo $SEEDS | tr ' ' ',')
-if [ "$JOBS" -ge 2 ]; then  # one process per seed, each through every stage in order: a seed
-  pids=()                   # that finishes a stage first goes on, no core waits for the other
-  for seed in $SEEDS; do
+if [ "$JOBS" -ge 2 ]; then  # K invocations of the same sweep: the cell locks share the cells
+  pids=()
+  for worker in $(seq 1 "$JOBS"); do
     (
       for stage in $STAGES; do
-        sweep "${SPARSITY[$stage]}" "$seed" || true  # a failed cell leaves error.json
+        sweep "${SPARSITY[$stage]}" "$ALL_SEEDS" || true  # a failed cell leaves error.json
         flock "$OUT.collect.lock" bash "$0" --collect || true  # one collection at a time
       done
-    ) > "$OUT.seed$seed.log" 2>&1 &
+    ) > "$OUT.worker$worker.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || true; done

@@ -385,3 +385,85 @@ def test_a_sweep_of_result_json_cells_is_still_read(finished, tmp_path, monkeypa
     monkeypatch.setattr(TS, "prune_cell", must_not_run)
     monkeypatch.setattr(TS, "dense_reference", must_not_run)
     assert main(sweep_args(old)) == 0
+
+
+HOLD_FOLDERS = """
+import sys, time
+from contextlib import ExitStack
+from pathlib import Path
+from pxprune.experiments.cell_lock import CellLock
+with ExitStack() as held:
+    for name in sys.argv[1:]:
+        Path(name).mkdir(parents=True, exist_ok=True)
+        held.enter_context(CellLock(Path(name)))
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@needs_data
+def test_a_cell_another_sweep_takes_meanwhile_is_left_to_it(tmp_path, monkeypatch, capsys):
+    """Two sweeps on one folder (one per core) share the cells: a cell or dense reference that
+    another process starts after this sweep listed its work is skipped, not run twice."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "shared"
+    taken = [out / "random/s36.00/seed0", out / "dense/seed1"]
+    holder: list = []
+    real_start = TS.start_sweep
+
+    def start_then_other_sweep_takes_two(*a, **k):
+        listed = real_start(*a, **k)
+        holder.append(subprocess.Popen([sys.executable, "-c", HOLD_FOLDERS, *map(str, taken)],
+                                       stdout=subprocess.PIPE, text=True))
+        assert holder[0].stdout.readline().strip() == "held"
+        return listed
+
+    monkeypatch.setattr(TS, "start_sweep", start_then_other_sweep_takes_two)
+    try:
+        assert main(sweep_args(out, methods="random")) == 0
+        printed = capsys.readouterr().out
+        assert "skip   random/s36.00/seed0: " in printed and f"pid {holder[0].pid}" in printed
+        assert "skip   the 2 other cell(s) of seed 1: its dense reference" in printed
+        for folder in taken:  # the other process's folders: nothing written by this sweep
+            assert sorted(p.name for p in folder.iterdir()) == ["running.json"], folder
+        for folder in ("dense/seed0", "random/s59.04/seed0"):
+            assert (out / folder / "summary.json").is_file(), folder
+        assert not (out / "random/s36.00/seed1").exists()
+        record = json.loads((out / "sweep.json").read_text())
+        assert record["cells"]["random/s36.00/seed0"]["status"] == "running"
+        assert record["cells"]["dense/seed1"]["status"] == "running"
+    finally:
+        for h in holder:
+            h.kill()  # its running.json stays behind naming a dead pid: taken over below
+            h.wait()
+    monkeypatch.setattr(TS, "start_sweep", real_start)
+    assert main(sweep_args(out, methods="random")) == 0
+    assert collect(out)["missing"] == []
+
+
+@needs_data
+def test_a_cell_another_sweep_finished_meanwhile_is_read_back(finished, monkeypatch, capsys):
+    out, _ = finished
+    before = {p: p.read_bytes() for p in out.rglob("summary.json")}
+    real_start = TS.start_sweep
+
+    def listing_finished_cells_too(out_, cells, *a, **k):  # as if listed before they finished
+        record, _ = real_start(out_, cells, *a, **k)
+        return record, list(cells)
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(TS, "start_sweep", listing_finished_cells_too)
+    monkeypatch.setattr(TS, "prune_cell", must_not_run)
+    monkeypatch.setattr(TS, "dense_reference", must_not_run)
+    assert main(sweep_args(out)) == 0
+    assert capsys.readouterr().out.count("was finished by another sweep meanwhile") == 8
+    assert {p: p.read_bytes() for p in out.rglob("summary.json")} == before
+    record = json.loads((out / "sweep.json").read_text())
+    for folder in cell_folders():
+        summary = json.loads((out / folder / "summary.json").read_text())
+        assert record["cells"][folder]["status"] == "done"
+        assert record["cells"][folder]["final_test_acc"] == summary["pruned"]["test_acc"]

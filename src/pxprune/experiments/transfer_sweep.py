@@ -25,7 +25,9 @@ summary.json); the masks are the same as pruning from scratch, at a fraction of 
 Resumable like the training sweep: a finished cell (``summary.json``) is skipped, a cell that
 raises gets ``error.json`` while the others still run (the command then exits 1), and a folder
 holding another protocol or a training sweep is refused. An interrupted cell prunes again
-(deterministically) and its fine-tuning resumes from its checkpoint.
+(deterministically) and its fine-tuning resumes from its checkpoint. Every folder is written
+holding its ``running.json`` (:mod:`pxprune.experiments.cell_lock`), so several invocations on
+one folder (one per core) share the cells out.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ from ..schedule import round_densities
 from ..transfer.probe import Probe
 from .cell_check import TRANSFER, done_file
 from .config import DENSE, TransferConfig
+from .sweep.cells import cell_state
 from .sweep.grid import Cell, canonical_methods, plan_cells
 from .sweep.records import environment
 from .sweep.session import close_sweep, record_cell, start_sweep
-from .sweep.worker import run_guarded
+from .sweep.worker import run_guarded, run_held
 from .transfer_run import (
     DenseReference,
     TransferData,
@@ -124,13 +127,18 @@ def _load_probe(path: Path, block: dict):
                  p["train_acc"] / 100, {})
 
 
+def dense_finished(folder: Path) -> bool:
+    """Whether a seed's dense reference is written: its summary and its probe."""
+    return done_file(folder, TRANSFER).exists() and (folder / PROBE_FILE).exists()
+
+
 def dense_cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module, folder: Path,
                weights: str, *, device: str, progress: bool,
                log: Callable[[str], object]) -> DenseReference:
     """The seed's dense reference: read back from ``folder`` when finished, else computed and
     written there (``summary.json`` and the probe that serves as scoring head)."""
     result_path, probe_path = done_file(folder, TRANSFER), folder / PROBE_FILE
-    if result_path.exists() and probe_path.exists():
+    if dense_finished(folder):
         again = f"delete {folder} to compute it again"
         saved = read_json(result_path, "the dense reference", hint=again)
         block = saved.get("dense") if isinstance(saved, dict) else None
@@ -184,16 +192,25 @@ def _run_seed(cfg: TransferConfig, data: TransferData, todo: list[Cell], out: Pa
     found: list[DenseReference] = []
 
     def run_dense() -> dict:
-        found.append(dense_cell(cfg, data, model, out / Cell(DENSE, 0.0, cfg.seed).folder,
-                                weights, device=device, progress=progress, log=log))
+        found.append(dense_cell(cfg, data, model, dense_folder, weights, device=device,
+                                progress=progress, log=log))
         return {"final_test_acc": found[0].block["test_acc"]}
 
+    # every folder is written holding its running.json, so two sweeps on one folder (one per
+    # core) share the cells out instead of running the same one twice; a finished dense
+    # reference is only read back, without the lock (every invocation reads it)
+    dense_folder = out / Cell(DENSE, 0.0, cfg.seed).folder
     if todo[0].method == DENSE:
         log(f"  run    {todo[0].folder}")
-    outcome = run_guarded(run_dense)
+    outcome = (run_guarded(run_dense) if dense_finished(dense_folder)
+               else run_held(dense_folder, run_dense))
     if todo[0].method == DENSE:
         record_cell(out, record, todo[0], outcome, log)
         todo = todo[1:]
+    if outcome.get("busy"):  # its cells wait for the reference another process computes
+        log(f"  skip   the {len(todo)} other cell(s) of seed {cfg.seed}: its dense reference "
+            "is being computed elsewhere; run the sweep again once it is done")
+        return
     for cell in todo:
         if not found:
             record_cell(out, record, cell, {**outcome, "error": "dense reference of seed "
@@ -201,27 +218,36 @@ def _run_seed(cfg: TransferConfig, data: TransferData, todo: list[Cell], out: Pa
             continue
         log(f"  run    {cell.folder}")
         work = partial(_cell, replace(cfg, method=cell.method, sparsity=cell.sparsity), data,
-                       model, found[0], out, cell.folder, weights, record["sparsities"],
+                       model, found[0], out, cell, weights, record["sparsities"],
                        device=device, progress=progress, log=log)
-        record_cell(out, record, cell, run_guarded(work), log)
+        record_cell(out, record, cell, run_held(out / cell.folder, work), log)
 
 
 def _cell(cfg: TransferConfig, data: TransferData, model: torch.nn.Module,
-          dense: DenseReference, out: Path, folder: str, weights: str,
+          dense: DenseReference, out: Path, cell: Cell, weights: str,
           sparsities: Sequence[float], *, device: str, progress: bool,
           log: Callable[[str], object]) -> dict:
-    """One pruned cell on a copy of the seed's pre-trained model; its sweep.json fields."""
+    """One pruned cell on a copy of the seed's pre-trained model; its sweep.json fields. A
+    cell another sweep finished since this one listed its work is read back, not run again."""
+    state = cell_state(out, cell, TRANSFER)
+    if state.state == "done":
+        log(f"         {cell.folder} was finished by another sweep meanwhile")
+        return _outcome(state.done)
     cell_model = copy.deepcopy(model)
     start = continuation(out, cfg, cell_model, sparsities)
     if start is not None:
         log(f"         continuing {start[2]} after its {start[1]} rounds")
-    write_config(out / folder, cfg, data, weights, sweep=str(out))
-    result = prune_cell(cfg, data, cell_model, dense, out / folder, device=device,
-                        progress=progress, log=log, start=start, show_layers=False)
+    write_config(out / cell.folder, cfg, data, weights, sweep=str(out))
+    return _outcome(prune_cell(cfg, data, cell_model, dense, out / cell.folder, device=device,
+                               progress=progress, log=log, start=start, show_layers=False))
+
+
+def _outcome(result: dict) -> dict:
+    """The sweep.json fields of a finished cell, from its summary.json content."""
     return {"final_test_acc": result["pruned"]["test_acc"],
-            "extra": {"rounds": result["rounds"],
-                      "classifier_emptied": result["classifier_emptied"],
-                      "continued_from": (result["continued_from"] or {}).get("folder")}}
+            "extra": {"rounds": result.get("rounds"),
+                      "classifier_emptied": result.get("classifier_emptied"),
+                      "continued_from": (result.get("continued_from") or {}).get("folder")}}
 
 
 # --------------------------------------------------------------------------------------------

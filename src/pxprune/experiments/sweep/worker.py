@@ -39,12 +39,17 @@ def run_cell(cfg: RunConfig, folder: Path, device: str, threads: int | None, pro
         summary = run_experiment(cfg, folder, device=device, progress=progress, log=log)
         return {"final_test_acc": summary.get("final_test_acc")}
 
+    return {**run_held(folder, work, job_id), "device": device}
+
+
+def run_held(folder: Path, work: Callable[[], dict], job_id: str | None = None) -> dict:
+    """:func:`run_guarded` holding ``folder``'s ``running.json``; a folder another live process
+    holds is not run: ``{"ok": False, "busy": True, "error"}`` (the sweep leaves it to them)."""
     try:
         with CellLock(folder, job_id):
-            result = run_guarded(work)
+            return run_guarded(work)
     except CellBusy as exc:
-        return {"ok": False, "busy": True, "error": str(exc), "seconds": 0.0, "device": device}
-    return {**result, "device": device}
+        return {"ok": False, "busy": True, "error": str(exc), "seconds": 0.0}
 
 
 def run_logged_cell(cfg: dict, folder: str | Path, device: str, threads: int | None,
