@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -426,6 +427,7 @@ def test_a_cell_another_sweep_takes_meanwhile_is_left_to_it(tmp_path, monkeypatc
         printed = capsys.readouterr().out
         assert "skip   random/s36.00/seed0: " in printed and f"pid {holder[0].pid}" in printed
         assert "skip   the 2 other cell(s) of seed 1: its dense reference" in printed
+        assert re.search(r"done   random/s59.04/seed0: test acc \d+\.\d\d % \(\d+ s\)", printed)
         for folder in taken:  # the other process's folders: nothing written by this sweep
             assert sorted(p.name for p in folder.iterdir()) == ["running.json"], folder
         for folder in ("dense/seed0", "random/s59.04/seed0"):

@@ -127,8 +127,9 @@ def record_cell(out: Path, record: dict, cell: Cell, result: dict,
         entry.update(status="done", final_test_acc=result["final_test_acc"],
                      **result.get("extra", {}))
         entry.pop("error", None)
-        log(f"  done   {cell.folder}: test acc {result['final_test_acc']} % "
-            f"({result['seconds']:.0f} s)")
+        acc = result["final_test_acc"]
+        shown = f"{acc:.2f}" if isinstance(acc, (int, float)) else str(acc)
+        log(f"  done   {cell.folder}: test acc {shown} % ({result['seconds']:.0f} s)")
     else:
         entry.update(status="failed", error=result["error"])
         log(f"  FAILED {cell.folder}: {result['error']}")
