@@ -19,7 +19,7 @@ from torch import nn
 from ..analysis.flops import count_flops
 from ..analysis.layers import format_layer_table, write_layer_csv
 from ..errors import OutputError
-from ..io import atomic_write_json, atomic_write_text, make_output_dir
+from ..io import atomic_write_json, atomic_write_text, make_output_dir, read_json
 from ..masks import Masks, prunable_parameters, unpruned_matrices
 from .cell_lock import CellBusy
 
@@ -35,10 +35,7 @@ def read_config(out: Path) -> dict | None:
     path = Path(out) / CONFIG
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{path} is unreadable ({exc}); choose another --out") from exc
+    data = read_json(path, "the folder's configuration", hint="choose another --out")
     if not isinstance(data, dict):
         raise OutputError(f"{path} is not a pxprune config; choose another --out")
     if data.get("command") == "prune" and "data" in data and "dataset" not in data:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ...errors import DamagedFileError, UsageError
-from ...io import atomic_write_json
+from ...io import atomic_write_json, read_json
 from ...training.recipes import get_recipe
 from ..cell_check import DONE_FILES, TRAINING
 from ..config import CELL_FIELDS, RunConfig
@@ -125,13 +125,8 @@ def _folder_lock(out: Path) -> Iterator[None]:
 
 def read_record(path: Path) -> dict:
     """A ``sweep.json``; a truncated or foreign one is one line naming it (DamagedFileError)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        first = (str(exc).splitlines() or [""])[0][:120]
-        raise DamagedFileError(f"{path} is unreadable (truncated or not JSON: {first}); "
-                               "restore it, or move it aside and re-run the sweep command to "
-                               "start a new record") from None
+    record = read_json(path, "the sweep record", hint="restore it, or move it aside and re-run "
+                       "the sweep command to start a new record")
     lists = ("methods", "sparsities", "seeds", "invocations")
     if (not isinstance(record, dict) or not isinstance(record.get("cells", {}), dict)
             or any(not isinstance(record.get(k, []), list) for k in lists)
