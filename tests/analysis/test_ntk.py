@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import warnings
 
 import pytest
@@ -393,6 +394,26 @@ def test_ntk_command_writes_json_plots_and_resumes(tmp_path, monkeypatch, capsys
     # the same folder with another configuration is refused with a clear error
     assert cli.main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_ntk_study_file_that_is_not_this_study_is_refused_in_one_line(tmp_path):
+    from pxprune.errors import DamagedFileError, PruningError
+    from pxprune.experiments.ntk_study import _open_results
+
+    path, config = tmp_path / "ntk.json", {"model": "resnet20", "seed": 0}
+    fresh = _open_results(path, config)
+    assert fresh["config"] == config and fresh["cells"] == {} and fresh["dense"] is None
+    path.write_text(json.dumps({**fresh, "cells": {"snip@50.0000": {"trace": 1.0}}}))
+    assert _open_results(path, config)["cells"] == {"snip@50.0000": {"trace": 1.0}}
+    for content, error, words in (
+            ("[1, 2]", PruningError, "another configuration (None)"),  # JSON, not a study
+            (json.dumps({**fresh, "config": {**config, "seed": 1}}), PruningError,
+             "another configuration"),
+            ('{"config": ', DamagedFileError, "is unreadable")):
+        path.write_text(content)
+        with pytest.raises(error, match=re.escape(words)) as caught:
+            _open_results(path, config)
+        assert len(str(caught.value).splitlines()) == 1 and str(path) in str(caught.value)
 
 
 def test_degenerate_diagnostics_are_named():

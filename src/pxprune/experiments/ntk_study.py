@@ -149,6 +149,28 @@ def _study_cell(model: torch.nn.Module, method: str, sparsity: float,
     return cell
 
 
+def _open_results(path: Path, config: Mapping) -> dict:
+    """The study's ``ntk.json`` to continue (written with this very configuration), or a new
+    one; a file from another configuration is refused in one line, never mixed into."""
+    if not path.exists():
+        return {"format": FORMAT, "config": dict(config), "environment": {}, "dense": None,
+                "cells": {}}
+    results = read_json(path, "the NTK study", hint="delete it or choose another out_dir")
+    if not isinstance(results, dict) or results.get("config") != config:
+        found = results.get("config") if isinstance(results, dict) else None
+        raise PruningError(f"{path} was written with another configuration ({found}); "
+                           "delete it or choose another out_dir")
+    return results
+
+
+def _measure_dense(base: torch.nn.Module, x: torch.Tensor, top_k: int, chunk: int) -> dict:
+    """The dense network's NTK figures, the reference every cell's ratios divide by."""
+    t0 = time.perf_counter()
+    dense = _measure(copy.deepcopy(base), x, Masks.ones(base), top_k, chunk)
+    dense["seconds"] = round(time.perf_counter() - t0, 2)
+    return dense
+
+
 def run_ntk_study(
     model_name: str,
     dataset: str,
@@ -206,15 +228,7 @@ def run_ntk_study(
                   "bn_mode": "eval", "params": "prunable", "method_keys": "resolved specs",
                   "rounds": dict(rounds) if isinstance(rounds, Mapping) else rounds,
                   **({"output": output} if output is not None else {})}
-        if path.exists():
-            results = read_json(path, "the NTK study", hint="delete it or choose another out_dir")
-            if not isinstance(results, dict) or results.get("config") != config:
-                raise PruningError(f"{path} was written with another configuration "
-                                   f"({results.get('config')}); delete it or choose another "
-                                   "out_dir")
-        else:
-            results = {"format": FORMAT, "config": config, "environment": {}, "dense": None,
-                       "cells": {}}
+        results = _open_results(path, config)
         results["environment"] = {**provenance.environment("cpu"), **dict(meta or {})}
 
         xp_u8, yp = pruning_split(train, per_class=per_class, seed=seed)
@@ -231,14 +245,11 @@ def run_ntk_study(
                 print(msg, flush=True)
 
         if results["dense"] is None:
-            t0 = time.perf_counter()
-            dense_masks = Masks.ones(base)
-            dense = _measure(copy.deepcopy(base), xe, dense_masks, top_k, chunk)
-            dense["seconds"] = round(time.perf_counter() - t0, 2)
-            results["dense"] = dense
+            results["dense"] = _measure_dense(base, xe, top_k, chunk)
             atomic_write_json(path, results, indent=1)
-            log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}, "
-                f"bound {dense['bound']:.4g} ({dense['seconds']} s)")
+            d = results["dense"]
+            log(f"dense: trace {d['trace']:.4g}, lambda_max {d['top_eigenvalues'][0]:.4g}, "
+                f"bound {d['bound']:.4g} ({d['seconds']} s)")
         dense = results["dense"]
 
         todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
