@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
+from typing import TypeVar
 
 DENSE = "dense"
 MASKS = "masks"  # the method of a run trained from a masks file that records none
@@ -29,10 +30,12 @@ def config_record(command: str, config: Mapping[str, object],
     return {"command": command, **provenance, **config, **facts}
 
 
+_Fields = TypeVar("_Fields", bound="MaskFields")
+
+
 @dataclass(frozen=True)
-class PruneConfig:
-    """Everything that determines ``pxprune prune``'s masks (device and progress are not
-    part of it)."""
+class MaskFields:
+    """What determines a mask, the fields ``prune`` and ``run`` share (``run`` trains on it)."""
 
     model: str = "resnet20"
     dataset: str = "cifar10"  # a name or a .pt/.npz file; its training split is pruned on
@@ -44,17 +47,25 @@ class PruneConfig:
     per_class: int = 10
     norm: str = "dataset"
     weights: str | None = None
-    num_classes: int | None = None
-    output: str | None = None
-    keep_dense: str | None = None
+    output: str | None = None  # which of the model's outputs is the logits (--output)
+    keep_dense: str | None = None  # layers left unpruned (--keep-dense first,last)
     allow_disconnected: bool = False  # keep masks that cut the output off the input
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> PruneConfig:
-        """From a config.json (a folder written before the layout: ``data`` for ``dataset``)."""
+    def from_dict(cls: type[_Fields], d: Mapping) -> _Fields:
+        """From a config.json: its fields of this class, the rest (provenance, resolved facts)
+        left out; a pruning folder written before the one layout has ``data`` for ``dataset``."""
         known = {f.name for f in fields(cls)}
         d = {"dataset": d["data"], **d} if "data" in d and "dataset" not in d else d
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class PruneConfig(MaskFields):
+    """Everything that determines ``pxprune prune``'s masks (device and progress are not
+    part of it)."""
+
+    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,17 +88,9 @@ class NtkConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(MaskFields):
     """Everything that determines a run's result (device and progress are not part of it)."""
 
-    model: str = "resnet20"
-    dataset: str = "cifar10"
-    method: str = "px"
-    sparsity: float = 0.982
-    seed: int = 0
-    rounds: int | None = None
-    scope: str = "global"
-    per_class: int = 10
     recipe: str = "cifar10_resnet20"
     epochs: int | None = None
     lr: float | None = None
@@ -97,14 +100,9 @@ class RunConfig:
     momentum: float | None = None
     train_per_class: int | None = None
     test_per_class: int | None = None
-    weights: str | None = None
-    norm: str = "dataset"
     test_dataset: str | None = None  # a separate test file (a .pt/.npz --dataset needs one
     holdout: float = 0.0  # ... or this fraction of it held out per class, drawn with the seed)
-    allow_disconnected: bool = False  # keep masks that cut the output off the input
     precision: str | None = None  # training precision (recipe's "auto" when None)
-    output: str | None = None  # which of the model's outputs is the logits (--output)
-    keep_dense: str | None = None  # layers left unpruned (--keep-dense first,last)
     masks: str | None = None  # train these masks (a file or a prune folder) instead of pruning
     masks_sha256: str | None = None  # ... whose content hash this is (checked when used)
     # ``method`` with its defining defaults written out (``px`` -> ``px[variant=cvpr2024]``),
@@ -115,11 +113,6 @@ class RunConfig:
         names = ("epochs", "lr", "batch_size", "schedule", "precision", "weight_decay",
                  "momentum")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 CPU_RECIPE = "cpu_small"  # a run's recipe on the CPU when none is given
