@@ -244,13 +244,12 @@ def run_ntk_study(
             if progress:
                 print(msg, flush=True)
 
-        if results["dense"] is None:
-            results["dense"] = _measure_dense(base, xe, top_k, chunk)
-            atomic_write_json(path, results, indent=1)
-            d = results["dense"]
-            log(f"dense: trace {d['trace']:.4g}, lambda_max {d['top_eigenvalues'][0]:.4g}, "
-                f"bound {d['bound']:.4g} ({d['seconds']} s)")
         dense = results["dense"]
+        if dense is None:
+            dense = results["dense"] = _measure_dense(base, xe, top_k, chunk)
+            atomic_write_json(path, results, indent=1)
+            log(f"dense: trace {dense['trace']:.4g}, lambda_max {dense['top_eigenvalues'][0]:.4g}"
+                f", bound {dense['bound']:.4g} ({dense['seconds']} s)")
 
         todo = [(m, s) for m in methods for s in grid if _cell_key(m, s) not in results["cells"]]
         log(f"{len(todo)} cells to run ({len(methods) * len(grid) - len(todo)} already done)")
